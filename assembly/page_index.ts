@@ -1,0 +1,152 @@
+// Page lookup and fault planning: from a batch of uffd_msg to ready-to-issue
+// ioctl structs. Removes are applied before any fault of the same batch, so a
+// fault read ahead of the REMOVE that preceded it still gets zeros.
+import {
+  MSG_SIZE, MSG_EVENT, MSG_PF_ADDRESS, MSG_RM_START, MSG_RM_END, EVENT_PAGEFAULT, EVENT_REMOVE,
+  VM_NREGIONS, VM_SRC_BASE, VM_SRC_SIZE, VM_ZERO_SRC, VM_ZERO_BITMAP, VM_STAT_COPY, VM_STAT_ZERO,
+  VM_STAT_REMOVED_ZERO, VM_STAT_REMOVE_EVENTS, VM_STAT_OTHER_EVENTS, VM_STAT_BYTES, VM_REGIONS,
+  REGION_STRIDE, REGION_BASE, REGION_END, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED,
+  ACTION_STRIDE, ACTION_KIND, ACTION_MSG_INDEX, ACTION_IOCTL, ACTION_WAKE, KIND_COPY, KIND_ZEROPAGE, KIND_UNMAPPED,
+} from './layout';
+
+/** The region entry holding addr, or 0. Regions are few (2-3), a scan beats a search. */
+export function findRegion(vm: usize, addr: u64): usize {
+  const n = load<u32>(vm + VM_NREGIONS);
+  let r = vm + VM_REGIONS;
+  for (let i: u32 = 0; i < n; i++, r += REGION_STRIDE) {
+    if (addr >= load<u64>(r + REGION_BASE) && addr < load<u64>(r + REGION_END)) return r;
+  }
+  return 0;
+}
+
+@inline function bitIsSet(bitmap: usize, bit: u64): bool {
+  return (atomic.load<u32>(bitmap + <usize>((bit >> 5) << 2)) & (<u32>1 << <u32>(bit & 31))) != 0;
+}
+
+/** Marks [first, last) bits; whole words at once in the middle. */
+function setBits(bitmap: usize, first: u64, last: u64): void {
+  let b = first;
+  while (b < last && (b & 31) != 0) {
+    atomic.or<u32>(bitmap + <usize>((b >> 5) << 2), <u32>1 << <u32>(b & 31));
+    b++;
+  }
+  while (b + 32 <= last) {
+    atomic.store<u32>(bitmap + <usize>((b >> 5) << 2), 0xffffffff);
+    b += 32;
+  }
+  while (b < last) {
+    atomic.or<u32>(bitmap + <usize>((b >> 5) << 2), <u32>1 << <u32>(b & 31));
+    b++;
+  }
+}
+
+/** Records that [start, end) was removed: every page it touches reads as zeros from now on. */
+export function applyRemove(vm: usize, start: u64, end: u64): void {
+  const n = load<u32>(vm + VM_NREGIONS);
+  let r = vm + VM_REGIONS;
+  for (let i: u32 = 0; i < n; i++, r += REGION_STRIDE) {
+    const base = load<u64>(r + REGION_BASE);
+    const rend = load<u64>(r + REGION_END);
+    const s = start > base ? start : base;
+    const e = end < rend ? end : rend;
+    if (s >= e) continue;
+    const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
+    const mask = (<u64>1 << shift) - 1;
+    // A partial page cannot be removed by madvise; round outwards to be safe.
+    setBits(load<u32>(r + REGION_REMOVED), (s - base) >> shift, (e - base + mask) >> shift);
+  }
+}
+
+/** True when the page at addr was removed (tests and the prefetcher). */
+export function isRemoved(vm: usize, addr: u64): bool {
+  const r = findRegion(vm, addr);
+  if (r == 0) return false;
+  return bitIsSet(load<u32>(r + REGION_REMOVED), (addr - load<u64>(r + REGION_BASE)) >> <u64>load<u32>(r + REGION_PAGE_SHIFT));
+}
+
+@inline function bump(vm: usize, counter: u32, by: u64): void {
+  store<u64>(vm + counter, load<u64>(vm + counter) + by);
+}
+
+/**
+ * Turns `count` uffd_msg at `msgs` into actions at `actions`; returns how many.
+ * REMOVE events of the batch are applied first. Faults on a page already
+ * planned in this batch are dropped (the first copy wakes every waiter).
+ */
+export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
+  for (let i: u32 = 0; i < count; i++) {
+    const m = msgs + i * MSG_SIZE;
+    if (load<u8>(m + MSG_EVENT) == EVENT_REMOVE) {
+      applyRemove(vm, load<u64>(m + MSG_RM_START), load<u64>(m + MSG_RM_END));
+      bump(vm, VM_STAT_REMOVE_EVENTS, 1);
+    }
+  }
+  let n: u32 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const m = msgs + i * MSG_SIZE;
+    const event = load<u8>(m + MSG_EVENT);
+    if (event != EVENT_PAGEFAULT) {
+      if (event != EVENT_REMOVE) bump(vm, VM_STAT_OTHER_EVENTS, 1);
+      continue;
+    }
+    const addr = load<u64>(m + MSG_PF_ADDRESS);
+    const a = actions + n * ACTION_STRIDE;
+    store<u32>(a + ACTION_MSG_INDEX, i);
+    const r = findRegion(vm, addr);
+    if (r == 0) {
+      store<u32>(a + ACTION_KIND, KIND_UNMAPPED);
+      store<u64>(a + ACTION_IOCTL, addr);
+      return n + 1;
+    }
+    const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
+    const pageSize = <u64>1 << shift;
+    const base = load<u64>(r + REGION_BASE);
+    const page = (addr - base) >> shift;
+    const dst = base + (page << shift);
+    if (alreadyPlanned(actions, n, dst)) continue;
+    store<u64>(a + ACTION_WAKE, dst);
+    store<u64>(a + ACTION_WAKE + 8, pageSize);
+    const io = a + ACTION_IOCTL;
+    const removed = bitIsSet(load<u32>(r + REGION_REMOVED), page);
+    const fileOff = load<u64>(r + REGION_FILE_OFFSET) + (page << shift);
+    if (!removed && fileOff + pageSize > load<u64>(vm + VM_SRC_SIZE)) {
+      // The snapshot is shorter than the region: never invent bytes.
+      store<u32>(a + ACTION_KIND, KIND_UNMAPPED);
+      store<u64>(a + ACTION_IOCTL, addr);
+      return n + 1;
+    }
+    if (shift == 12 && (removed || isZeroPage(vm, fileOff))) {
+      // uffdio_zeropage { range { start, len }, mode, zeropage }
+      store<u32>(a + ACTION_KIND, KIND_ZEROPAGE);
+      store<u64>(io, dst);
+      store<u64>(io + 8, pageSize);
+      store<u64>(io + 16, 0);
+      store<i64>(io + 24, 0);
+      bump(vm, removed ? VM_STAT_REMOVED_ZERO : VM_STAT_ZERO, 1);
+    } else {
+      // uffdio_copy { dst, src, len, mode, copy }; hugetlbfs zeros come from a zeroed huge page.
+      store<u32>(a + ACTION_KIND, KIND_COPY);
+      store<u64>(io, dst);
+      store<u64>(io + 8, removed ? load<u64>(vm + VM_ZERO_SRC) : load<u64>(vm + VM_SRC_BASE) + fileOff);
+      store<u64>(io + 16, pageSize);
+      store<u64>(io + 24, 0);
+      store<i64>(io + 32, 0);
+      bump(vm, removed ? VM_STAT_REMOVED_ZERO : VM_STAT_COPY, 1);
+      bump(vm, VM_STAT_BYTES, pageSize);
+    }
+    n++;
+  }
+  return n;
+}
+
+@inline function alreadyPlanned(actions: usize, n: u32, dst: u64): bool {
+  for (let j: u32 = 0; j < n; j++) {
+    if (load<u64>(actions + j * ACTION_STRIDE + ACTION_WAKE) == dst) return true;
+  }
+  return false;
+}
+
+@inline function isZeroPage(vm: usize, fileOff: u64): bool {
+  const bitmap = load<u32>(vm + VM_ZERO_BITMAP);
+  return bitmap != 0 && bitIsSet(bitmap, fileOff >> 12);
+}

@@ -1,0 +1,175 @@
+// File descriptors: read/write/close, poll sets and eventfds. The hot-path
+// signatures take raw addresses (numbers) so koffi marshals nothing.
+import koffi from 'koffi';
+import { libc, check, errno, E, addressOf, SyscallError } from './libc.js';
+
+const readFn = libc.func('long read(int fd, uintptr_t buf, size_t count)') as (fd: number, buf: number, n: number) => number;
+const writeFn = libc.func('long write(int fd, uintptr_t buf, size_t count)') as (fd: number, buf: number, n: number) => number;
+const preadFn = libc.func('long pread(int fd, uintptr_t buf, size_t count, int64_t offset)') as (
+  fd: number, buf: number, n: number, off: number) => number;
+const closeFn = libc.func('int close(int fd)') as (fd: number) => number;
+const pollFn = libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as (
+  fds: number, n: number, timeout: number) => number;
+const eventfdFn = libc.func('int eventfd(unsigned int initval, int flags)') as (v: number, f: number) => number;
+const lseekFn = libc.func('int64_t lseek(int fd, int64_t off, int whence)') as (fd: number, off: number, whence: number) => number;
+const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
+
+export const POLL = {
+  IN: 0x1,
+  PRI: 0x2,
+  OUT: 0x4,
+  ERR: 0x8,
+  HUP: 0x10,
+  NVAL: 0x20,
+  RDHUP: 0x2000,
+} as const;
+
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const F_GETFL = 3;
+export const O_NONBLOCK = 0o4000;
+
+/** read(2) into a raw address; returns bytes or -errno. */
+export function readInto(fd: number, addr: number, len: number): number {
+  const n = readFn(fd, addr, len);
+  return n < 0 ? -errno() : n;
+}
+
+/** pread(2) into a raw address; returns bytes or -errno. */
+export function preadInto(fd: number, addr: number, len: number, offset: number): number {
+  const n = preadFn(fd, addr, len, offset);
+  return n < 0 ? -errno() : n;
+}
+
+export function writeFrom(fd: number, addr: number, len: number): number {
+  const n = writeFn(fd, addr, len);
+  return n < 0 ? -errno() : n;
+}
+
+/** close(2); EBADF is a bug in the caller and is thrown, other errors are not interesting after close. */
+export function closeFd(fd: number): void {
+  if (fd < 0) return;
+  if (closeFn(fd) < 0 && errno() === E.EBADF) throw new SyscallError('close', E.EBADF, `fd ${fd}`);
+}
+
+export function fileStatusFlags(fd: number): number {
+  return check(fcntlFn(fd, F_GETFL, 0), 'fcntl(F_GETFL)', `fd ${fd}`);
+}
+
+/**
+ * A fixed array of struct pollfd in a Buffer, reused for every poll(2) call.
+ * Layout: { int fd; short events; short revents; } = 8 bytes.
+ */
+export class PollSet {
+  private buf: Buffer;
+  private view: Int32Array;
+  private half: Int16Array;
+  private addr: number;
+  length = 0;
+
+  constructor(capacity = 16) {
+    this.buf = Buffer.alloc(capacity * 8);
+    this.view = new Int32Array(this.buf.buffer, this.buf.byteOffset, capacity * 2);
+    this.half = new Int16Array(this.buf.buffer, this.buf.byteOffset, capacity * 4);
+    this.addr = addressOf(this.buf);
+  }
+
+  /** Empties the set, keeping its memory. */
+  clear(): void {
+    this.length = 0;
+  }
+
+  /** Adds an fd; returns its slot. */
+  add(fd: number, events: number): number {
+    if (this.length * 8 === this.buf.length) this.grow();
+    const i = this.length++;
+    this.view[i * 2] = fd;
+    this.half[i * 4 + 2] = events;
+    this.half[i * 4 + 3] = 0;
+    return i;
+  }
+
+  revents(slot: number): number {
+    return this.half[slot * 4 + 3] & 0xffff;
+  }
+
+  /** poll(2): returns the number of ready fds, 0 on timeout, -errno on failure. */
+  wait(timeoutMs: number): number {
+    const n = pollFn(this.addr, this.length, timeoutMs);
+    return n < 0 ? -errno() : n;
+  }
+
+  private grow(): void {
+    const old = this.buf;
+    this.buf = Buffer.alloc(old.length * 2);
+    old.copy(this.buf);
+    const cap = this.buf.length / 8;
+    this.view = new Int32Array(this.buf.buffer, this.buf.byteOffset, cap * 2);
+    this.half = new Int16Array(this.buf.buffer, this.buf.byteOffset, cap * 4);
+    this.addr = addressOf(this.buf);
+  }
+}
+
+/** A non-blocking eventfd: how the main thread wakes a worker blocked in poll(2). */
+export class EventFd {
+  readonly fd: number;
+  private readonly buf = Buffer.alloc(8);
+  private readonly addr = addressOf(this.buf);
+
+  constructor(fd?: number) {
+    this.fd = fd ?? check(eventfdFn(0, EFD_NONBLOCK | EFD_CLOEXEC), 'eventfd');
+  }
+
+  signal(): void {
+    this.buf.writeBigUInt64LE(1n);
+    writeFn(this.fd, this.addr, 8);
+  }
+
+  /** Resets the counter; returns true if it had been signalled. */
+  drain(): boolean {
+    return readFn(this.fd, this.addr, 8) === 8;
+  }
+
+  close(): void {
+    closeFd(this.fd);
+  }
+}
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+/**
+ * The data extents of a file as [start, end) pairs, found with SEEK_DATA and
+ * SEEK_HOLE: everything outside them reads as zeros without being stored.
+ * Filesystems without hole support report the whole file as data.
+ */
+export function dataExtents(fd: number, size: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let pos = 0;
+  while (pos < size) {
+    const start = lseekFn(fd, pos, SEEK_DATA);
+    if (start < 0) {
+      if (errno() === E.ENXIO) break; // no data after pos
+      return [[0, size]];
+    }
+    const end = lseekFn(fd, start, SEEK_HOLE);
+    if (end < 0) return [[0, size]];
+    out.push([start, Math.min(end, size)]);
+    pos = end;
+  }
+  return out;
+}
+
+export interface FdWatch {
+  close(): void;
+}
+
+/**
+ * Calls `onReadable` on the main event loop whenever fd is readable or hung
+ * up. The returned handle must stay referenced: koffi garbage-collects an
+ * unreferenced poll handle and its callback then silently never fires.
+ */
+export function watchReadable(fd: number, onReadable: () => void): FdWatch {
+  const handle = koffi.node.poll(fd, { readable: true, writable: false, disconnect: true }, () => onReadable());
+  return { close: () => handle.close() };
+}

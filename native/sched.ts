@@ -1,0 +1,22 @@
+// Thread scheduling: yielding the CPU, and idle priority for background work.
+import { libc, addressOf } from './libc.js';
+
+const schedYieldFn = libc.func('int sched_yield()') as () => number;
+const schedSetschedulerFn = libc.func('int sched_setscheduler(int pid, int policy, uintptr_t param)') as (
+  pid: number, policy: number, param: number) => number;
+const SCHED_IDLE = 5;
+
+/** Gives the CPU to another runnable thread (the madvise caller, while EAGAIN lasts). */
+export function schedYield(): void {
+  schedYieldFn();
+}
+
+/**
+ * Puts the calling thread (pid 0 = this thread) in SCHED_IDLE: it runs only
+ * when the CPU has nothing else to do, so background scans never delay a
+ * fault. Returns false if the kernel refused.
+ */
+export function setIdlePriority(): boolean {
+  const param = Buffer.alloc(4); // struct sched_param { int sched_priority = 0 }
+  return schedSetschedulerFn(0, SCHED_IDLE, addressOf(param)) === 0;
+}

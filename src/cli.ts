@@ -1,0 +1,174 @@
+// The command line: `snapfault [options] <socket> <memory-file>` (the drop-in
+// form Firecracker's tests use) and `snapfault serve --socket --mem` (a
+// long-running handler for many VMs).
+import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { SnapfaultServer, type ServerOptions } from './server.js';
+import { SnapfaultError, UsageError } from './errors.js';
+import { createLogger, isLogLevel, type LogLevel } from './log.js';
+import type { FatalPolicy } from './worker/messages.js';
+
+/** Exit codes, documented in the README. */
+export const EXIT = {
+  OK: 0,
+  /** The served VM failed: handshake refused or a fatal fault error. */
+  VM_FAILED: 1,
+  /** Bad command line, or the handler could not start (snapshot, socket). */
+  USAGE: 2,
+} as const;
+
+const SERVE_OPTIONS = `Options:
+  --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
+  --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
+                            since a guest whose pages cannot be served is frozen) or disconnect
+                            (stop serving it, log it, leave the decision to the operator)
+  --socket-mode MODE        octal mode of the socket file (default 0600)
+  --handshake-timeout-ms N  refuse a connection that sends no mapping message in time (default 5000)
+  --zero-scan on|off        find all-zero snapshot pages in the background, at idle priority,
+                            and map them with UFFDIO_ZEROPAGE (default on)
+  --log-level LEVEL         debug, info (default), warn, error or silent
+  -h, --help                this help`;
+
+const MAIN_HELP = `snapfault: serves Firecracker snapshot restores over userfaultfd
+
+Usage:
+  snapfault [options] <socket> <memory-file>
+      Drop-in handler: creates <socket>, serves the one Firecracker that connects
+      (PUT /snapshot/load with mem_backend {backend_type: "Uffd", backend_path: <socket>}),
+      exits 0 when that Firecracker has gone, non-zero if serving it failed.
+  snapfault serve --socket PATH --mem FILE [options]
+      Long-running handler: serves every Firecracker that connects, at once or one
+      after another, until SIGTERM or SIGINT.
+
+${SERVE_OPTIONS}
+  --version                 print the version
+
+Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault error);
+2 bad usage or the handler could not start (snapshot or socket unusable).`;
+
+const SERVE_HELP = `Usage: snapfault serve --socket PATH --mem FILE [options]
+
+Serves every Firecracker that connects to PATH from the memory file FILE until
+SIGTERM or SIGINT. One VM's failure never disturbs the others.
+
+  --socket PATH             unix socket to create (Firecracker's mem_backend.backend_path)
+  --mem FILE                the snapshot's memory file
+${SERVE_OPTIONS}`;
+
+const optionSpec = {
+  workers: { type: 'string' },
+  'on-fatal': { type: 'string' },
+  'socket-mode': { type: 'string' },
+  'handshake-timeout-ms': { type: 'string' },
+  'zero-scan': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  socket: { type: 'string' },
+  mem: { type: 'string' },
+} as const;
+
+function intOption(v: string | undefined, name: string, def: number, min: number, max: number, radix = 10): number {
+  if (v === undefined) return def;
+  const n = radix === 8 ? Number.parseInt(v, 8) : Number(v);
+  if (!/^[0-9]+$/.test(v) || !Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} ${v}: expected ${radix === 8 ? 'an octal mode' : 'a whole number'} from ${radix === 8 ? min.toString(8) : min} to ${radix === 8 ? max.toString(8) : max}`);
+  }
+  return n;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+type Parsed = ReturnType<typeof parseArgs<{ options: typeof optionSpec; allowPositionals: true }>>;
+
+function serverOptions(values: Parsed['values'], socketPath: string, memPath: string, once: boolean): ServerOptions {
+  const onFatal = values['on-fatal'] ?? 'kill-peer';
+  if (onFatal !== 'kill-peer' && onFatal !== 'disconnect') throw new UsageError(`--on-fatal ${onFatal}: expected kill-peer or disconnect`);
+  const level = values['log-level'] ?? 'info';
+  if (!isLogLevel(level)) throw new UsageError(`--log-level ${level}: expected debug, info, warn, error or silent`);
+  const zeroScan = values['zero-scan'] ?? 'on';
+  if (zeroScan !== 'on' && zeroScan !== 'off') throw new UsageError(`--zero-scan ${zeroScan}: expected on or off`);
+  return {
+    socketPath,
+    memPath,
+    once,
+    workers: intOption(values.workers, 'workers', once ? 1 : Math.min(availableParallelism(), 4), 1, 64),
+    onFatal: onFatal as FatalPolicy,
+    socketMode: intOption(values['socket-mode'], 'socket-mode', 0o600, 0, 0o777, 8),
+    handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], 'handshake-timeout-ms', 5000, 1, 3_600_000),
+    zeroScan: zeroScan === 'on',
+    log: createLogger(level as LogLevel),
+  };
+}
+
+async function serve(opts: ServerOptions): Promise<number> {
+  const server = await SnapfaultServer.start(opts);
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => (stopping ??= server.stop());
+  const onSignal = (sig: NodeJS.Signals): void => {
+    opts.log.info(`${sig}: stopping`);
+    void stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    if (opts.once) {
+      const outcome = await Promise.race([server.firstOutcome, new Promise<null>((r) => process.once('SIGTERM', () => r(null)))]);
+      await stop();
+      return outcome === null || outcome.reason === 'exited' || outcome.reason === 'shutdown' ? EXIT.OK : EXIT.VM_FAILED;
+    }
+    await new Promise<void>((resolve) => {
+      const done = (): void => resolve();
+      process.once('SIGTERM', done);
+      process.once('SIGINT', done);
+    });
+    await stop();
+    return EXIT.OK;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+}
+
+/** Runs the command line; returns the exit code. Errors are one line on stderr. */
+export async function run(argv: string[]): Promise<number> {
+  try {
+    const isServe = argv[0] === 'serve';
+    let parsed: Parsed;
+    try {
+      parsed = parseArgs({ args: isServe ? argv.slice(1) : argv, options: optionSpec, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message.split('\n')[0]}; see snapfault --help`);
+    }
+    const { values, positionals } = parsed;
+    if (values.version) {
+      process.stdout.write(`snapfault ${version()}\n`);
+      return EXIT.OK;
+    }
+    if (values.help) {
+      process.stdout.write(`${isServe ? SERVE_HELP : MAIN_HELP}\n`);
+      return EXIT.OK;
+    }
+    if (isServe) {
+      if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}; see snapfault serve --help`);
+      if (!values.socket || !values.mem) throw new UsageError('serve needs --socket PATH and --mem FILE; see snapfault serve --help');
+      return await serve(serverOptions(values, values.socket, values.mem, false));
+    }
+    if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
+    if (positionals.length !== 2) {
+      throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
+    }
+    return await serve(serverOptions(values, positionals[0], positionals[1], true));
+  } catch (e) {
+    if (e instanceof SnapfaultError) {
+      process.stderr.write(`snapfault: ${e.message}\n`);
+      return EXIT.USAGE;
+    }
+    process.stderr.write(`snapfault: internal error: ${(e as Error).message} (please report it)\n`);
+    return EXIT.VM_FAILED;
+  }
+}

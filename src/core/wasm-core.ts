@@ -1,0 +1,98 @@
+// Loads the AssemblyScript core (build/core.wasm) onto one shared memory.
+// The module is compiled once and posted to workers; each thread instantiates
+// it on the same memory, so page tables and bitmaps are visible everywhere.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { instantiateSync } from '@assemblyscript/loader';
+import { BuildMissingError } from '../errors.js';
+
+export const WASM_PAGE = 65536;
+/** Must match asconfig.json: the module imports a memory of at most this many pages. */
+export const MAX_MEMORY_PAGES = 32768;
+const INITIAL_MEMORY_PAGES = 64;
+
+const corePath = fileURLToPath(new URL('../../core.wasm', import.meta.url));
+
+export interface CoreFunctions {
+  findRegion(vm: number, addr: bigint): number;
+  applyRemove(vm: number, start: bigint, end: bigint): void;
+  isRemoved(vm: number, addr: bigint): number;
+  plan(vm: number, msgs: number, count: number, actions: number): number;
+  scanZeroPages(buf: number, len: number, bitmap: number, firstPage: bigint): number;
+  markZeroPages(bitmap: number, first: bigint, last: bigint): void;
+}
+
+/** The memory layout constants, as the core exports them. */
+export interface CoreLayout {
+  MSG_SIZE: number;
+  VM_NREGIONS: number;
+  VM_SRC_BASE: number;
+  VM_SRC_SIZE: number;
+  VM_ZERO_SRC: number;
+  VM_ZERO_BITMAP: number;
+  VM_STAT_COPY: number;
+  VM_STAT_ZERO: number;
+  VM_STAT_REMOVED_ZERO: number;
+  VM_STAT_REMOVE_EVENTS: number;
+  VM_STAT_OTHER_EVENTS: number;
+  VM_STAT_BYTES: number;
+  VM_REGIONS: number;
+  VM_MAX_REGIONS: number;
+  VM_TABLE_SIZE: number;
+  REGION_STRIDE: number;
+  REGION_BASE: number;
+  REGION_SIZE: number;
+  REGION_END: number;
+  REGION_FILE_OFFSET: number;
+  REGION_PAGE_SHIFT: number;
+  REGION_REMOVED: number;
+  ACTION_STRIDE: number;
+  ACTION_KIND: number;
+  ACTION_MSG_INDEX: number;
+  ACTION_IOCTL: number;
+  ACTION_WAKE: number;
+  KIND_COPY: number;
+  KIND_ZEROPAGE: number;
+  KIND_UNMAPPED: number;
+  ZERO_SCAN_PAGE: number;
+}
+
+export interface Core {
+  readonly fn: CoreFunctions;
+  readonly layout: CoreLayout;
+  readonly memory: WebAssembly.Memory;
+}
+
+export function compileCore(): WebAssembly.Module {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(corePath);
+  } catch {
+    throw new BuildMissingError(corePath);
+  }
+  return new WebAssembly.Module(new Uint8Array(bytes));
+}
+
+export function createSharedMemory(): WebAssembly.Memory {
+  return new WebAssembly.Memory({ initial: INITIAL_MEMORY_PAGES, maximum: MAX_MEMORY_PAGES, shared: true });
+}
+
+const layoutKeys: (keyof CoreLayout)[] = [
+  'MSG_SIZE', 'VM_NREGIONS', 'VM_SRC_BASE', 'VM_SRC_SIZE', 'VM_ZERO_SRC', 'VM_ZERO_BITMAP', 'VM_STAT_COPY',
+  'VM_STAT_ZERO', 'VM_STAT_REMOVED_ZERO', 'VM_STAT_REMOVE_EVENTS', 'VM_STAT_OTHER_EVENTS', 'VM_STAT_BYTES',
+  'VM_REGIONS', 'VM_MAX_REGIONS', 'VM_TABLE_SIZE', 'REGION_STRIDE', 'REGION_BASE', 'REGION_SIZE', 'REGION_END',
+  'REGION_FILE_OFFSET', 'REGION_PAGE_SHIFT', 'REGION_REMOVED', 'ACTION_STRIDE', 'ACTION_KIND', 'ACTION_MSG_INDEX',
+  'ACTION_IOCTL', 'ACTION_WAKE', 'KIND_COPY', 'KIND_ZEROPAGE', 'KIND_UNMAPPED', 'ZERO_SCAN_PAGE',
+];
+
+/** Instantiates the core on `memory` in the calling thread. */
+export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory): Core {
+  const { exports } = instantiateSync<Record<string, unknown>>(module, { env: { memory } });
+  const layout = {} as Record<keyof CoreLayout, number>;
+  for (const key of layoutKeys) {
+    const g = exports[key];
+    if (!(g instanceof WebAssembly.Global)) throw new BuildMissingError(corePath, `it does not export ${key}`);
+    layout[key] = Number(g.value);
+  }
+  return { fn: exports as unknown as CoreFunctions, layout, memory };
+}

@@ -1,0 +1,45 @@
+// Every error a user can meet, as a typed class whose message says what went
+// wrong and what to do. The CLI prints `message` as one line, never a stack.
+
+export class SnapfaultError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Wrong command-line usage. */
+export class UsageError extends SnapfaultError {}
+
+export class BuildMissingError extends SnapfaultError {
+  constructor(path: string, why = 'it is missing') {
+    super(`the WebAssembly core ${path} cannot be used: ${why}; run \`npm run build\``);
+  }
+}
+
+export class OutOfCoreMemoryError extends SnapfaultError {
+  constructor(bytes: number) {
+    super(`the shared WebAssembly memory cannot grow to ${bytes} bytes (limit 2 GiB): serve fewer or smaller VMs per handler`);
+  }
+}
+
+/** A snapshot memory file that cannot be served. */
+export class SnapshotError extends SnapfaultError {
+  constructor(readonly path: string, problem: string) {
+    super(`snapshot ${path}: ${problem}`);
+  }
+}
+
+export type HandshakeReason =
+  | 'timeout' | 'closed' | 'too_large' | 'no_fd' | 'bad_fd' | 'json' | 'shape' | 'page_size'
+  | 'alignment' | 'overlap' | 'bounds' | 'too_many_regions' | 'peer';
+
+/** A Firecracker connection whose handshake was refused. */
+export class HandshakeError extends SnapfaultError {
+  constructor(readonly reason: HandshakeReason, problem: string) {
+    super(`handshake refused: ${problem}`);
+  }
+}
+
+/** The socket path cannot be used. */
+export class SocketError extends SnapfaultError {}

@@ -1,0 +1,207 @@
+// The handler: accepts Firecracker connections, checks each handshake, builds
+// the VM's page table and hands the VM to a fault worker. One VM's failure is
+// logged and contained; the others go on.
+import { SocketListener } from './socket-listener.js';
+import { peerCredentials } from '../native/socket.js';
+import { closeFd } from '../native/fd.js';
+import { pidfdOpen, pidfdSignal, SIGKILL } from '../native/pidfd.js';
+import { mmapAnonymous, munmap, type Mapping } from '../native/mmap.js';
+import { compileCore, createSharedMemory, instantiateCore, type Core } from './core/wasm-core.js';
+import { Arena } from './core/arena.js';
+import { SnapshotCache } from './snapshot/cache.js';
+import type { RawSnapshot } from './snapshot/raw-file.js';
+import { receiveHandshake } from './handshake/receive.js';
+import { parseRegions, validateRegions } from './handshake/regions.js';
+import { writeVmTable } from './vm/vm-table.js';
+import { FaultWorkerPool, type WorkerEvent } from './worker/pool.js';
+import type { FatalPolicy, VmStats, EndReason } from './worker/messages.js';
+import { HandshakeError, SnapfaultError } from './errors.js';
+import type { Logger } from './log.js';
+
+export interface ServerOptions {
+  socketPath: string;
+  memPath: string;
+  socketMode: number;
+  workers: number;
+  onFatal: FatalPolicy;
+  handshakeTimeoutMs: number;
+  zeroScan: boolean;
+  /** Serve one Firecracker, then finish (the drop-in form). */
+  once: boolean;
+  log: Logger;
+}
+
+/** How a served VM ended, or why its handshake was refused. */
+export interface VmOutcome {
+  pid: number;
+  reason: EndReason | 'refused';
+  message: string;
+  killed: boolean;
+  stats: VmStats | null;
+}
+
+interface LiveVm {
+  pid: number;
+  blocks: number[];
+  snap: RawSnapshot;
+}
+
+const MSG_CAPACITY = 64;
+const HUGE_PAGE = 2 * 1024 * 1024;
+
+export class SnapfaultServer {
+  private readonly vms = new Map<number, LiveVm>();
+  private nextId = 1;
+  private zeroHugePage: Mapping | null = null;
+  private stopped = false;
+  private resolveOnce: ((o: VmOutcome) => void) | null = null;
+  /** With `once`: resolves when the one VM has ended or was refused. */
+  readonly firstOutcome: Promise<VmOutcome>;
+  readonly outcomes: VmOutcome[] = [];
+
+  private constructor(
+    private readonly opts: ServerOptions,
+    private readonly core: Core,
+    private readonly arena: Arena,
+    private readonly cache: SnapshotCache,
+    private readonly listener: SocketListener,
+    private pool: FaultWorkerPool | null,
+  ) {
+    this.firstOutcome = new Promise((r) => (this.resolveOnce = r));
+  }
+
+  static async start(opts: ServerOptions): Promise<SnapfaultServer> {
+    const module = compileCore();
+    const memory = createSharedMemory();
+    const core = instantiateCore(module, memory);
+    const arena = new Arena(memory);
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, opts.log);
+    // Open the snapshot now so a wrong path fails at start, not at the first VM.
+    cache.release(cache.acquire(opts.memPath));
+    let listener: SocketListener;
+    try {
+      listener = SocketListener.create(opts.socketPath, opts.socketMode);
+    } catch (e) {
+      await cache.close();
+      throw e;
+    }
+    const server = new SnapfaultServer(opts, core, arena, cache, listener, null);
+    try {
+      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
+    } catch (e) {
+      listener.close();
+      await cache.close();
+      throw e;
+    }
+    listener.start((fd) => void server.onConnection(fd));
+    opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)`);
+    return server;
+  }
+
+  get connectedVms(): number {
+    return this.vms.size;
+  }
+
+  private async onConnection(conn: number): Promise<void> {
+    const { log } = this.opts;
+    if (this.opts.once) this.listener.close(); // the drop-in form serves exactly one Firecracker
+    let pid = 0;
+    let pidfd = -1;
+    let uffd = -1;
+    let snap: RawSnapshot | null = null;
+    let blocks: number[] = [];
+    try {
+      pid = peerCredentials(conn).pid;
+      try {
+        pidfd = pidfdOpen(pid);
+      } catch {
+        throw new HandshakeError('peer', `peer pid ${pid} has already exited`);
+      }
+      const hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
+      uffd = hs.uffd;
+      if (this.stopped) throw new HandshakeError('peer', 'the handler is shutting down');
+      const regions = parseRegions(hs.text, this.core.layout.VM_MAX_REGIONS);
+      snap = this.cache.acquire(this.opts.memPath);
+      validateRegions(regions, snap.size, this.opts.memPath);
+      const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
+      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc);
+      blocks = [...vmt.blocks];
+      const msgs = this.arena.alloc(MSG_CAPACITY * this.core.layout.MSG_SIZE);
+      blocks.push(msgs);
+      const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
+      blocks.push(actions);
+      const id = this.nextId++;
+      this.vms.set(id, { pid, blocks, snap, });
+      const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
+      log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`);
+      this.pool?.assign({
+        id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
+      });
+    } catch (e) {
+      const message = e instanceof SnapfaultError ? e.message : `unexpected error: ${(e as Error).message}`;
+      // A VM whose uffd we hold is frozen without us: that is a fatal error for it.
+      let killed = false;
+      if (uffd >= 0 && this.opts.onFatal === 'kill-peer' && pidfd >= 0) killed = pidfdSignal(pidfd, SIGKILL);
+      log.error(`VM pid ${pid || '?'}: ${message}${killed ? `; killed Firecracker pid ${pid}` : ''}`);
+      for (const fd of [uffd, conn, pidfd]) closeFd(fd);
+      for (const b of blocks) this.arena.freeBlock(b);
+      if (snap) this.cache.release(snap);
+      this.record({ pid, reason: 'refused', message, killed, stats: null });
+    }
+  }
+
+  private onWorkerEvent(e: WorkerEvent): void {
+    const vm = this.vms.get(e.id);
+    const who = `VM pid ${vm?.pid ?? '?'}`;
+    if (e.type === 'warning') {
+      this.opts.log.warn(`${who}: ${e.message}`);
+      return;
+    }
+    if (vm) {
+      this.vms.delete(e.id);
+      for (const b of vm.blocks) this.arena.freeBlock(b);
+      this.cache.release(vm.snap);
+    }
+    const s = e.stats;
+    const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
+      `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
+      `last fault at ${s.lastFaultMs.toFixed(1)} ms`;
+    if (e.reason === 'fatal') {
+      const action = e.killed ? `killed Firecracker pid ${vm?.pid}` : 'disconnected it';
+      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`);
+    } else {
+      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`);
+    }
+    this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
+  }
+
+  private onWorkerCrash(e: Error): void {
+    this.opts.log.error(`a fault worker crashed (${e.message}); its VMs can no longer be served, stopping`);
+    process.exitCode = 1;
+    void this.stop();
+  }
+
+  private record(o: VmOutcome): void {
+    this.outcomes.push(o);
+    if (this.opts.once) this.resolveOnce?.(o);
+  }
+
+  private hugeZeroPage(): number {
+    // Never written, so every read of it maps the shared zero page: it costs no memory.
+    this.zeroHugePage ??= mmapAnonymous(HUGE_PAGE);
+    return this.zeroHugePage.addr;
+  }
+
+  /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.listener.close();
+    const left = [...this.vms.values()].map((v) => v.pid);
+    if (left.length > 0) this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}`);
+    await this.pool?.stop();
+    await this.cache.close();
+    if (this.zeroHugePage) munmap(this.zeroHugePage);
+    this.zeroHugePage = null;
+  }
+}

@@ -1,0 +1,96 @@
+// Open snapshots, shared by every VM restored from the same file. A file that
+// was replaced or rewritten since it was opened is opened anew, so a
+// long-running handler never serves a stale snapshot's bytes.
+import { statSync } from 'node:fs';
+import { RawSnapshot, fileIdentity } from './raw-file.js';
+import { startZeroScan, type ZeroScan } from './zero-scan.js';
+import type { Core } from '../core/wasm-core.js';
+import type { Arena } from '../core/arena.js';
+import { SnapshotError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+interface Entry {
+  snap: RawSnapshot;
+  users: number;
+  scan: ZeroScan | null;
+}
+
+export class SnapshotCache {
+  private readonly current = new Map<string, Entry>();
+  private readonly retired = new Set<Entry>();
+
+  constructor(
+    private readonly core: Core,
+    private readonly module: WebAssembly.Module,
+    private readonly arena: Arena,
+    private readonly zeroScan: boolean,
+    private readonly log: Logger,
+  ) {}
+
+  /** The snapshot at path as it is now; release it when the VM ends. */
+  acquire(path: string): RawSnapshot {
+    let identity: string;
+    try {
+      identity = fileIdentity(statSync(path));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new SnapshotError(path, code === 'ENOENT' ? 'no such file: check the memory file path' : `cannot be read (${code})`);
+    }
+    let entry = this.current.get(path);
+    if (entry && entry.snap.identity !== identity) {
+      this.current.delete(path);
+      this.retire(entry);
+      entry = undefined;
+    }
+    if (!entry) {
+      const snap = RawSnapshot.open(path, this.core, this.arena);
+      entry = { snap, users: 0, scan: null };
+      if (this.zeroScan) entry.scan = this.scan(snap);
+      this.current.set(path, entry);
+    }
+    entry.users++;
+    return entry.snap;
+  }
+
+  release(snap: RawSnapshot): void {
+    for (const e of [...this.current.values(), ...this.retired]) {
+      if (e.snap !== snap) continue;
+      e.users--;
+      if (this.retired.has(e)) this.retire(e);
+      return;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.current.values()) {
+      await e.scan?.stop();
+      e.snap.close();
+    }
+    for (const e of this.retired) {
+      await e.scan?.stop();
+      e.snap.close();
+    }
+    this.current.clear();
+    this.retired.clear();
+  }
+
+  private scan(snap: RawSnapshot): ZeroScan {
+    const scan = startZeroScan(snap, this.module, this.core.memory, this.arena);
+    void scan.done.then((r) => {
+      if (r.error && r.error !== 'stopped') this.log.warn(`zero-page scan of ${snap.path} stopped: ${r.error}`);
+      else if (!r.error) this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`);
+    });
+    return scan;
+  }
+
+  private retire(e: Entry): void {
+    this.retired.add(e);
+    if (e.users > 0) return;
+    this.retired.delete(e);
+    const close = async (): Promise<void> => {
+      await e.scan?.stop();
+      e.snap.close();
+    };
+    void close();
+  }
+}

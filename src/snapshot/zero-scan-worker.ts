@@ -1,0 +1,51 @@
+// Background thread that reads a snapshot and marks its all-zero pages, at
+// idle priority so it only uses CPU time no fault wants.
+import { workerData, parentPort } from 'node:worker_threads';
+import { openSync, closeSync } from 'node:fs';
+import { instantiateCore } from '../core/wasm-core.js';
+import { preadInto } from '../../native/fd.js';
+import { setIdlePriority } from '../../native/sched.js';
+import { addressOf } from '../../native/libc.js';
+
+export interface ZeroScanData {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  path: string;
+  extents: Array<[number, number]>;
+  bitmap: number;
+  scratch: number;
+  scratchSize: number;
+}
+
+export interface ZeroScanResult {
+  zeroPages: number;
+  scannedBytes: number;
+  error?: string;
+}
+
+const d = workerData as ZeroScanData;
+setIdlePriority();
+const core = instantiateCore(d.module, d.memory);
+const base = addressOf(new Uint8Array(d.memory.buffer));
+const result: ZeroScanResult = { zeroPages: 0, scannedBytes: 0 };
+let fd = -1;
+try {
+  fd = openSync(d.path, 'r');
+  for (const [start, end] of d.extents) {
+    for (let pos = start - (start % 4096); pos < end; ) {
+      const want = Math.min(d.scratchSize, end - pos);
+      const n = preadInto(fd, base + d.scratch, want, pos);
+      if (n <= 0) throw new Error(n === 0 ? 'the file ended early' : `pread failed (errno ${-n})`);
+      const whole = n - (n % 4096);
+      if (whole === 0) break;
+      result.zeroPages += core.fn.scanZeroPages(d.scratch, whole, d.bitmap, BigInt(pos / 4096));
+      result.scannedBytes += whole;
+      pos += whole;
+    }
+  }
+} catch (e) {
+  result.error = (e as Error).message;
+} finally {
+  if (fd >= 0) closeSync(fd);
+}
+parentPort?.postMessage(result);

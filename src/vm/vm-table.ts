@@ -1,0 +1,51 @@
+// Writes a VM's page table into shared memory for the core: its regions,
+// where their bytes are, and a removed-pages bitmap per region.
+import type { Core } from '../core/wasm-core.js';
+import type { Arena } from '../core/arena.js';
+import type { GuestRegion } from '../handshake/regions.js';
+
+export interface SnapshotSource {
+  readonly size: bigint;
+  readonly srcBase: number;
+  readonly zeroBitmap: number;
+}
+
+export interface VmTable {
+  /** Offset of the table in shared memory. */
+  readonly table: number;
+  /** Every block the table owns (the table itself included), to free when the VM ends. */
+  readonly blocks: readonly number[];
+}
+
+export function writeVmTable(core: Core, arena: Arena, regions: readonly GuestRegion[], src: SnapshotSource, zeroHugePage: number): VmTable {
+  const L = core.layout;
+  const blocks: number[] = [];
+  try {
+    const table = arena.alloc(L.VM_TABLE_SIZE);
+    blocks.push(table);
+    const dv = new DataView(core.memory.buffer);
+    dv.setUint32(table + L.VM_NREGIONS, regions.length, true);
+    dv.setBigUint64(table + L.VM_SRC_BASE, BigInt(src.srcBase), true);
+    dv.setBigUint64(table + L.VM_SRC_SIZE, src.size, true);
+    dv.setBigUint64(table + L.VM_ZERO_SRC, BigInt(zeroHugePage), true);
+    dv.setUint32(table + L.VM_ZERO_BITMAP, src.zeroBitmap, true);
+    regions.forEach((r, i) => {
+      const e = table + L.VM_REGIONS + i * L.REGION_STRIDE;
+      const shift = Math.log2(r.pageSize);
+      const pages = Number(r.size >> BigInt(shift));
+      const removed = arena.alloc(Math.ceil(pages / 32) * 4);
+      blocks.push(removed);
+      const view = new DataView(core.memory.buffer); // alloc may have grown the memory
+      view.setBigUint64(e + L.REGION_BASE, r.base, true);
+      view.setBigUint64(e + L.REGION_SIZE, r.size, true);
+      view.setBigUint64(e + L.REGION_END, r.base + r.size, true);
+      view.setBigUint64(e + L.REGION_FILE_OFFSET, r.offset, true);
+      view.setUint32(e + L.REGION_PAGE_SHIFT, shift, true);
+      view.setUint32(e + L.REGION_REMOVED, removed, true);
+    });
+    return { table, blocks };
+  } catch (e) {
+    for (const b of blocks) arena.freeBlock(b);
+    throw e;
+  }
+}

@@ -1,0 +1,24 @@
+// Entry point of a fault worker thread: instantiate the core on the shared
+// memory, then run the fault loop until told to stop.
+import { workerData, parentPort, type MessagePort } from 'node:worker_threads';
+import { instantiateCore } from '../core/wasm-core.js';
+import { EventFd } from '../../native/fd.js';
+import { FaultLoop } from './fault-loop.js';
+import type { FromWorker } from './messages.js';
+
+export interface FaultWorkerData {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  controlFd: number;
+  port: MessagePort;
+}
+
+const data = workerData as FaultWorkerData;
+const parent = parentPort;
+if (!parent) throw new Error('fault-worker must run as a worker thread');
+const send = (m: FromWorker): void => parent.postMessage(m);
+const core = instantiateCore(data.module, data.memory);
+const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send);
+send({ type: 'ready' });
+loop.run();
+data.port.close();

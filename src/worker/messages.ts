@@ -1,0 +1,48 @@
+// What the main thread and the fault workers say to each other.
+
+export type FatalPolicy = 'kill-peer' | 'disconnect';
+
+/** A VM handed to a fault worker: its fds now belong to that worker. */
+export interface VmAssignment {
+  id: number;
+  /** Firecracker's pid (SO_PEERCRED), for messages. */
+  peerPid: number;
+  uffd: number;
+  conn: number;
+  /** A pidfd of the peer, opened at accept, so a kill can never hit a reused pid. -1 if none. */
+  pidfd: number;
+  /** Offset of the VM table in shared memory. */
+  table: number;
+  /** Offsets of the VM's uffd_msg buffer and action buffer, and their capacity in messages. */
+  msgs: number;
+  actions: number;
+  capacity: number;
+  onFatal: FatalPolicy;
+}
+
+export type ToWorker =
+  | { type: 'add'; vm: VmAssignment }
+  | { type: 'stop' };
+
+export interface VmStats {
+  copies: number;
+  zeropages: number;
+  removedZero: number;
+  bytes: number;
+  removeEvents: number;
+  otherEvents: number;
+  reads: number;
+  messages: number;
+  eagain: number;
+  eexist: number;
+  /** ms from assignment to the last resolved fault. */
+  lastFaultMs: number;
+  servedMs: number;
+}
+
+export type EndReason = 'exited' | 'fatal' | 'shutdown';
+
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats }
+  | { type: 'warning'; id: number; message: string };

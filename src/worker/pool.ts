@@ -1,0 +1,88 @@
+// The fault workers, seen from the main thread: start them, hand each new VM
+// to the least busy one, hear when VMs end, stop them all.
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { EventFd } from '../../native/fd.js';
+import type { FaultWorkerData } from './fault-worker.js';
+import type { VmAssignment, ToWorker, FromWorker } from './messages.js';
+
+interface PoolWorker {
+  worker: Worker;
+  port: MessagePort;
+  control: EventFd;
+  vms: Set<number>;
+  exited: Promise<void>;
+}
+
+export type WorkerEvent = Exclude<FromWorker, { type: 'ready' }>;
+
+export class FaultWorkerPool {
+  private readonly workers: PoolWorker[] = [];
+  private readonly owner = new Map<number, PoolWorker>();
+
+  private constructor(private readonly onEvent: (e: WorkerEvent) => void, private readonly onCrash: (e: Error) => void) {}
+
+  static async start(
+    size: number,
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    onEvent: (e: WorkerEvent) => void,
+    onCrash: (e: Error) => void,
+  ): Promise<FaultWorkerPool> {
+    const pool = new FaultWorkerPool(onEvent, onCrash);
+    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory)));
+    return pool;
+  }
+
+  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory): Promise<void> {
+    const control = new EventFd();
+    const { port1, port2 } = new MessageChannel();
+    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2 };
+    const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    let resolveExit!: () => void;
+    const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };
+    this.workers.push(pw);
+    return new Promise((resolve, reject) => {
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'ready') return resolve();
+        if (m.type === 'ended') {
+          pw.vms.delete(m.id);
+          this.owner.delete(m.id);
+        }
+        this.onEvent(m);
+      });
+      worker.on('error', (e) => {
+        reject(e);
+        this.onCrash(e);
+      });
+      worker.on('exit', () => resolveExit());
+    });
+  }
+
+  /** Hands a VM to the worker serving the fewest; its fds belong to that worker from now on. */
+  assign(vm: VmAssignment): void {
+    let best = this.workers[0];
+    for (const w of this.workers) if (w.vms.size < best.vms.size) best = w;
+    best.vms.add(vm.id);
+    this.owner.set(vm.id, best);
+    this.post(best, { type: 'add', vm });
+  }
+
+  get servedVms(): number {
+    return this.owner.size;
+  }
+
+  /** Stops every worker; each ends its VMs ('shutdown') first. */
+  async stop(): Promise<void> {
+    for (const w of this.workers) this.post(w, { type: 'stop' });
+    await Promise.all(this.workers.map((w) => w.exited));
+    for (const w of this.workers) {
+      w.control.close();
+      w.port.close();
+    }
+  }
+
+  private post(w: PoolWorker, m: ToWorker): void {
+    w.port.postMessage(m);
+    w.control.signal();
+  }
+}
