@@ -24,10 +24,11 @@ export const POLL = {
   RDHUP: 0x2000,
 } as const;
 
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
-const F_GETFL = 3;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const F_GETFL = 3;
 export const O_NONBLOCK = 0o4000;
+export const POLLFD_SIZE = 8;
 
 /** read(2) into a raw address; returns bytes or -errno. */
 export function readInto(fd: number, addr: number, len: number): number {
@@ -135,8 +136,8 @@ export class EventFd {
   }
 }
 
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
 
 /**
  * The data extents of a file as [start, end) pairs, found with SEEK_DATA and

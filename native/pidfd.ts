@@ -5,9 +5,9 @@ import { libc, check, errno, SyscallError, E } from './libc.js';
 const syscallFn = libc.func('long syscall(long n, long a, long b, long c, long d)') as (
   n: number, a: number, b: number, c: number, d: number) => number;
 
-const SYS_pidfd_send_signal = 424;
-const SYS_pidfd_open = 434;
-const PIDFD_NONBLOCK = 0o4000;
+export const SYS_pidfd_send_signal = 424;
+export const SYS_pidfd_open = 434;
+export const PIDFD_NONBLOCK = 0o4000;
 
 export const SIGKILL = 9;
 export const SIGTERM = 15;

@@ -4,7 +4,7 @@ import { libc, addressOf } from './libc.js';
 const schedYieldFn = libc.func('int sched_yield()') as () => number;
 const schedSetschedulerFn = libc.func('int sched_setscheduler(int pid, int policy, uintptr_t param)') as (
   pid: number, policy: number, param: number) => number;
-const SCHED_IDLE = 5;
+export const SCHED_IDLE = 5;
 
 /** Gives the CPU to another runnable thread (the madvise caller, while EAGAIN lasts). */
 export function schedYield(): void {

@@ -7,7 +7,7 @@ import { UFFDIO, USERFAULTFD_IOC_NEW, UFFD_API, LAYOUT, UFFDIO_REGISTER_MODE_MIS
 
 export * from './uffd_abi.js';
 
-const O_CLOEXEC = 0o2000000;
+export const O_CLOEXEC = 0o2000000;
 
 const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, uintptr_t arg)') as (
   fd: number, req: number, arg: number) => number;

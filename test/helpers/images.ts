@@ -1,0 +1,55 @@
+// Snapshot memory images for tests: deterministic mixes of page kinds.
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+
+export type PageKind = 'zero' | 'random' | 'text' | 'dup';
+
+/** Deterministic pseudo-random bytes (SHA-256 in counter mode). */
+export function prng(seed: string, len: number): Buffer {
+  const out = Buffer.alloc(len);
+  for (let off = 0, i = 0; off < len; i++) {
+    const h = createHash('sha256').update(`${seed}:${i}`).digest();
+    off += h.copy(out, off);
+  }
+  return out;
+}
+
+/**
+ * An image of `pages` pages of `pageSize`: `zeroFraction` of them zero, the
+ * rest random, text-like or duplicates of earlier pages, in a seeded order.
+ */
+export function makeImage(bytes: number, opts: { seed?: string; zeroFraction?: number; pageSize?: number } = {}): Buffer {
+  const pageSize = opts.pageSize ?? 4096;
+  const seed = opts.seed ?? 'snapfault';
+  const zeroFraction = opts.zeroFraction ?? 0.5;
+  const pages = bytes / pageSize;
+  const img = prng(seed, bytes); // start random; overwrite some pages
+  const pick = prng(`${seed}:kinds`, pages * 2);
+  const words = Buffer.from('the quick brown fox jumps over the lazy dog; firecracker snapshot page ');
+  for (let p = 0; p < pages; p++) {
+    const r = pick.readUInt16LE(p * 2) / 65536;
+    const page = img.subarray(p * pageSize, (p + 1) * pageSize);
+    if (r < zeroFraction) page.fill(0);
+    else if (r < zeroFraction + (1 - zeroFraction) / 4) for (let o = 0; o < pageSize; o += words.length) words.copy(page, o, 0, Math.min(words.length, pageSize - o));
+    else if (r < zeroFraction + (1 - zeroFraction) / 2 && p > 0) img.copy(page, 0, (p >> 1) * pageSize, ((p >> 1) + 1) * pageSize);
+    // Mark every page with its number so a page served at the wrong place is caught.
+    if (!page.every((b) => b === 0)) page.writeUInt32LE(p, 8);
+  }
+  return img;
+}
+
+export class TempDir {
+  readonly path = mkdtempSync(join(tmpdir(), 'snapfault-test-'));
+
+  file(name: string, data?: Buffer | string): string {
+    const p = join(this.path, name);
+    if (data !== undefined) writeFileSync(p, data);
+    return p;
+  }
+
+  remove(): void {
+    rmSync(this.path, { recursive: true, force: true });
+  }
+}

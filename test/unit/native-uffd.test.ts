@@ -1,0 +1,91 @@
+// The uffd wrapper against a real userfaultfd in this process: the resolving
+// ioctls are issued on registered memory that no thread touches until filled.
+import { expect } from 'chai';
+import { createUserfaultfd, registerMissing, copy, zeropage, wake, isUserfaultfd, UFFD_FEATURE } from '../../native/uffd.js';
+import { mmapAnonymous, munmap, readMemory, writeMemory, type Mapping } from '../../native/mmap.js';
+import { closeFd, fileStatusFlags, O_NONBLOCK, PollSet, POLL, EventFd, dataExtents } from '../../native/fd.js';
+import { E } from '../../native/libc.js';
+import { TempDir } from '../helpers/images.js';
+import { openSync, closeSync, ftruncateSync, writeSync } from 'node:fs';
+
+describe('native/uffd on a real userfaultfd', () => {
+  let fd: number;
+  let guest: Mapping;
+  let src: Mapping;
+  const PAGE = 4096;
+
+  beforeEach(() => {
+    fd = createUserfaultfd(UFFD_FEATURE.EVENT_REMOVE);
+    guest = mmapAnonymous(16 * PAGE);
+    src = mmapAnonymous(PAGE);
+    registerMissing(fd, guest.addr, guest.length);
+  });
+  afterEach(() => {
+    closeFd(fd);
+    munmap(guest);
+    munmap(src);
+  });
+
+  it('is recognised as a non-blocking userfaultfd', () => {
+    expect(isUserfaultfd(fd)).to.equal(true);
+    expect(fileStatusFlags(fd) & O_NONBLOCK).to.equal(O_NONBLOCK);
+    const ev = new EventFd();
+    expect(isUserfaultfd(ev.fd)).to.equal(false);
+    ev.close();
+  });
+
+  it('UFFDIO_COPY fills a page, a second copy reports EEXIST, WAKE succeeds', () => {
+    const bytes = Buffer.alloc(PAGE, 0xab);
+    writeMemory(src.addr, bytes);
+    expect(copy(fd, guest.addr + PAGE, src.addr, PAGE)).to.equal(PAGE);
+    expect(readMemory(guest.addr + PAGE, PAGE).equals(bytes)).to.equal(true);
+    expect(copy(fd, guest.addr + PAGE, src.addr, PAGE)).to.equal(-E.EEXIST);
+    expect(wake(fd, guest.addr + PAGE, PAGE)).to.equal(0);
+  });
+
+  it('UFFDIO_ZEROPAGE maps zeros', () => {
+    expect(zeropage(fd, guest.addr, 2 * PAGE)).to.equal(2 * PAGE);
+    expect(readMemory(guest.addr, 2 * PAGE).every((b) => b === 0)).to.equal(true);
+  });
+
+  it('rejects an unaligned destination with EINVAL', () => {
+    expect(copy(fd, guest.addr + 100, src.addr, PAGE)).to.equal(-E.EINVAL);
+  });
+
+  it('poll reports nothing pending on an idle uffd', () => {
+    const set = new PollSet(1);
+    set.add(fd, POLL.IN);
+    expect(set.wait(0)).to.equal(0);
+  });
+
+  it('eventfd wakes a poll set', () => {
+    const ev = new EventFd();
+    const set = new PollSet(1);
+    set.add(ev.fd, POLL.IN);
+    ev.signal();
+    expect(set.wait(1000)).to.equal(1);
+    expect(set.revents(0) & POLL.IN).to.equal(POLL.IN);
+    expect(ev.drain()).to.equal(true);
+    expect(ev.drain()).to.equal(false);
+    ev.close();
+  });
+});
+
+describe('native/fd dataExtents', () => {
+  it('finds the data of a sparse file and nothing in its holes', () => {
+    const tmp = new TempDir();
+    const path = tmp.file('sparse');
+    const f = openSync(path, 'w+');
+    ftruncateSync(f, 64 << 20);
+    writeSync(f, Buffer.alloc(4096, 1), 0, 4096, 16 << 20);
+    closeSync(f);
+    const rf = openSync(path, 'r');
+    const ext = dataExtents(rf, 64 << 20);
+    closeSync(rf);
+    tmp.remove();
+    expect(ext.length).to.equal(1);
+    expect(ext[0][0]).to.be.at.most(16 << 20);
+    expect(ext[0][1]).to.be.at.least((16 << 20) + 4096);
+    expect(ext[0][1] - ext[0][0]).to.be.below(4 << 20);
+  });
+});
