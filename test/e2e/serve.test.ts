@@ -1,0 +1,158 @@
+// `snapfault serve`: many Firecrackers at once and one after another, and
+// every way one of them can go wrong without disturbing the others.
+import { expect } from 'chai';
+import { statSync, existsSync, copyFileSync, truncateSync } from 'node:fs';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { startSnapfault, startSim, runSim, openFds, type Proc } from '../helpers/processes.js';
+
+const MiB = 1 << 20;
+
+describe('snapfault serve', function () {
+  this.timeout(120_000);
+  const tmp = new TempDir();
+  let mem: string;
+  let n = 0;
+  let handler: Proc | null = null;
+
+  before(() => {
+    mem = tmp.file('mem.img', makeImage(32 * MiB, { seed: 'serve' }));
+  });
+  afterEach(async () => {
+    if (handler && handler.child.exitCode === null) {
+      handler.kill('SIGKILL');
+      await handler.exited;
+    }
+    handler = null;
+  });
+  after(() => tmp.remove());
+
+  async function serve(extra: string[] = [], file = mem): Promise<{ h: Proc; sock: string }> {
+    const sock = tmp.file(`s${n++}.sock`);
+    handler = await startSnapfault(['serve', '--socket', sock, '--mem', file, ...extra]);
+    return { h: handler, sock };
+  }
+
+  const good = (sock: string, extra: string[] = []) =>
+    runSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random', '--threads', '2', ...extra]);
+
+  it('serves several VMs at once, each byte checked, on a 0600 socket it removes on SIGTERM', async () => {
+    const { h, sock } = await serve(['--workers', '2']);
+    expect(statSync(sock).mode & 0o777).to.equal(0o600);
+    const runs = await Promise.all([
+      good(sock),
+      good(sock, ['--balloon', '4M:1M', '--balloon-mode', 'concurrent']),
+      good(sock, ['--regions', '16M,16M']),
+      good(sock, ['--pattern', 'hot']),
+    ]);
+    for (const r of runs) {
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.json?.mismatches).to.equal(0);
+    }
+    await h.waitForStderr(/(ended: Firecracker closed the connection[^]*){4}/);
+    h.kill('SIGTERM');
+    expect((await h.waitExit()).code).to.equal(0);
+    expect(existsSync(sock)).to.equal(false);
+  });
+
+  it('a Firecracker dying mid-restore is cleaned up; the VM beside it is not disturbed', async () => {
+    const { h, sock } = await serve(['--workers', '1']);
+    // Warm up once so lazily created resources are part of the baseline.
+    expect((await good(sock, ['--touches', '100'])).code).to.equal(0);
+    await h.waitForStderr(/ended/);
+    const baseline = await openFds(h.pid);
+    for (let round = 0; round < 3; round++) {
+      const dying = runSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--die-after', String(500 + round * 1500)]);
+      const healthy = good(sock);
+      const [d, ok] = await Promise.all([dying, healthy]);
+      expect(d.signal).to.equal('SIGKILL');
+      expect(ok.code, ok.stderr).to.equal(0);
+      expect(ok.json?.mismatches).to.equal(0);
+    }
+    await h.waitForStderr(/(ended[^]*){7}/);
+    expect(await openFds(h.pid)).to.equal(baseline);
+    expect(h.stderr).to.not.match(/ error: /);
+  });
+
+  const malformed: Array<[string, string, RegExp]> = [
+    ['not JSON', 'this is not json', /not valid JSON/],
+    ['a JSON object', '{"base_host_virt_addr": 1}', /must be a JSON array/],
+    ['disagreeing page sizes', '[{"base_host_virt_addr":140000000000000,"size":4096,"offset":0,"page_size":4096,"page_size_kib":2097152}]', /disagree/],
+    ['a region beyond the snapshot', '[{"base_host_virt_addr":140000000000000,"size":1073741824,"offset":0}]', /holds 33554432/],
+    ['a misaligned region', '[{"base_host_virt_addr":140000000000001,"size":4096,"offset":0}]', /not a multiple of its page size/],
+  ];
+  for (const [what, text, why] of malformed) {
+    it(`refuses a handshake with ${what}, kills that Firecracker, serves the next`, async () => {
+      const { h, sock } = await serve();
+      const raw = tmp.file(`raw${n++}.json`, text);
+      const bad = await runSim(['--socket', sock, '--mem', mem, '--raw-handshake', raw, '--touches', '1']);
+      expect(bad.signal).to.equal('SIGKILL');
+      const line = (await h.waitForStderr(/.*handshake refused.*/))[0];
+      expect(line).to.match(why);
+      expect(line).to.match(/killed Firecracker pid \d+/);
+      const ok = await good(sock, ['--touches', '500']);
+      expect(ok.code).to.equal(0);
+    });
+  }
+
+  it('with --on-fatal disconnect a refused Firecracker is left alive', async () => {
+    const { h, sock } = await serve(['--on-fatal', 'disconnect']);
+    const raw = tmp.file(`raw${n++}.json`, 'nope');
+    const r = await runSim(['--socket', sock, '--mem', mem, '--raw-handshake', raw, '--touches', '0', '--hold-ms', '300']);
+    expect(r.code).to.equal(0);
+    expect(h.stderr).to.match(/handshake refused: the mapping message is not valid JSON/);
+    expect(h.stderr).to.not.match(/killed/);
+  });
+
+  it('refuses a handshake without a userfaultfd, and a connection that sends nothing', async () => {
+    const { h, sock } = await serve(['--handshake-timeout-ms', '300']);
+    const noFd = await runSim(['--socket', sock, '--mem', mem, '--no-fd', '--touches', '0', '--hold-ms', '200']);
+    expect(noFd.code).to.equal(0);
+    await h.waitForStderr(/came without a userfaultfd/);
+    const silent = await runSim(['--socket', sock, '--mem', mem, '--no-send', '--touches', '0', '--hold-ms', '800']);
+    expect(silent.code).to.equal(0);
+    await h.waitForStderr(/no mapping message within 300 ms/);
+    expect((await good(sock, ['--touches', '200'])).code).to.equal(0);
+  });
+
+  it('kills the Firecracker whose snapshot was truncated while being served; others go on', async () => {
+    const own = tmp.file('trunc.img');
+    copyFileSync(mem, own);
+    const { h, sock } = await serve(['--zero-scan', 'off'], own);
+    const victim = startSim(['--socket', sock, '--mem', own, '--pattern', 'seq', '--hold-ms', '5000']);
+    await h.waitForStderr(/serving 1 region/); // the handshake was accepted: truncate under the running restore
+    truncateSync(own, 4 * MiB);
+    const r = await victim.result;
+    expect(r.signal).to.equal('SIGKILL');
+    const line = (await h.waitForStderr(/.*snapshot bytes could not be read.*/))[0];
+    expect(line).to.match(/killed Firecracker pid \d+/);
+    // The file changed: a new VM gets the new file, which no longer fits its regions.
+    const next = await runSim(['--socket', sock, '--mem', mem, '--touches', '1']);
+    expect(next.signal).to.equal('SIGKILL');
+    await h.waitForStderr(/holds 4194304/);
+    expect(h.child.exitCode).to.equal(null);
+  });
+
+  it('stops cleanly on SIGTERM while a VM is connected and its worker is blocked in poll', async () => {
+    const { h, sock } = await serve();
+    const sim = startSim(['--socket', sock, '--mem', mem, '--touches', '10', '--hold-ms', '20000']);
+    await h.waitForStderr(/serving 1 region/);
+    h.kill('SIGTERM');
+    const exit = await h.waitExit(5000);
+    expect(exit.code).to.equal(0);
+    expect(h.stderr).to.match(/still depend on this handler: pid \d+/);
+    sim.proc.kill('SIGKILL');
+    await sim.result;
+  });
+
+  it('replaces a stale socket file, refuses a socket in use', async () => {
+    const { h, sock } = await serve();
+    const second = await startSnapfault(['serve', '--socket', sock, '--mem', mem]).catch((e: Error) => e);
+    expect(second).to.be.instanceOf(Error);
+    expect((second as Error).message).to.match(/socket .* is in use by another handler/);
+    h.kill('SIGKILL'); // leaves its socket file behind
+    await h.exited;
+    expect(existsSync(sock)).to.equal(true);
+    const { h: h2 } = await serve();
+    expect(h2.child.exitCode).to.equal(null);
+  });
+});
