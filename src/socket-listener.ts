@@ -1,10 +1,12 @@
 // The handler's unix socket: created safely (no stale file, no other
 // listener, restricted mode), watched for connections, removed at the end.
 import { lstatSync, unlinkSync, chmodSync } from 'node:fs';
-import { listenUnix, connectUnix, acceptConnection } from '../native/socket.js';
+import { listenUnix, connectUnix, acceptConnection, SOCKET_LAYOUT } from '../native/socket.js';
 import { closeFd, watchReadable, type FdWatch } from '../native/fd.js';
 import { SyscallError } from '../native/libc.js';
 import { SocketError } from './errors.js';
+
+const MAX_PATH = SOCKET_LAYOUT.sockaddr_un.path_max - 1;
 
 export class SocketListener {
   private watch: FdWatch | null = null;
@@ -13,6 +15,8 @@ export class SocketListener {
   private constructor(readonly path: string, readonly fd: number, private readonly ino: number) {}
 
   static create(path: string, mode: number): SocketListener {
+    const len = Buffer.byteLength(path);
+    if (len > MAX_PATH) throw new SocketError(`socket path ${path} is ${len} bytes, the limit is ${MAX_PATH}: use a shorter path`);
     clearStale(path);
     let fd: number;
     try {

@@ -2,18 +2,15 @@
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, createCipheriv } from 'node:crypto';
 
 export type PageKind = 'zero' | 'random' | 'text' | 'dup';
 
-/** Deterministic pseudo-random bytes (SHA-256 in counter mode). */
+/** Deterministic pseudo-random bytes: AES-128-CTR keyed by the seed. */
 export function prng(seed: string, len: number): Buffer {
-  const out = Buffer.alloc(len);
-  for (let off = 0, i = 0; off < len; i++) {
-    const h = createHash('sha256').update(`${seed}:${i}`).digest();
-    off += h.copy(out, off);
-  }
-  return out;
+  const key = createHash('sha256').update(seed).digest().subarray(0, 16);
+  const cipher = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
+  return Buffer.concat([cipher.update(Buffer.alloc(len)), cipher.final()]);
 }
 
 /**

@@ -1,0 +1,55 @@
+// 2 MiB hugetlbfs guest memory: reserves huge pages for the test (root) and
+// puts the old reservation back afterwards.
+import { expect } from 'chai';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { startSnapfault, runSim } from '../helpers/processes.js';
+
+const MiB = 1 << 20;
+const NR = '/proc/sys/vm/nr_hugepages';
+const FREE = '/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages';
+
+describe('2 MiB hugetlbfs guest memory', function () {
+  this.timeout(120_000);
+  const tmp = new TempDir();
+  let old = 0;
+  let mem: string;
+
+  before(() => {
+    old = Number(readFileSync(NR, 'utf8'));
+    // 32 MiB of guest memory, plus room for the kernel to round.
+    writeFileSync(NR, String(old + 24));
+    const free = Number(readFileSync(FREE, 'utf8'));
+    if (free < 16) throw new Error(`could reserve only ${free} free 2 MiB pages (need 16): memory too fragmented`);
+    mem = tmp.file('huge.img', makeImage(32 * MiB, { seed: 'huge', pageSize: 2 * MiB, zeroFraction: 0.25 }));
+  });
+  after(() => {
+    writeFileSync(NR, String(old));
+    tmp.remove();
+  });
+
+  for (const shape of ['kib', 'page_size']) {
+    it(`serves 2 MiB pages announced as ${shape}, two vCPUs, every byte checked`, async () => {
+      const sock = tmp.file(`h-${shape}.sock`);
+      const h = await startSnapfault([sock, mem]);
+      const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--shape', shape, '--verify', '--pattern', 'random', '--threads', '2']);
+      expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+      expect(sim.json?.touches).to.equal(16);
+      expect(sim.json?.mismatches).to.equal(0);
+      expect((await h.waitExit()).code).to.equal(0);
+      expect(h.stderr).to.match(/16x2M pages/);
+      expect(h.stderr).to.match(/16 faults \(16 copied/);
+    });
+  }
+
+  it('ballooned 2 MiB pages come back as zeros (hugetlbfs has no ZEROPAGE)', async () => {
+    const sock = tmp.file('h-balloon.sock');
+    const h = await startSnapfault([sock, mem]);
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'seq',
+      '--balloon', '4M:4M,20M:2M', '--balloon-mode', 'after']);
+    expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    expect(h.stderr).to.match(/3 removed\)/);
+  });
+});
