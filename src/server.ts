@@ -75,7 +75,9 @@ export class SnapfaultServer {
     const memory = createSharedMemory();
     const core = instantiateCore(module, memory);
     const arena = new Arena(memory);
-    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, opts.log);
+    // One word the fault workers bump on every batch: background work backs off while it moves.
+    const activity = arena.alloc(64);
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.log);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
     cache.release(cache.acquire(opts.memPath));
     let listener: SocketListener;
@@ -87,7 +89,7 @@ export class SnapfaultServer {
     }
     const server = new SnapfaultServer(opts, core, arena, cache, listener, null);
     try {
-      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
+      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
     } catch (e) {
       listener.close();
       await cache.close();

@@ -87,7 +87,11 @@ const layoutKeys: (keyof CoreLayout)[] = [
 
 /** Instantiates the core on `memory` in the calling thread. */
 export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory): Core {
-  const { exports } = instantiateSync<Record<string, unknown>>(module, { env: { memory } });
+  // The loader validates the imports and reads the layout; the functions are
+  // taken from the raw instance: the loader's wrappers allocate (rest
+  // arguments) on every call, which the fault path must not.
+  const { instance } = instantiateSync<Record<string, unknown>>(module, { env: { memory } });
+  const exports = instance.exports as Record<string, unknown>;
   const layout = {} as Record<keyof CoreLayout, number>;
   for (const key of layoutKeys) {
     const g = exports[key];

@@ -24,6 +24,7 @@ export class SnapshotCache {
     private readonly module: WebAssembly.Module,
     private readonly arena: Arena,
     private readonly zeroScan: boolean,
+    private readonly activity: number,
     private readonly log: Logger,
   ) {}
 
@@ -75,7 +76,7 @@ export class SnapshotCache {
   }
 
   private scan(snap: RawSnapshot): ZeroScan {
-    const scan = startZeroScan(snap, this.module, this.core.memory, this.arena);
+    const scan = startZeroScan(snap, this.module, this.core.memory, this.arena, this.activity);
     void scan.done.then((r) => {
       if (r.error && r.error !== 'stopped') this.log.warn(`zero-page scan of ${snap.path} stopped: ${r.error}`);
       else if (!r.error) this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`);

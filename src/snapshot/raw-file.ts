@@ -1,7 +1,7 @@
 // A plain Firecracker memory file, served straight from a read-only mapping:
 // UFFDIO_COPY reads the page cache, nothing is copied in user space.
 import { openSync, fstatSync, closeSync } from 'node:fs';
-import { mmapFile, munmap, madvise, MADV, type Mapping } from '../../native/mmap.js';
+import { mmapFile, munmap, type Mapping } from '../../native/mmap.js';
 import { dataExtents } from '../../native/fd.js';
 import { SnapshotError } from '../errors.js';
 import type { Core } from '../core/wasm-core.js';
@@ -58,8 +58,8 @@ export class RawSnapshot {
       if (st.size % SCAN_PAGE !== 0) {
         throw new SnapshotError(path, `its size ${st.size} is not a multiple of 4096: not a Firecracker memory file, or truncated`);
       }
+      // No MADV_RANDOM: it would turn off fault-around, and every copied page would cost the handler a minor fault.
       const mapping = mmapFile(fd, st.size, path);
-      madvise(mapping.addr, mapping.length, MADV.RANDOM); // faults arrive in guest order, not file order
       const snap = new RawSnapshot(path, fd, mapping, st.size, fileIdentity(st), arena);
       snap.markHoles(core);
       return snap;

@@ -15,6 +15,8 @@ export interface ZeroScanData {
   bitmap: number;
   scratch: number;
   scratchSize: number;
+  /** Offset of the fault workers' activity counter. */
+  activity: number;
 }
 
 export interface ZeroScanResult {
@@ -28,11 +30,29 @@ setIdlePriority();
 const core = instantiateCore(d.module, d.memory);
 const base = addressOf(new Uint8Array(d.memory.buffer));
 const result: ZeroScanResult = { zeroPages: 0, scannedBytes: 0 };
+const activity = new Int32Array(d.memory.buffer, d.activity, 1);
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const QUIET_MS = 20;
+
+/**
+ * Waits until no fault has been served for QUIET_MS. Even at idle priority
+ * the scan would slow a restore: it streams the file through the CPU caches
+ * the fault path needs, and this kernel does not preempt a pread midway.
+ */
+function waitForQuiet(): void {
+  for (;;) {
+    const seen = Atomics.load(activity, 0);
+    Atomics.wait(pause, 0, 0, QUIET_MS);
+    if (Atomics.load(activity, 0) === seen) return;
+  }
+}
+
 let fd = -1;
 try {
   fd = openSync(d.path, 'r');
   for (const [start, end] of d.extents) {
     for (let pos = start - (start % 4096); pos < end; ) {
+      waitForQuiet();
       const want = Math.min(d.scratchSize, end - pos);
       const n = preadInto(fd, base + d.scratch, want, pos);
       if (n <= 0) throw new Error(n === 0 ? 'the file ended early' : `pread failed (errno ${-n})`);

@@ -4,17 +4,18 @@ import type { RawSnapshot } from './raw-file.js';
 import type { Arena } from '../core/arena.js';
 import type { ZeroScanData, ZeroScanResult } from './zero-scan-worker.js';
 
-const SCRATCH = 1 << 20;
+// Small reads: this kernel does not preempt a pread in progress, and a fault must not wait behind a long one.
+const SCRATCH = 64 << 10;
 
 export interface ZeroScan {
   readonly done: Promise<ZeroScanResult>;
   stop(): Promise<void>;
 }
 
-export function startZeroScan(snap: RawSnapshot, module: WebAssembly.Module, memory: WebAssembly.Memory, arena: Arena): ZeroScan {
+export function startZeroScan(snap: RawSnapshot, module: WebAssembly.Module, memory: WebAssembly.Memory, arena: Arena, activity: number): ZeroScan {
   const scratch = arena.alloc(SCRATCH, 4096);
   const data: ZeroScanData = {
-    module, memory, path: snap.path, extents: snap.dataExtents(), bitmap: snap.zeroBitmap, scratch, scratchSize: SCRATCH,
+    module, memory, path: snap.path, extents: snap.dataExtents(), bitmap: snap.zeroBitmap, scratch, scratchSize: SCRATCH, activity,
   };
   const worker = new Worker(new URL('./zero-scan-worker.js', import.meta.url), { workerData: data });
   worker.unref();

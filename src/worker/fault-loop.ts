@@ -1,10 +1,11 @@
 // The fault loop: one per worker thread, serving any number of VMs through
 // synchronous koffi calls (async calls cost a thread-pool hop, 15-40 µs).
-// poll(2) waits on every VM's uffd and socket plus a control eventfd; the WASM
+// epoll waits on every VM's uffd and socket plus a control eventfd; the WASM
 // core turns each batch of uffd_msg into ready ioctl structs; this loop only
 // issues them and handles the errors.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { PollSet, POLL, EventFd, readInto, closeFd } from '../../native/fd.js';
+import { EventFd, readInto, closeFd } from '../../native/fd.js';
+import { Epoll, EPOLL } from '../../native/epoll.js';
 import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
 import { E, addressOf } from '../../native/libc.js';
 import { schedYield } from '../../native/sched.js';
@@ -14,78 +15,98 @@ import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './m
 
 /** After this many yields with EAGAIN still pending, sleep in poll instead of spinning. */
 const EAGAIN_YIELDS = 32;
+const now = performance.now.bind(performance);
 
 interface ServedVm {
   a: VmAssignment;
+  slot: number;
   pending: number;
   deferred: boolean;
   yields: number;
+  round: number;
   reads: number;
   messages: number;
   eagain: number;
   eexist: number;
   started: number;
   lastFault: number;
-  uffdSlot: number;
-  connSlot: number;
   ended: boolean;
 }
 
+/** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket). */
+const CONTROL_TAG = 0;
+
 export class FaultLoop {
-  private readonly vms: ServedVm[] = [];
-  private readonly poll = new PollSet(16);
-  private dirty = true;
+  private readonly slots: Array<ServedVm | null> = [];
+  private readonly epoll = new Epoll(64);
   private stopping = false;
+  private round = 0;
+  /** VMs with deferred faults, and how many of them asked to sleep rather than yield. */
+  private deferred = 0;
+  private sleepers = 0;
+  private endedCount = 0;
   private readonly base: number;
   private i32: Int32Array;
   private dv: DataView;
   private readonly drainBuf = Buffer.alloc(4096);
   private readonly drainAddr = addressOf(this.drainBuf);
   private readonly L: Core['layout'];
+  private readonly activityIndex: number;
 
   constructor(
     private readonly core: Core,
     private readonly control: EventFd,
     private readonly port: MessagePort,
     private readonly send: (m: FromWorker) => void,
+    activity: number,
   ) {
+    this.activityIndex = activity >> 2;
     this.L = core.layout;
     this.base = addressOf(new Uint8Array(core.memory.buffer));
     this.i32 = new Int32Array(core.memory.buffer);
     this.dv = new DataView(core.memory.buffer);
+    this.epoll.add(control.fd, EPOLL.IN, CONTROL_TAG);
   }
 
   /** Runs until told to stop; returns after every VM has been released. */
   run(): void {
+    const ep = this.epoll;
     while (!this.stopping) {
-      if (this.dirty) this.rebuildPollSet();
-      let timeout = -1;
-      if (this.vms.some((v) => v.deferred)) timeout = this.vms.some((v) => v.deferred && v.yields >= EAGAIN_YIELDS) ? 1 : 0;
-      const n = this.poll.wait(timeout);
-      if (n < 0 && n !== -E.EINTR) throw new Error(`poll failed: errno ${-n}`);
-      if (this.poll.revents(0) !== 0) this.takeControl();
-      for (let i = 0; i < this.vms.length; i++) {
-        const vm = this.vms[i];
-        if (vm.ended) continue;
-        const ur = vm.uffdSlot >= 0 ? this.poll.revents(vm.uffdSlot) : 0;
-        if ((ur & POLL.IN) !== 0 || vm.deferred) this.serve(vm);
-        else if ((ur & (POLL.ERR | POLL.HUP | POLL.NVAL)) !== 0) this.end(vm, 'fatal', 'the userfaultfd reported an error condition');
-        if (!vm.ended && vm.connSlot >= 0 && this.poll.revents(vm.connSlot) !== 0) this.checkConnection(vm);
+      // Deferred work (EAGAIN) is retried at once after a yield, or after 1 ms
+      // once yielding has not let the madvise caller finish.
+      const timeout = this.deferred === 0 ? -1 : this.sleepers > 0 ? 1 : 0;
+      this.sleepers = 0;
+      const n = ep.wait(timeout);
+      if (n < 0 && n !== -E.EINTR) throw new Error(`epoll_wait failed: errno ${-n}`);
+      const round = ++this.round;
+      for (let i = 0; i < n; i++) {
+        const tag = ep.tagOf(i);
+        if (tag === CONTROL_TAG) {
+          this.takeControl();
+          continue;
+        }
+        const vm = this.slots[(tag >> 1) - 1];
+        if (!vm || vm.ended) continue;
+        const events = ep.eventsOf(i);
+        if ((tag & 1) === 0) {
+          if ((events & EPOLL.IN) !== 0) {
+            vm.round = round;
+            this.serve(vm);
+          } else if ((events & (EPOLL.ERR | EPOLL.HUP)) !== 0) {
+            this.end(vm, 'fatal', 'the userfaultfd reported an error condition');
+          }
+        } else {
+          this.checkConnection(vm);
+        }
       }
-      if (this.vms.some((v) => v.ended)) this.sweep();
+      if (this.deferred > 0) {
+        for (const vm of this.slots) if (vm && vm.deferred && !vm.ended && vm.round !== round) this.serve(vm);
+      }
+      if (this.endedCount > 0) this.sweep();
     }
-    for (const vm of this.vms) if (!vm.ended) this.end(vm, 'shutdown', 'the handler is shutting down');
+    for (const vm of this.slots) if (vm && !vm.ended) this.end(vm, 'shutdown', 'the handler is shutting down');
     this.sweep();
-  }
-
-  private rebuildPollSet(): void {
-    this.poll.clear();
-    this.poll.add(this.control.fd, POLL.IN);
-    for (const vm of this.vms) {
-      vm.uffdSlot = this.poll.add(vm.a.uffd, POLL.IN);
-      vm.connSlot = this.poll.add(vm.a.conn, POLL.IN | POLL.RDHUP);
-    }
-    this.dirty = false;
+    closeFd(this.epoll.fd);
   }
 
   private takeControl(): void {
@@ -105,12 +126,16 @@ export class FaultLoop {
       this.i32 = new Int32Array(this.core.memory.buffer);
       this.dv = new DataView(this.core.memory.buffer);
     }
+    let slot = this.slots.indexOf(null);
+    if (slot < 0) slot = this.slots.push(null) - 1;
     const now = performance.now();
-    this.vms.push({
-      a, pending: 0, deferred: false, yields: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
-      started: now, lastFault: now, uffdSlot: -1, connSlot: -1, ended: false,
-    });
-    this.dirty = true;
+    const vm: ServedVm = {
+      a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
+      started: now, lastFault: now, ended: false,
+    };
+    this.slots[slot] = vm;
+    this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
+    this.epoll.add(a.conn, EPOLL.IN | EPOLL.RDHUP, 2 * slot + 3);
   }
 
   /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
@@ -119,21 +144,25 @@ export class FaultLoop {
     const L = this.L;
     const msgSize = L.MSG_SIZE;
     for (;;) {
-      // Read all that is queued (removes included) before acting on any of it.
-      while (vm.pending < a.capacity) {
-        const r = readInto(a.uffd, this.base + a.msgs + vm.pending * msgSize, (a.capacity - vm.pending) * msgSize);
+      // One read takes everything queued (removes included) up to the buffer's
+      // capacity, so a batch is planned whole; a full buffer means read again.
+      const room = a.capacity - vm.pending;
+      let full = false;
+      if (room > 0) {
+        const r = readInto(a.uffd, this.base + a.msgs + vm.pending * msgSize, room * msgSize);
         if (r > 0) {
           vm.reads++;
           vm.messages += r / msgSize;
           vm.pending += r / msgSize;
-          continue;
+          full = r === room * msgSize;
+        } else if (r === 0) {
+          return this.end(vm, 'exited', 'the userfaultfd closed');
+        } else if (r !== -E.EAGAIN && r !== -E.EINTR) {
+          return this.end(vm, 'fatal', `reading the userfaultfd failed (errno ${-r})`);
         }
-        if (r === -E.EAGAIN || r === -E.EINTR) break;
-        if (r === 0) return this.end(vm, 'exited', 'the userfaultfd closed');
-        return this.end(vm, 'fatal', `reading the userfaultfd failed (errno ${-r})`);
       }
       if (vm.pending === 0) {
-        vm.deferred = false;
+        this.setDeferred(vm, false);
         return;
       }
       const count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
@@ -167,21 +196,32 @@ export class FaultLoop {
           : `errno ${-rc}`;
         return this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: ${why}`);
       }
-      if (count > 0) vm.lastFault = performance.now();
+      if (count > 0) {
+        vm.lastFault = now();
+        this.i32[this.activityIndex]++;
+      }
       if (done < vm.pending) {
         const keep = vm.pending - done;
         new Uint8Array(this.core.memory.buffer).copyWithin(a.msgs, a.msgs + done * msgSize, a.msgs + vm.pending * msgSize);
         vm.pending = keep;
         if (!vm.deferred) vm.yields = 0;
-        vm.deferred = true;
+        this.setDeferred(vm, true);
         vm.yields++;
+        if (vm.yields >= EAGAIN_YIELDS) this.sleepers++;
         schedYield();
         return;
       }
       vm.pending = 0;
-      vm.deferred = false;
-      vm.yields = 0;
+      this.setDeferred(vm, false);
+      if (!full) return;
     }
+  }
+
+  private setDeferred(vm: ServedVm, on: boolean): void {
+    if (vm.deferred === on) return;
+    vm.deferred = on;
+    this.deferred += on ? 1 : -1;
+    if (!on) vm.yields = 0;
   }
 
   private checkConnection(vm: ServedVm): void {
@@ -205,7 +245,13 @@ export class FaultLoop {
   private end(vm: ServedVm, reason: EndReason, message: string, killed = false): void {
     if (vm.ended) return;
     vm.ended = true;
+    this.setDeferred(vm, false);
+    this.endedCount++;
     const a = vm.a;
+    // Deregister first: Firecracker holds the same open uffd, so closing ours
+    // would not take it out of the interest list.
+    this.epoll.remove(a.uffd);
+    this.epoll.remove(a.conn);
     closeFd(a.uffd);
     closeFd(a.conn);
     closeFd(a.pidfd);
@@ -229,7 +275,7 @@ export class FaultLoop {
   }
 
   private sweep(): void {
-    for (let i = this.vms.length - 1; i >= 0; i--) if (this.vms[i].ended) this.vms.splice(i, 1);
-    this.dirty = true;
+    for (let i = 0; i < this.slots.length; i++) if (this.slots[i]?.ended) this.slots[i] = null;
+    this.endedCount = 0;
   }
 }

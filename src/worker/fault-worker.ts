@@ -11,6 +11,8 @@ export interface FaultWorkerData {
   memory: WebAssembly.Memory;
   controlFd: number;
   port: MessagePort;
+  /** Offset of the activity counter the loop bumps on every batch. */
+  activity: number;
 }
 
 const data = workerData as FaultWorkerData;
@@ -18,7 +20,7 @@ const parent = parentPort;
 if (!parent) throw new Error('fault-worker must run as a worker thread');
 const send = (m: FromWorker): void => parent.postMessage(m);
 const core = instantiateCore(data.module, data.memory);
-const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send);
+const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity);
 send({ type: 'ready' });
 loop.run();
 data.port.close();

@@ -25,18 +25,19 @@ export class FaultWorkerPool {
     size: number,
     module: WebAssembly.Module,
     memory: WebAssembly.Memory,
+    activity: number,
     onEvent: (e: WorkerEvent) => void,
     onCrash: (e: Error) => void,
   ): Promise<FaultWorkerPool> {
     const pool = new FaultWorkerPool(onEvent, onCrash);
-    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory)));
+    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory, activity)));
     return pool;
   }
 
-  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory): Promise<void> {
+  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number): Promise<void> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
-    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2 };
+    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity };
     const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     let resolveExit!: () => void;
     const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };

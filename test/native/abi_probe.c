@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -111,6 +112,16 @@ int main(void) {
   F("MSG_CMSG_CLOEXEC", MSG_CMSG_CLOEXEC);
 
   F("pollfd.size", sizeof(struct pollfd));
+  F("epoll_event.size", sizeof(struct epoll_event));
+  F("epoll_event.events", offsetof(struct epoll_event, events));
+  F("epoll_event.data", offsetof(struct epoll_event, data));
+  F("EPOLLIN", EPOLLIN);
+  F("EPOLLERR", EPOLLERR);
+  F("EPOLLHUP", EPOLLHUP);
+  F("EPOLLRDHUP", EPOLLRDHUP);
+  F("EPOLL_CTL_ADD", EPOLL_CTL_ADD);
+  F("EPOLL_CTL_DEL", EPOLL_CTL_DEL);
+  F("EPOLL_CLOEXEC", EPOLL_CLOEXEC);
   F("POLLIN", POLLIN);
   F("POLLPRI", POLLPRI);
   F("POLLOUT", POLLOUT);

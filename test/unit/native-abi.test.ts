@@ -11,6 +11,7 @@ import * as fd from '../../native/fd.js';
 import * as mmap from '../../native/mmap.js';
 import * as sched from '../../native/sched.js';
 import * as pidfd from '../../native/pidfd.js';
+import * as epoll from '../../native/epoll.js';
 import { compileCore, createSharedMemory, instantiateCore } from '../../src/core/wasm-core.js';
 
 describe('native ABI against the kernel and libc headers', () => {
@@ -67,6 +68,8 @@ describe('native ABI against the kernel and libc headers', () => {
     same('pollfd.size', fd.POLLFD_SIZE);
     for (const k of ['EFD_NONBLOCK', 'EFD_CLOEXEC', 'F_GETFL', 'O_NONBLOCK', 'SEEK_DATA', 'SEEK_HOLE'] as const) same(k, fd[k]);
     same('SCHED_IDLE', sched.SCHED_IDLE);
+    for (const [k, v] of Object.entries(epoll.EPOLL)) same(k.startsWith('CTL') || k === 'CLOEXEC' ? `EPOLL_${k}` : `EPOLL${k}`, v);
+    for (const [k, v] of Object.entries(epoll.EPOLL_EVENT)) same(`epoll_event.${k}`, v);
   });
 
   it('mmap, madvise, pidfd and signal constants', () => {
