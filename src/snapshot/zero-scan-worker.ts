@@ -39,12 +39,17 @@ const QUIET_MS = 20;
  * the scan would slow a restore: it streams the file through the CPU caches
  * the fault path needs, and this kernel does not preempt a pread midway.
  */
+let lastSeen = Atomics.load(activity, 0);
 function waitForQuiet(): void {
+  let seen = Atomics.load(activity, 0);
+  if (seen === lastSeen) return; // no fault since the previous piece
   for (;;) {
-    const seen = Atomics.load(activity, 0);
     Atomics.wait(pause, 0, 0, QUIET_MS);
-    if (Atomics.load(activity, 0) === seen) return;
+    const now = Atomics.load(activity, 0);
+    if (now === seen) break;
+    seen = now;
   }
+  lastSeen = seen;
 }
 
 let fd = -1;
