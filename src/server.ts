@@ -104,6 +104,11 @@ export class SnapfaultServer {
     return this.vms.size;
   }
 
+  /** Bytes of shared WebAssembly memory in use: page tables, bitmaps, buffers. */
+  get coreBytesInUse(): number {
+    return this.arena.inUse;
+  }
+
   private async onConnection(conn: number): Promise<void> {
     const { log } = this.opts;
     if (this.opts.once) this.listener.close(); // the drop-in form serves exactly one Firecracker

@@ -11,13 +11,14 @@ describe('SnapfaultServer in process', function () {
   const tmp = new TempDir();
   after(() => tmp.remove());
 
-  it('keeps the main event loop responsive while workers serve faults', async () => {
+  it('keeps the main event loop responsive while workers serve faults, and frees the VM after', async () => {
     const mem = tmp.file('mem.img', makeImage(64 << 20, { seed: 'loop', zeroFraction: 0 }));
     const sock = tmp.file('loop.sock');
     const server = await SnapfaultServer.start({
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
       handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'),
     });
+    const idleBytes = server.coreBytesInUse;
     let ticks = 0;
     let worst = 0;
     let last = performance.now();
@@ -39,6 +40,8 @@ describe('SnapfaultServer in process', function () {
     expect(server.outcomes).to.have.length(1);
     expect(server.outcomes[0].reason).to.equal('exited');
     expect(server.outcomes[0].stats?.copies).to.equal(16384);
+    // The VM's page table, bitmaps and buffers were all given back.
+    expect(server.coreBytesInUse).to.equal(idleBytes);
     await server.stop();
   });
 });
