@@ -15,6 +15,8 @@ export const EVENT_REMOVE: u8 = 0x15;
 
 // VM table: a header, then one entry per guest memory region.
 export const VM_NREGIONS: u32 = 0; // u32
+export const VM_FLAGS: u32 = 4; // u32
+export const FLAG_FILL_AROUND: u32 = 1; // compressed: install a decoded chunk's other missing pages too
 export const VM_SRC_BASE: u32 = 8; // u64: address of the snapshot's bytes in the handler
 export const VM_SRC_SIZE: u32 = 16; // u64: bytes available there
 export const VM_ZERO_SRC: u32 = 24; // u64: address of a zeroed huge page (hugetlbfs has no ZEROPAGE)
@@ -49,3 +51,56 @@ export const KIND_ZEROPAGE: u32 = 2;
 export const KIND_UNMAPPED: u32 = 3; // a fault outside every region: fatal for the VM
 
 export const ZERO_SCAN_PAGE: u32 = 4096;
+
+// --- Compressed snapshots (docs/format.md) ---
+
+// A VM table field: the snapshot descriptor of a compressed snapshot (0 for a raw file).
+export const VM_SNAP: u32 = 36; // u32
+export const VM_STAT_CHUNK_HITS: u32 = 88; // u64
+export const VM_STAT_CHUNK_MISSES: u32 = 96; // u64
+export const VM_STAT_FILLED_AROUND: u32 = 104; // u64 pages installed ahead of a fault from a decoded chunk
+export const REGION_FILLED: u32 = 40; // u32 offset of the filled-pages bitmap (compressed only)
+
+// Page index entries.
+export const PAGE_ZERO: u32 = 0xffffffff;
+
+// Snapshot descriptor of a compressed snapshot, written by the host once per file.
+export const SNAP_FD: u32 = 0; // i32 file descriptor (the host's pread import reads it)
+export const SNAP_PAGES: u32 = 4; // u32 pages in the original memory file
+export const SNAP_PAGES_PER_CHUNK: u32 = 8; // u32
+export const SNAP_CHUNKS: u32 = 12; // u32 chunk count
+export const SNAP_STORED: u32 = 16; // u32 stored (unique, non-zero) pages
+export const SNAP_INDEX: u32 = 20; // u32 offset of the page index: pages x u32
+export const SNAP_CHUNK_TABLE: u32 = 24; // u32 offset of the chunk table: chunks x CHUNK_ENTRY
+export const SNAP_STORED_TO_PAGE: u32 = 28; // u32 offset: stored page -> first page holding it
+export const SNAP_CACHE: u32 = 32; // u32 offset of the decoded-chunk cache
+export const SNAP_CODEC: u32 = 36; // u32
+export const SNAP_MEM_BASE: u32 = 40; // u64 where shared memory starts in the handler's address space: UFFDIO_COPY takes real addresses
+export const SNAP_SIZE: u32 = 64;
+
+export const CHUNK_ENTRY: u32 = 16;
+export const CHUNK_OFFSET: u32 = 0; // u64 absolute offset in the file
+export const CHUNK_LENGTH: u32 = 8; // u32 stored length; bit 31 set: stored raw
+export const CHUNK_CHECKSUM: u32 = 12; // u32 xxh32 of the decoded chunk
+export const CHUNK_RAW_FLAG: u32 = 0x80000000;
+
+// Decoded-chunk cache: a header, `ways`-way sets of slot headers, then slot data.
+export const CACHE_SETS: u32 = 0; // u32
+export const CACHE_WAYS: u32 = 4; // u32
+export const CACHE_SLOT_BYTES: u32 = 8; // u32 decoded chunk size plus decoder slack
+export const CACHE_DATA: u32 = 12; // u32 offset of slot 0's data
+export const CACHE_CLOCK: u32 = 16; // u32 use counter
+export const CACHE_SLOTS: u32 = 64;
+export const SLOT_STRIDE: u32 = 16;
+export const SLOT_LOCK: u32 = 0; // u32 0 free, 1 held
+export const SLOT_TAG: u32 = 4; // u32 chunk + 1, 0 when empty
+export const SLOT_USED: u32 = 8; // u32 clock value of the last use
+
+// Errors of chunk loading (negative results).
+export const CHUNK_ERR_IO: i32 = -1;
+export const CHUNK_ERR_CHECKSUM: i32 = -2;
+export const CHUNK_ERR_DECODE: i32 = -3;
+export const CHUNK_ERR_RANGE: i32 = -4;
+
+export const KIND_CHUNK: u32 = 4; // a fault on a compressed snapshot's stored page: the host fills it from its chunk
+export const KIND_ASSEMBLE: u32 = 5; // a huge page of a compressed snapshot: assembled in a staging buffer, then copied

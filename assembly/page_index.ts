@@ -7,6 +7,7 @@ import {
   VM_STAT_REMOVED_ZERO, VM_STAT_REMOVE_EVENTS, VM_STAT_OTHER_EVENTS, VM_STAT_BYTES, VM_REGIONS,
   REGION_STRIDE, REGION_BASE, REGION_END, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED,
   ACTION_STRIDE, ACTION_KIND, ACTION_MSG_INDEX, ACTION_IOCTL, ACTION_WAKE, KIND_COPY, KIND_ZEROPAGE, KIND_UNMAPPED,
+  VM_SNAP, SNAP_INDEX, SNAP_PAGES, PAGE_ZERO, KIND_CHUNK, KIND_ASSEMBLE,
 } from './layout';
 
 /** The region entry holding addr, or 0. Regions are few (2-3), a scan beats a search. */
@@ -115,7 +116,25 @@ export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
       store<u64>(a + ACTION_IOCTL, addr);
       return n + 1;
     }
-    if (shift == 12 && (removed || isZeroPage(vm, fileOff))) {
+    const snap = <usize>load<u32>(vm + VM_SNAP);
+    if (snap != 0 && !removed) {
+      // Compressed snapshot: the page index says zero page, or which stored page.
+      const filePage = fileOff >> 12;
+      const k = filePage < <u64>load<u32>(snap + SNAP_PAGES) ? load<u32>(<usize>load<u32>(snap + SNAP_INDEX) + <usize>filePage * 4) : PAGE_ZERO;
+      if (shift == 12 && k == PAGE_ZERO) {
+        store<u32>(a + ACTION_KIND, KIND_ZEROPAGE);
+        store<u64>(io, dst);
+        store<u64>(io + 8, pageSize);
+        store<u64>(io + 16, 0);
+        store<i64>(io + 24, 0);
+        bump(vm, VM_STAT_ZERO, 1);
+      } else {
+        // The host decodes (chunk_fill.ts) and issues the copies: dst, then the stored page or the first snapshot page.
+        store<u32>(a + ACTION_KIND, shift == 12 ? KIND_CHUNK : KIND_ASSEMBLE);
+        store<u64>(io, dst);
+        store<u64>(io + 8, shift == 12 ? <u64>k : filePage);
+      }
+    } else if (shift == 12 && (removed || isZeroPage(vm, fileOff))) {
       // uffdio_zeropage { range { start, len }, mode, zeropage }
       store<u32>(a + ACTION_KIND, KIND_ZEROPAGE);
       store<u64>(io, dst);

@@ -8,6 +8,7 @@ import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, type LogLevel } from './log.js';
 import type { FatalPolicy } from './worker/messages.js';
+import { TOOLS } from './compressed/commands.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -26,7 +27,10 @@ const SERVE_OPTIONS = `Options:
   --socket-mode MODE        octal mode of the socket file (default 0600)
   --handshake-timeout-ms N  refuse a connection that sends no mapping message in time (default 5000)
   --zero-scan on|off        find all-zero snapshot pages in the background, at idle priority,
-                            and map them with UFFDIO_ZEROPAGE (default on)
+                            and map them with UFFDIO_ZEROPAGE (default on; raw memory files)
+  --cache-mib N             decoded-chunk cache of each compressed snapshot (default 64)
+  --fill-around on|off      compressed snapshots: install a decoded chunk's other missing pages
+                            with the faulting one (default on)
   --log-level LEVEL         debug, info (default), warn, error or silent
   -h, --help                this help`;
 
@@ -40,6 +44,12 @@ Usage:
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
       after another, until SIGTERM or SIGINT.
+  snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
+  snapfault unpack <file> -o <memory-file>
+  snapfault inspect <file> [--json]
+  snapfault verify <file> [--against <memory-file>]
+      Compressed snapshots: every serving command takes one wherever it takes a
+      memory file (told apart by its header). See snapfault pack --help.
 
 ${SERVE_OPTIONS}
   --version                 print the version
@@ -63,6 +73,8 @@ const optionSpec = {
   'handshake-timeout-ms': { type: 'string' },
   'zero-scan': { type: 'string' },
   'log-level': { type: 'string' },
+  'cache-mib': { type: 'string' },
+  'fill-around': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
   socket: { type: 'string' },
@@ -83,6 +95,12 @@ function version(): string {
   return pkg.version;
 }
 
+function onOff(v: string | undefined, name: string): boolean {
+  if (v === undefined || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new UsageError(`--${name} ${v}: expected on or off`);
+}
+
 type Parsed = ReturnType<typeof parseArgs<{ options: typeof optionSpec; allowPositionals: true }>>;
 
 function serverOptions(values: Parsed['values'], socketPath: string, memPath: string, once: boolean): ServerOptions {
@@ -90,8 +108,8 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   if (onFatal !== 'kill-peer' && onFatal !== 'disconnect') throw new UsageError(`--on-fatal ${onFatal}: expected kill-peer or disconnect`);
   const level = values['log-level'] ?? 'info';
   if (!isLogLevel(level)) throw new UsageError(`--log-level ${level}: expected debug, info, warn, error or silent`);
-  const zeroScan = values['zero-scan'] ?? 'on';
-  if (zeroScan !== 'on' && zeroScan !== 'off') throw new UsageError(`--zero-scan ${zeroScan}: expected on or off`);
+  const zeroScan = onOff(values['zero-scan'], 'zero-scan');
+  const fillAround = onOff(values['fill-around'], 'fill-around');
   return {
     socketPath,
     memPath,
@@ -100,7 +118,9 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
     onFatal: onFatal as FatalPolicy,
     socketMode: intOption(values['socket-mode'], 'socket-mode', 0o600, 0, 0o777, 8),
     handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], 'handshake-timeout-ms', 5000, 1, 3_600_000),
-    zeroScan: zeroScan === 'on',
+    zeroScan,
+    fillAround,
+    cacheMiB: intOption(values['cache-mib'], 'cache-mib', 64, 1, 1024),
     log: createLogger(level as LogLevel),
   };
 }
@@ -137,6 +157,8 @@ async function serve(opts: ServerOptions): Promise<number> {
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
 export async function run(argv: string[]): Promise<number> {
   try {
+    const tool = TOOLS[argv[0]];
+    if (tool) return await tool(argv.slice(1));
     const isServe = argv[0] === 'serve';
     let parsed: Parsed;
     try {

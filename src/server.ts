@@ -9,7 +9,9 @@ import { mmapAnonymous, munmap, type Mapping } from '../native/mmap.js';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from './core/wasm-core.js';
 import { Arena } from './core/arena.js';
 import { SnapshotCache } from './snapshot/cache.js';
-import type { RawSnapshot } from './snapshot/raw-file.js';
+import type { ServedSnapshot } from './snapshot/cache.js';
+import { CompressedSnapshot } from './compressed/compressed-snapshot.js';
+import { MAX_CHUNK_BYTES, PAGE_BYTES } from './compressed/format.js';
 import { receiveHandshake } from './handshake/receive.js';
 import { parseRegions, validateRegions } from './handshake/regions.js';
 import { writeVmTable } from './vm/vm-table.js';
@@ -26,6 +28,10 @@ export interface ServerOptions {
   onFatal: FatalPolicy;
   handshakeTimeoutMs: number;
   zeroScan: boolean;
+  /** Budget of each compressed snapshot's decoded-chunk cache. */
+  cacheMiB: number;
+  /** Compressed snapshots: install a decoded chunk's other missing pages too. */
+  fillAround: boolean;
   /** Serve one Firecracker, then finish (the drop-in form). */
   once: boolean;
   log: Logger;
@@ -43,7 +49,7 @@ export interface VmOutcome {
 interface LiveVm {
   pid: number;
   blocks: number[];
-  snap: RawSnapshot;
+  snap: ServedSnapshot;
 }
 
 const MSG_CAPACITY = 64;
@@ -77,7 +83,7 @@ export class SnapfaultServer {
     const arena = new Arena(memory);
     // One word the fault workers bump on every batch: background work backs off while it moves.
     const activity = arena.alloc(64);
-    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.log);
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
     cache.release(cache.acquire(opts.memPath));
     let listener: SocketListener;
@@ -89,7 +95,12 @@ export class SnapfaultServer {
     }
     const server = new SnapfaultServer(opts, core, arena, cache, listener, null);
     try {
-      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
+      // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
+      const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
+      const buffers = (): { scratch: number; scratchBytes: number; staging: number } => ({
+        scratch: arena.alloc(scratchBytes, 4096), scratchBytes, staging: arena.alloc(HUGE_PAGE + core.layout.LZ4_DECODE_SLACK, 4096),
+      });
+      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
     } catch (e) {
       listener.close();
       await cache.close();
@@ -115,7 +126,7 @@ export class SnapfaultServer {
     let pid = 0;
     let pidfd = -1;
     let uffd = -1;
-    let snap: RawSnapshot | null = null;
+    let snap: ServedSnapshot | null = null;
     let blocks: number[] = [];
     try {
       pid = peerCredentials(conn).pid;
@@ -131,8 +142,14 @@ export class SnapfaultServer {
       snap = this.cache.acquire(this.opts.memPath);
       validateRegions(regions, snap.size, this.opts.memPath);
       const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
-      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc);
+      const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround } : null;
+      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, compressed);
       blocks = [...vmt.blocks];
+      let fill = 0;
+      if (snap instanceof CompressedSnapshot) {
+        fill = this.arena.alloc((snap.header.chunkBytes / PAGE_BYTES + 1) * this.core.layout.ACTION_STRIDE);
+        blocks.push(fill);
+      }
       const msgs = this.arena.alloc(MSG_CAPACITY * this.core.layout.MSG_SIZE);
       blocks.push(msgs);
       const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
@@ -143,6 +160,7 @@ export class SnapfaultServer {
       log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`);
       this.pool?.assign({
         id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
+        snap: compressed ? compressed.descriptor : 0, fill,
       });
     } catch (e) {
       const message = e instanceof SnapfaultError ? e.message : `unexpected error: ${(e as Error).message}`;
@@ -172,7 +190,8 @@ export class SnapfaultServer {
     const s = e.stats;
     const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
-      `last fault at ${s.lastFaultMs.toFixed(1)} ms`;
+      `last fault at ${s.lastFaultMs.toFixed(1)} ms` +
+      (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '');
     if (e.reason === 'fatal') {
       const action = e.killed ? `killed Firecracker pid ${vm?.pid}` : 'disconnected it';
       this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`);

@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { instantiateSync } from '@assemblyscript/loader';
 import { BuildMissingError } from '../errors.js';
+import { preadInto } from '../../native/fd.js';
+import { addressOf } from '../../native/libc.js';
 
 export const WASM_PAGE = 65536;
 /** Must match asconfig.json: the module imports a memory of at most this many pages. */
@@ -20,6 +22,19 @@ export interface CoreFunctions {
   plan(vm: number, msgs: number, count: number, actions: number): number;
   scanZeroPages(buf: number, len: number, bitmap: number, firstPage: bigint): number;
   markZeroPages(bitmap: number, first: bigint, last: bigint): void;
+  lz4DecodeBlock(src: number, srcLen: number, dst: number, dstLen: number): number;
+  lz4EncodeBlock(src: number, srcLen: number, dst: number, dstCap: number, table: number): number;
+  lz4Bound(n: number): number;
+  xxh32(p: number, len: number, seed: number): number;
+  cacheInit(cache: number, sets: number, ways: number, slotBytes: number, data: number): void;
+  slotData(cache: number, slot: number): number;
+  chunkBytes(snap: number, chunk: number): number;
+  loadChunk(snap: number, chunk: number, dst: number, scratch: number, scratchLen: number): number;
+  chunkAcquire(vm: number, snap: number, chunk: number, scratch: number, scratchLen: number): number;
+  chunkRelease(snap: number, slot: number): void;
+  fillFromChunk(vm: number, snap: number, slot: number, k: number, dst: bigint, msgIndex: number, actions: number): number;
+  unmarkFilled(vm: number, dst: bigint, len: bigint): void;
+  assembleHuge(vm: number, snap: number, firstPage: bigint, staging: number, scratch: number, scratchLen: number): number;
 }
 
 /** The memory layout constants, as the core exports them. */
@@ -55,6 +70,35 @@ export interface CoreLayout {
   KIND_ZEROPAGE: number;
   KIND_UNMAPPED: number;
   ZERO_SCAN_PAGE: number;
+  LZ4_DECODE_SLACK: number;
+  VM_SNAP: number;
+  VM_FLAGS: number;
+  FLAG_FILL_AROUND: number;
+  VM_STAT_CHUNK_HITS: number;
+  VM_STAT_CHUNK_MISSES: number;
+  VM_STAT_FILLED_AROUND: number;
+  REGION_FILLED: number;
+  SNAP_FD: number;
+  SNAP_PAGES: number;
+  SNAP_PAGES_PER_CHUNK: number;
+  SNAP_CHUNKS: number;
+  SNAP_STORED: number;
+  SNAP_INDEX: number;
+  SNAP_CHUNK_TABLE: number;
+  SNAP_STORED_TO_PAGE: number;
+  SNAP_CACHE: number;
+  SNAP_CODEC: number;
+  SNAP_MEM_BASE: number;
+  SNAP_SIZE: number;
+  CACHE_SLOTS: number;
+  SLOT_STRIDE: number;
+  CHUNK_ERR_IO: number;
+  CHUNK_ERR_CHECKSUM: number;
+  CHUNK_ERR_DECODE: number;
+  CHUNK_ERR_RANGE: number;
+  KIND_CHUNK: number;
+  KIND_ASSEMBLE: number;
+  LZ4_TABLE_BYTES: number;
 }
 
 export interface Core {
@@ -83,6 +127,10 @@ const layoutKeys: (keyof CoreLayout)[] = [
   'VM_REGIONS', 'VM_MAX_REGIONS', 'VM_TABLE_SIZE', 'REGION_STRIDE', 'REGION_BASE', 'REGION_SIZE', 'REGION_END',
   'REGION_FILE_OFFSET', 'REGION_PAGE_SHIFT', 'REGION_REMOVED', 'ACTION_STRIDE', 'ACTION_KIND', 'ACTION_MSG_INDEX',
   'ACTION_IOCTL', 'ACTION_WAKE', 'KIND_COPY', 'KIND_ZEROPAGE', 'KIND_UNMAPPED', 'ZERO_SCAN_PAGE',
+  'LZ4_DECODE_SLACK', 'LZ4_TABLE_BYTES', 'VM_SNAP', 'VM_FLAGS', 'FLAG_FILL_AROUND', 'VM_STAT_CHUNK_HITS',
+  'VM_STAT_CHUNK_MISSES', 'VM_STAT_FILLED_AROUND', 'REGION_FILLED', 'SNAP_FD', 'SNAP_PAGES', 'SNAP_PAGES_PER_CHUNK', 'SNAP_CHUNKS',
+  'SNAP_STORED', 'SNAP_INDEX', 'SNAP_CHUNK_TABLE', 'SNAP_STORED_TO_PAGE', 'SNAP_CACHE', 'SNAP_CODEC', 'SNAP_MEM_BASE', 'SNAP_SIZE', 'CACHE_SLOTS',
+  'SLOT_STRIDE', 'CHUNK_ERR_IO', 'CHUNK_ERR_CHECKSUM', 'CHUNK_ERR_DECODE', 'CHUNK_ERR_RANGE', 'KIND_CHUNK', 'KIND_ASSEMBLE',
 ];
 
 /** Instantiates the core on `memory` in the calling thread. */
@@ -90,7 +138,12 @@ export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.
   // The loader validates the imports and reads the layout; the functions are
   // taken from the raw instance: the loader's wrappers allocate (rest
   // arguments) on every call, which the fault path must not.
-  const { instance } = instantiateSync<Record<string, unknown>>(module, { env: { memory } });
+  // The core reads compressed chunks through the host's pread(2), straight into shared memory.
+  let base = 0;
+  const pread = (fd: number, dst: number, len: number, offset: bigint): number => preadInto(fd, base + dst, len, Number(offset));
+  const env = { memory, pread } as { memory: WebAssembly.Memory };
+  const { instance } = instantiateSync<Record<string, unknown>>(module, { env });
+  base = addressOf(new Uint8Array(memory.buffer));
   const exports = instance.exports as Record<string, unknown>;
   const layout = {} as Record<keyof CoreLayout, number>;
   for (const key of layoutKeys) {

@@ -1,16 +1,21 @@
 // Open snapshots, shared by every VM restored from the same file. A file that
 // was replaced or rewritten since it was opened is opened anew, so a
 // long-running handler never serves a stale snapshot's bytes.
-import { statSync } from 'node:fs';
+import { statSync, openSync, readSync, closeSync } from 'node:fs';
 import { RawSnapshot, fileIdentity } from './raw-file.js';
+import { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
+import { isCompressed } from '../compressed/format.js';
 import { startZeroScan, type ZeroScan } from './zero-scan.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 import { SnapshotError } from '../errors.js';
 import type { Logger } from '../log.js';
 
+/** A memory file as served: raw (mapped) or compressed (decoded through the core's cache). */
+export type ServedSnapshot = RawSnapshot | CompressedSnapshot;
+
 interface Entry {
-  snap: RawSnapshot;
+  snap: ServedSnapshot;
   users: number;
   scan: ZeroScan | null;
 }
@@ -25,11 +30,12 @@ export class SnapshotCache {
     private readonly arena: Arena,
     private readonly zeroScan: boolean,
     private readonly activity: number,
+    private readonly cacheBytes: number,
     private readonly log: Logger,
   ) {}
 
   /** The snapshot at path as it is now; release it when the VM ends. */
-  acquire(path: string): RawSnapshot {
+  acquire(path: string): ServedSnapshot {
     let identity: string;
     try {
       identity = fileIdentity(statSync(path));
@@ -44,16 +50,21 @@ export class SnapshotCache {
       entry = undefined;
     }
     if (!entry) {
-      const snap = RawSnapshot.open(path, this.core, this.arena);
-      entry = { snap, users: 0, scan: null };
-      if (this.zeroScan) entry.scan = this.scan(snap);
+      let snap: ServedSnapshot;
+      if (startsCompressed(path)) {
+        snap = CompressedSnapshot.open(path, identity, this.core, this.arena, this.cacheBytes);
+        entry = { snap, users: 0, scan: null };
+      } else {
+        snap = RawSnapshot.open(path, this.core, this.arena);
+        entry = { snap, users: 0, scan: this.zeroScan ? this.scan(snap) : null };
+      }
       this.current.set(path, entry);
     }
     entry.users++;
     return entry.snap;
   }
 
-  release(snap: RawSnapshot): void {
+  release(snap: ServedSnapshot): void {
     for (const e of [...this.current.values(), ...this.retired]) {
       if (e.snap !== snap) continue;
       e.users--;
@@ -93,5 +104,21 @@ export class SnapshotCache {
       e.snap.close();
     };
     void close();
+  }
+}
+
+/** Compressed snapshots are told apart by their first bytes, whatever their name. */
+function startsCompressed(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return false; // RawSnapshot.open reports why it cannot be opened
+  }
+  try {
+    const head = Buffer.alloc(8);
+    return readSync(fd, head, 0, 8, 0) === 8 && isCompressed(head);
+  } finally {
+    closeSync(fd);
   }
 }

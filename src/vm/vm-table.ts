@@ -17,7 +17,16 @@ export interface VmTable {
   readonly blocks: readonly number[];
 }
 
-export function writeVmTable(core: Core, arena: Arena, regions: readonly GuestRegion[], src: SnapshotSource, zeroHugePage: number): VmTable {
+export interface CompressedSource {
+  /** Offset of the compressed snapshot's descriptor in shared memory. */
+  descriptor: number;
+  /** Install a decoded chunk's other missing pages with the faulting one. */
+  fillAround: boolean;
+}
+
+export function writeVmTable(
+  core: Core, arena: Arena, regions: readonly GuestRegion[], src: SnapshotSource, zeroHugePage: number, compressed: CompressedSource | null = null,
+): VmTable {
   const L = core.layout;
   const blocks: number[] = [];
   try {
@@ -29,12 +38,19 @@ export function writeVmTable(core: Core, arena: Arena, regions: readonly GuestRe
     dv.setBigUint64(table + L.VM_SRC_SIZE, src.size, true);
     dv.setBigUint64(table + L.VM_ZERO_SRC, BigInt(zeroHugePage), true);
     dv.setUint32(table + L.VM_ZERO_BITMAP, src.zeroBitmap, true);
+    if (compressed) {
+      dv.setUint32(table + L.VM_SNAP, compressed.descriptor, true);
+      dv.setUint32(table + L.VM_FLAGS, compressed.fillAround ? L.FLAG_FILL_AROUND : 0, true);
+    }
     regions.forEach((r, i) => {
       const e = table + L.VM_REGIONS + i * L.REGION_STRIDE;
       const shift = Math.log2(r.pageSize);
       const pages = Number(r.size >> BigInt(shift));
       const removed = arena.alloc(Math.ceil(pages / 32) * 4);
       blocks.push(removed);
+      // Pages installed ahead of their fault (compressed fill-around) are remembered so they are not copied twice.
+      const filled = compressed ? arena.alloc(Math.ceil(pages / 32) * 4) : 0;
+      if (filled) blocks.push(filled);
       const view = new DataView(core.memory.buffer); // alloc may have grown the memory
       view.setBigUint64(e + L.REGION_BASE, r.base, true);
       view.setBigUint64(e + L.REGION_SIZE, r.size, true);
@@ -42,6 +58,7 @@ export function writeVmTable(core: Core, arena: Arena, regions: readonly GuestRe
       view.setBigUint64(e + L.REGION_FILE_OFFSET, r.offset, true);
       view.setUint32(e + L.REGION_PAGE_SHIFT, shift, true);
       view.setUint32(e + L.REGION_REMOVED, removed, true);
+      view.setUint32(e + L.REGION_FILLED, filled, true);
     });
     return { table, blocks };
   } catch (e) {

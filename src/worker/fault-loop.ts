@@ -16,6 +16,10 @@ import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './m
 /** After this many yields with EAGAIN still pending, sleep in poll instead of spinning. */
 const EAGAIN_YIELDS = 32;
 const now = performance.now.bind(performance);
+const HUGE_PAGE = 2 * 1024 * 1024;
+const FILL_OK = 0;
+const FILL_AGAIN = 1;
+const FILL_GONE = 2;
 
 interface ServedVm {
   a: VmAssignment;
@@ -59,6 +63,9 @@ export class FaultLoop {
     private readonly port: MessagePort,
     private readonly send: (m: FromWorker) => void,
     activity: number,
+    private readonly scratch: number,
+    private readonly scratchBytes: number,
+    private readonly staging: number,
   ) {
     this.activityIndex = activity >> 2;
     this.L = core.layout;
@@ -174,6 +181,14 @@ export class FaultLoop {
           const addr = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
           return this.fatal(vm, `the guest touched 0x${addr.toString(16)}, outside every region of the handshake or past the end of the snapshot`);
         }
+        if (kind === L.KIND_CHUNK || kind === L.KIND_ASSEMBLE) {
+          const r = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act) : this.assembleHuge(vm, act);
+          if (r === FILL_OK) continue;
+          if (r === FILL_GONE) return;
+          vm.eagain++;
+          done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+          break;
+        }
         const rc = ioctlRaw(a.uffd, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE, this.base + act + L.ACTION_IOCTL);
         if (rc >= 0) continue;
         if (rc === -E.EEXIST) {
@@ -215,6 +230,85 @@ export class FaultLoop {
       this.setDeferred(vm, false);
       if (!full) return;
     }
+  }
+
+  /**
+   * A fault on a compressed snapshot's stored page: take its chunk from the
+   * shared cache (decoding it on a miss), then issue the copies the core
+   * planned: the faulting page, then the chunk's other missing pages.
+   */
+  private fillFromChunk(vm: ServedVm, act: number): number {
+    const a = vm.a;
+    const L = this.L;
+    const fn = this.core.fn;
+    const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
+    const k = this.dv.getUint32(act + L.ACTION_IOCTL + 8, true);
+    const msgIndex = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+    const ppc = this.dv.getUint32(a.snap + L.SNAP_PAGES_PER_CHUNK, true);
+    const chunk = Math.floor(k / ppc);
+    const slot = fn.chunkAcquire(a.table, a.snap, chunk, this.scratch, this.scratchBytes);
+    if (slot < 0) return this.chunkFailed(vm, chunk, slot);
+    try {
+      const n = fn.fillFromChunk(a.table, a.snap, slot, k, dst, msgIndex, a.fill);
+      return this.issueCopies(vm, a.fill, n);
+    } finally {
+      fn.chunkRelease(a.snap, slot);
+    }
+  }
+
+  /** A 2 MiB page of a compressed snapshot: assembled in the worker's staging buffer, then copied whole. */
+  private assembleHuge(vm: ServedVm, act: number): number {
+    const a = vm.a;
+    const L = this.L;
+    const firstPage = this.dv.getBigUint64(act + L.ACTION_IOCTL + 8, true);
+    const rc = this.core.fn.assembleHuge(a.table, a.snap, firstPage, this.staging, this.scratch, this.scratchBytes);
+    if (rc < 0) return this.chunkFailed(vm, this.dv.getUint32(this.staging, true), rc);
+    // Turn the action into a copy from the staging buffer and issue it.
+    this.dv.setBigUint64(act + L.ACTION_IOCTL + 8, BigInt(this.base + this.staging), true);
+    this.dv.setBigUint64(act + L.ACTION_IOCTL + 16, BigInt(HUGE_PAGE), true);
+    this.dv.setBigUint64(act + L.ACTION_IOCTL + 24, 0n, true);
+    this.dv.setBigUint64(act + L.ACTION_IOCTL + 32, 0n, true);
+    this.i32[(act + L.ACTION_KIND) >> 2] = L.KIND_COPY;
+    return this.issueCopies(vm, act, 1);
+  }
+
+  /** Issues `n` planned copies at `acts`: FILL_OK, FILL_AGAIN (EAGAIN: marks taken back), or FILL_GONE. */
+  private issueCopies(vm: ServedVm, acts: number, n: number): number {
+    const a = vm.a;
+    const L = this.L;
+    for (let j = 0; j < n; j++) {
+      const act = acts + j * L.ACTION_STRIDE;
+      const rc = ioctlRaw(a.uffd, UFFDIO.COPY, this.base + act + L.ACTION_IOCTL);
+      if (rc >= 0) continue;
+      if (rc === -E.EEXIST) {
+        vm.eexist++;
+        ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
+        continue;
+      }
+      if (rc === -E.EAGAIN) {
+        for (let r = j; r < n; r++) {
+          const x = acts + r * L.ACTION_STRIDE + L.ACTION_IOCTL;
+          this.core.fn.unmarkFilled(a.table, this.dv.getBigUint64(x, true), this.dv.getBigUint64(x + 16, true));
+        }
+        return FILL_AGAIN;
+      }
+      if (rc === -E.ESRCH || rc === -E.ENOENT) {
+        this.end(vm, 'exited', 'Firecracker exited');
+        return FILL_GONE;
+      }
+      const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
+      this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: errno ${-rc}`);
+      return FILL_GONE;
+    }
+    return FILL_OK;
+  }
+
+  private chunkFailed(vm: ServedVm, chunk: number, err: number): number {
+    const why = err === this.L.CHUNK_ERR_CHECKSUM ? 'fails its checksum'
+      : err === this.L.CHUNK_ERR_DECODE ? 'does not decode'
+        : err === this.L.CHUNK_ERR_IO ? 'cannot be read (was the file truncated?)' : 'lies outside the file';
+    this.fatal(vm, `chunk ${chunk} of the compressed snapshot ${why}; no byte of it was served`);
+    return FILL_GONE;
   }
 
   private setDeferred(vm: ServedVm, on: boolean): void {
@@ -268,6 +362,9 @@ export class FaultLoop {
       messages: vm.messages,
       eagain: vm.eagain,
       eexist: vm.eexist,
+      chunkHits: u64(L.VM_STAT_CHUNK_HITS),
+      chunkMisses: u64(L.VM_STAT_CHUNK_MISSES),
+      filledAround: u64(L.VM_STAT_FILLED_AROUND),
       lastFaultMs: vm.lastFault - vm.started,
       servedMs: performance.now() - vm.started,
     };

@@ -13,6 +13,10 @@ export interface FaultWorkerData {
   port: MessagePort;
   /** Offset of the activity counter the loop bumps on every batch. */
   activity: number;
+  /** This worker's own buffers: reading a stored chunk, assembling a 2 MiB page. */
+  scratch: number;
+  scratchBytes: number;
+  staging: number;
 }
 
 const data = workerData as FaultWorkerData;
@@ -20,7 +24,7 @@ const parent = parentPort;
 if (!parent) throw new Error('fault-worker must run as a worker thread');
 const send = (m: FromWorker): void => parent.postMessage(m);
 const core = instantiateCore(data.module, data.memory);
-const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity);
+const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging);
 send({ type: 'ready' });
 loop.run();
 data.port.close();

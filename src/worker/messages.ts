@@ -18,6 +18,9 @@ export interface VmAssignment {
   actions: number;
   capacity: number;
   onFatal: FatalPolicy;
+  /** Compressed snapshots: the snapshot descriptor, and the VM's buffer for fill-around copies. 0 for raw files. */
+  snap: number;
+  fill: number;
 }
 
 export type ToWorker =
@@ -35,6 +38,9 @@ export interface VmStats {
   messages: number;
   eagain: number;
   eexist: number;
+  chunkHits: number;
+  chunkMisses: number;
+  filledAround: number;
   /** ms from assignment to the last resolved fault. */
   lastFaultMs: number;
   servedMs: number;

@@ -26,18 +26,19 @@ export class FaultWorkerPool {
     module: WebAssembly.Module,
     memory: WebAssembly.Memory,
     activity: number,
+    buffers: () => { scratch: number; scratchBytes: number; staging: number },
     onEvent: (e: WorkerEvent) => void,
     onCrash: (e: Error) => void,
   ): Promise<FaultWorkerPool> {
     const pool = new FaultWorkerPool(onEvent, onCrash);
-    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory, activity)));
+    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory, activity, buffers())));
     return pool;
   }
 
-  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number): Promise<void> {
+  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: { scratch: number; scratchBytes: number; staging: number }): Promise<void> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
-    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity };
+    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, ...b };
     const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     let resolveExit!: () => void;
     const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };

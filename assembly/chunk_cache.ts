@@ -1,0 +1,129 @@
+// The decoded-chunk cache of a compressed snapshot, shared by every worker
+// and every VM restored from the file: `ways`-way sets of slots, each slot
+// guarded by a lock word (waited on with atomic.wait: only worker threads
+// call in here). A chunk is read with the host's pread, decoded and checked
+// against its checksum before anyone may copy from it.
+import {
+  SNAP_FD, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
+  CHUNK_ENTRY, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_CHECKSUM, CHUNK_RAW_FLAG,
+  CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED,
+  CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE,
+  VM_STAT_CHUNK_HITS, VM_STAT_CHUNK_MISSES, ZERO_SCAN_PAGE,
+} from './layout';
+import { lz4DecodeBlock } from './lz4';
+import { xxh32 } from './xxh32';
+
+/** pread(2) by the host into shared memory: bytes read, or a negative errno. */
+@external("env", "pread")
+declare function hostPread(fd: i32, dst: usize, len: u32, offset: u64): i32;
+
+export function cacheInit(cache: usize, sets: u32, ways: u32, slotBytes: u32, data: usize): void {
+  store<u32>(cache + CACHE_SETS, sets);
+  store<u32>(cache + CACHE_WAYS, ways);
+  store<u32>(cache + CACHE_SLOT_BYTES, slotBytes);
+  store<u32>(cache + CACHE_DATA, <u32>data);
+  store<u32>(cache + CACHE_CLOCK, 0);
+  memory.fill(cache + CACHE_SLOTS, 0, <usize>(sets * ways * SLOT_STRIDE));
+}
+
+@inline function slotHeader(cache: usize, slot: u32): usize {
+  return cache + CACHE_SLOTS + <usize>slot * SLOT_STRIDE;
+}
+
+/** Data address of a slot. */
+export function slotData(cache: usize, slot: u32): usize {
+  return <usize>load<u32>(cache + CACHE_DATA) + <usize>slot * <usize>load<u32>(cache + CACHE_SLOT_BYTES);
+}
+
+function lock(h: usize): void {
+  while (atomic.cmpxchg<u32>(h + SLOT_LOCK, 0, 1) != 0) {
+    atomic.wait<u32>(h + SLOT_LOCK, 1, 1000000); // 1 ms at most, then try again
+  }
+}
+
+function unlock(h: usize): void {
+  atomic.store<u32>(h + SLOT_LOCK, 0);
+  atomic.notify(h + SLOT_LOCK, 1);
+}
+
+/** Decoded length of chunk c. */
+export function chunkBytes(snap: usize, c: u32): u32 {
+  const ppc = load<u32>(snap + SNAP_PAGES_PER_CHUNK);
+  const stored = load<u32>(snap + SNAP_STORED);
+  const first = c * ppc;
+  const pages = stored - first < ppc ? stored - first : ppc;
+  return pages * ZERO_SCAN_PAGE;
+}
+
+/** Reads, decodes and checks chunk c into `dst`; 0 or a CHUNK_ERR. */
+export function loadChunk(snap: usize, c: u32, dst: usize, scratch: usize, scratchLen: u32): i32 {
+  if (c >= load<u32>(snap + SNAP_CHUNKS)) return CHUNK_ERR_RANGE;
+  const e = <usize>load<u32>(snap + SNAP_CHUNK_TABLE) + <usize>c * CHUNK_ENTRY;
+  const offset = load<u64>(e + CHUNK_OFFSET);
+  const stored = load<u32>(e + CHUNK_LENGTH);
+  const len = stored & ~CHUNK_RAW_FLAG;
+  const want = chunkBytes(snap, c);
+  const fd = load<i32>(snap + SNAP_FD);
+  if ((stored & CHUNK_RAW_FLAG) != 0) {
+    if (len != want) return CHUNK_ERR_RANGE;
+    if (hostPread(fd, dst, len, offset) != <i32>len) return CHUNK_ERR_IO;
+  } else {
+    if (len > scratchLen || len == 0) return CHUNK_ERR_RANGE;
+    if (hostPread(fd, scratch, len, offset) != <i32>len) return CHUNK_ERR_IO;
+    if (lz4DecodeBlock(scratch, len, dst, want) != <i32>want) return CHUNK_ERR_DECODE;
+  }
+  if (xxh32(dst, want, 0) != load<u32>(e + CHUNK_CHECKSUM)) return CHUNK_ERR_CHECKSUM;
+  return 0;
+}
+
+@inline function bump(vm: usize, counter: u32): void {
+  store<u64>(vm + counter, load<u64>(vm + counter) + 1);
+}
+
+/**
+ * A slot holding chunk c, decoded and checked, locked for the caller (give it
+ * back with chunkRelease); or a negative CHUNK_ERR (nothing is locked then).
+ */
+export function chunkAcquire(vm: usize, snap: usize, c: u32, scratch: usize, scratchLen: u32): i32 {
+  const cache = <usize>load<u32>(snap + SNAP_CACHE);
+  const ways = load<u32>(cache + CACHE_WAYS);
+  const first = (c % load<u32>(cache + CACHE_SETS)) * ways;
+  const tag = c + 1;
+  for (let w: u32 = 0; w < ways; w++) {
+    const h = slotHeader(cache, first + w);
+    if (atomic.load<u32>(h + SLOT_TAG) != tag) continue;
+    lock(h);
+    if (atomic.load<u32>(h + SLOT_TAG) == tag) {
+      store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
+      if (vm != 0) bump(vm, VM_STAT_CHUNK_HITS);
+      return <i32>(first + w);
+    }
+    unlock(h); // replaced meanwhile: a miss after all
+  }
+  // Miss: evict the least recently used way of the set.
+  let victim = first;
+  let oldest = u32.MAX_VALUE;
+  for (let w: u32 = 0; w < ways; w++) {
+    const used = load<u32>(slotHeader(cache, first + w) + SLOT_USED);
+    if (used < oldest) {
+      oldest = used;
+      victim = first + w;
+    }
+  }
+  const h = slotHeader(cache, victim);
+  lock(h);
+  atomic.store<u32>(h + SLOT_TAG, 0);
+  const err = loadChunk(snap, c, slotData(cache, victim), scratch, scratchLen);
+  if (err != 0) {
+    unlock(h);
+    return err;
+  }
+  store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
+  atomic.store<u32>(h + SLOT_TAG, tag);
+  if (vm != 0) bump(vm, VM_STAT_CHUNK_MISSES);
+  return <i32>victim;
+}
+
+export function chunkRelease(snap: usize, slot: u32): void {
+  unlock(slotHeader(<usize>load<u32>(snap + SNAP_CACHE), slot));
+}

@@ -1,0 +1,125 @@
+// The command-line tools for compressed snapshots: pack, unpack, inspect, verify.
+import { parseArgs } from 'node:util';
+import { UsageError, SnapshotError } from '../errors.js';
+import { progressBar } from '../progress.js';
+import { pack } from './pack.js';
+import { inspect, unpack, verify } from './tools.js';
+import { DEFAULT_CHUNK_BYTES } from './format.js';
+
+type Tool = (argv: string[]) => Promise<number>;
+
+const HELP = {
+  pack: `Usage: snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
+
+Compresses a Firecracker memory file: zero pages and pages identical to an
+earlier page are stored as references, the rest in LZ4-compressed chunks of
+--chunk-kib KiB (default ${DEFAULT_CHUNK_BYTES / 1024}), each with a checksum. Uses every core
+(--workers). The output appears only once complete.`,
+  unpack: `Usage: snapfault unpack <file> -o <memory-file>
+
+Writes back the exact original memory file (sparse where it held zero pages).`,
+  inspect: `Usage: snapfault inspect <file> [--json]
+
+Prints the format version, codec, sizes and ratio, page counts (zero,
+duplicate, stored) and chunk counts (compressed, stored raw).`,
+  verify: `Usage: snapfault verify <file> [--against <memory-file>]
+
+Checks the header, index and every chunk's checksum, and with --against every
+page against the original. Exit 0 when all is well, 1 on the first fault found
+(named in one line), 2 on bad usage.`,
+};
+
+interface ToolArgs {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+function parse(argv: string[], name: keyof typeof HELP, options: Record<string, { type: 'string' | 'boolean'; short?: string }>): ToolArgs {
+  try {
+    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    return { values: r.values as ToolArgs['values'], positionals: r.positionals };
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message.split('\n')[0]}; see snapfault ${name} --help`);
+  }
+}
+
+function one(positionals: string[], name: string, what: string): string {
+  if (positionals.length !== 1) throw new UsageError(`${name} takes one ${what}, got ${positionals.length}; see snapfault ${name} --help`);
+  return positionals[0];
+}
+
+const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+
+export const TOOLS: Record<string, Tool> = {
+  async pack(argv) {
+    const { values, positionals } = parse(argv, 'pack', { output: { type: 'string', short: 'o' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' } });
+    if (values.help) return help('pack');
+    const input = one(positionals, 'pack', '<memory-file>');
+    if (typeof values.output !== 'string') throw new UsageError('pack needs -o <file>; see snapfault pack --help');
+    const chunkKib = values['chunk-kib'] === undefined ? DEFAULT_CHUNK_BYTES / 1024 : Number(values['chunk-kib']);
+    const workers = values.workers === undefined ? undefined : Number(values.workers);
+    if (!Number.isInteger(chunkKib)) throw new UsageError(`--chunk-kib ${String(values['chunk-kib'])}: expected a whole number`);
+    if (workers !== undefined && (!Number.isInteger(workers) || workers < 1 || workers > 64)) {
+      throw new UsageError(`--workers ${String(values.workers)}: expected a whole number from 1 to 64`);
+    }
+    const bar = progressBar('packing');
+    const started = Date.now();
+    const s = await pack(input, values.output, { chunkBytes: chunkKib * 1024, workers, progress: (d, t) => bar.update(d, t) });
+    bar.finish();
+    process.stdout.write(`${values.output}: ${mib(s.originalSize)} -> ${mib(s.fileSize)} (${(s.originalSize / s.fileSize).toFixed(2)}:1) in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
+      `${s.zeroPages} zero, ${s.duplicatePages} duplicate, ${s.storedPages} stored pages in ${s.chunks} chunks (${s.rawChunks} stored raw)\n`);
+    return 0;
+  },
+
+  async unpack(argv) {
+    const { values, positionals } = parse(argv, 'unpack', { output: { type: 'string', short: 'o' } });
+    if (values.help) return help('unpack');
+    const input = one(positionals, 'unpack', '<file>');
+    if (typeof values.output !== 'string') throw new UsageError('unpack needs -o <memory-file>; see snapfault unpack --help');
+    const bar = progressBar('unpacking');
+    const n = unpack(input, values.output, (d, t) => bar.update(d, t));
+    bar.finish();
+    process.stdout.write(`${values.output}: ${mib(n)} written\n`);
+    return 0;
+  },
+
+  async inspect(argv) {
+    const { values, positionals } = parse(argv, 'inspect', { json: { type: 'boolean' } });
+    if (values.help) return help('inspect');
+    const i = inspect(one(positionals, 'inspect', '<file>'));
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(i)}\n`);
+      return 0;
+    }
+    const pct = (n: number): string => `${((100 * n) / i.pages).toFixed(1)}%`;
+    process.stdout.write([
+      `file:        ${i.path}`,
+      `format:      snapfault compressed snapshot, version ${i.version}, codec ${i.codec}`,
+      `size:        ${mib(i.originalSize)} original, ${mib(i.fileSize)} on disk, ratio ${i.ratio.toFixed(2)}:1`,
+      `pages:       ${i.pages} of ${i.pageBytes} bytes: ${i.zeroPages} zero (${pct(i.zeroPages)}), ${i.duplicatePages} duplicate (${pct(i.duplicatePages)}), ${i.storedPages} stored (${pct(i.storedPages)})`,
+      `chunks:      ${i.chunks} of ${i.chunkBytes / 1024} KiB: ${i.compressedChunks} compressed, ${i.rawChunks} stored raw`,
+      '',
+    ].join('\n'));
+    return 0;
+  },
+
+  async verify(argv) {
+    const { values, positionals } = parse(argv, 'verify', { against: { type: 'string' } });
+    if (values.help) return help('verify');
+    const file = one(positionals, 'verify', '<file>');
+    try {
+      const r = verify(file, typeof values.against === 'string' ? values.against : undefined);
+      process.stdout.write(`${file}: ${r.chunks} chunks OK${r.pagesCompared ? `, ${r.pagesCompared} pages identical to ${String(values.against)}` : ''}\n`);
+      return 0;
+    } catch (e) {
+      if (!(e instanceof SnapshotError)) throw e;
+      process.stderr.write(`snapfault: verify: ${e.message}\n`);
+      return 1;
+    }
+  },
+};
+
+function help(name: keyof typeof HELP): number {
+  process.stdout.write(`${HELP[name]}\n`);
+  return 0;
+}

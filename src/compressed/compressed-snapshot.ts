@@ -1,0 +1,160 @@
+// A compressed snapshot opened for serving: its page index, chunk table and
+// decoded-chunk cache live in shared memory, where the core's planner and
+// cache find them. Everything read from the file is checked before use.
+import { openSync, fstatSync, closeSync, readSync } from 'node:fs';
+import { SnapshotError } from '../errors.js';
+import { addressOf } from '../../native/libc.js';
+import type { Core } from '../core/wasm-core.js';
+import type { Arena } from '../core/arena.js';
+import {
+  HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CHUNK_ENTRY_BYTES, CHUNK_RAW_FLAG, decodeHeader, type Header,
+} from './format.js';
+
+const CACHE_WAYS = 4;
+
+/** Reads `len` bytes at `pos` into shared memory at `dst`; throws on a short read. */
+function readInto(fd: number, memory: WebAssembly.Memory, dst: number, len: number, pos: number): void {
+  let done = 0;
+  while (done < len) {
+    const n = readSync(fd, new Uint8Array(memory.buffer, dst + done, len - done), 0, len - done, pos + done);
+    if (n <= 0) throw new Error(`ended early at byte ${pos + done}`);
+    done += n;
+  }
+}
+
+/** xxh32 of bytes already in shared memory. */
+export function checksumAt(core: Core, at: number, len: number): number {
+  return core.fn.xxh32(at, len, 0) >>> 0;
+}
+
+export class CompressedSnapshot {
+  readonly size: bigint;
+  /** Offset of the snapshot descriptor in shared memory (VM tables point at it). */
+  readonly descriptor: number;
+  readonly zeroBitmap = 0;
+  readonly srcBase = 0;
+  readonly pages: number;
+  private readonly blocks: number[];
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    readonly fd: number,
+    readonly header: Header,
+    readonly identity: string,
+    private readonly arena: Arena,
+    descriptor: number,
+    blocks: number[],
+  ) {
+    this.size = BigInt(header.originalSize);
+    this.pages = header.pages;
+    this.descriptor = descriptor;
+    this.blocks = blocks;
+  }
+
+  /** Opens and checks `path` (already known to start with the magic). `cacheBytes` bounds the decoded-chunk cache. */
+  static open(path: string, identity: string, core: Core, arena: Arena, cacheBytes: number): CompressedSnapshot {
+    const fd = openSync(path, 'r');
+    const blocks: number[] = [];
+    const fail = (why: string): never => {
+      throw new SnapshotError(path, `${why}: the file is damaged; pack it again from the memory file`);
+    };
+    try {
+      const size = fstatSync(fd).size;
+      const hb = Buffer.alloc(HEADER_BYTES);
+      readSync(fd, hb, 0, HEADER_BYTES, 0);
+      let h: Header;
+      try {
+        h = decodeHeader(hb, size);
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (msg.startsWith('has format version')) throw new SnapshotError(path, msg);
+        if (msg.startsWith('is truncated')) throw new SnapshotError(path, `${msg}: was it copied completely?`);
+        return fail(msg);
+      }
+      const L = core.layout;
+      const alloc = (n: number, align?: number): number => {
+        const b = arena.alloc(n, align);
+        blocks.push(b);
+        return b;
+      };
+      const headerAt = alloc(HEADER_BYTES);
+      new Uint8Array(core.memory.buffer, headerAt, HEADER_BYTES).set(hb);
+      if (checksumAt(core, headerAt, HEADER_CHECKSUM_OFFSET) !== hb.readUInt32LE(HEADER_CHECKSUM_OFFSET)) fail('header checksum mismatch');
+
+      const index = alloc(h.pages * 4);
+      readInto(fd, core.memory, index, h.pages * 4, h.indexOffset);
+      if (checksumAt(core, index, h.pages * 4) !== h.indexChecksum) fail('page index checksum mismatch');
+      const table = alloc(h.chunks * CHUNK_ENTRY_BYTES);
+      readInto(fd, core.memory, table, h.chunks * CHUNK_ENTRY_BYTES, h.chunkTableOffset);
+      if (checksumAt(core, table, h.chunks * CHUNK_ENTRY_BYTES) !== h.chunkTableChecksum) fail('chunk table checksum mismatch');
+
+      // Belt and braces behind the checksums: every reference must be in range.
+      const ppc = h.chunkBytes / PAGE_BYTES;
+      const scratchMax = core.fn.lz4Bound(h.chunkBytes);
+      const dv = new DataView(core.memory.buffer);
+      for (let c = 0; c < h.chunks; c++) {
+        const e = table + c * CHUNK_ENTRY_BYTES;
+        const off = Number(dv.getBigUint64(e, true));
+        const stored = dv.getUint32(e + 8, true);
+        const len = (stored & ~CHUNK_RAW_FLAG) >>> 0;
+        const raw = (stored & CHUNK_RAW_FLAG) !== 0;
+        const want = Math.min(ppc, h.storedPages - c * ppc) * PAGE_BYTES;
+        if (off < h.dataOffset || off + len > h.fileSize || len === 0 || (raw ? len !== want : len > scratchMax)) fail(`chunk ${c} has an invalid location`);
+      }
+      const toPage = alloc(Math.max(h.storedPages, 1) * 4);
+      const u32 = new Uint32Array(core.memory.buffer);
+      u32.fill(PAGE_ZERO, toPage >> 2, (toPage >> 2) + h.storedPages);
+      let seen = 0;
+      for (let p = 0; p < h.pages; p++) {
+        const k = u32[(index >> 2) + p];
+        if (k === PAGE_ZERO) continue;
+        if (k >= h.storedPages) fail(`page ${p} refers to stored page ${k} of ${h.storedPages}`);
+        if (u32[(toPage >> 2) + k] === PAGE_ZERO) {
+          u32[(toPage >> 2) + k] = p;
+          seen++;
+        }
+      }
+      if (seen !== h.storedPages) fail('some stored pages belong to no page');
+
+      // The cache: at least one set, sized by --cache-mib.
+      const slotBytes = h.chunkBytes + L.LZ4_DECODE_SLACK;
+      const slots = Math.max(CACHE_WAYS, Math.floor(cacheBytes / slotBytes / CACHE_WAYS) * CACHE_WAYS);
+      const cacheHead = alloc(L.CACHE_SLOTS + slots * L.SLOT_STRIDE);
+      const cacheData = alloc(slots * slotBytes, 4096);
+      core.fn.cacheInit(cacheHead, slots / CACHE_WAYS, CACHE_WAYS, slotBytes, cacheData);
+
+      const d = alloc(L.SNAP_SIZE);
+      const v = new DataView(core.memory.buffer);
+      v.setInt32(d + L.SNAP_FD, fd, true);
+      v.setUint32(d + L.SNAP_PAGES, h.pages, true);
+      v.setUint32(d + L.SNAP_PAGES_PER_CHUNK, ppc, true);
+      v.setUint32(d + L.SNAP_CHUNKS, h.chunks, true);
+      v.setUint32(d + L.SNAP_STORED, h.storedPages, true);
+      v.setUint32(d + L.SNAP_INDEX, index, true);
+      v.setUint32(d + L.SNAP_CHUNK_TABLE, table, true);
+      v.setUint32(d + L.SNAP_STORED_TO_PAGE, toPage, true);
+      v.setUint32(d + L.SNAP_CACHE, cacheHead, true);
+      v.setUint32(d + L.SNAP_CODEC, h.codec, true);
+      v.setBigUint64(d + L.SNAP_MEM_BASE, BigInt(addressOf(new Uint8Array(core.memory.buffer))), true);
+      return new CompressedSnapshot(path, fd, h, identity, arena, d, blocks);
+    } catch (e) {
+      for (const b of blocks) arena.freeBlock(b);
+      closeSync(fd);
+      if (e instanceof SnapshotError) throw e;
+      throw new SnapshotError(path, `cannot be read: ${(e as Error).message}`);
+    }
+  }
+
+  /** Bytes of scratch a worker needs to read one stored chunk. */
+  static scratchBytes(core: Core, chunkBytes: number): number {
+    return core.fn.lz4Bound(chunkBytes);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
+    for (const b of this.blocks) this.arena.freeBlock(b);
+  }
+}
