@@ -8,6 +8,7 @@ import { pidfdOpen, pidfdSignal, SIGKILL } from '../native/pidfd.js';
 import { mmapAnonymous, munmap, type Mapping } from '../native/mmap.js';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from './core/wasm-core.js';
 import { Arena } from './core/arena.js';
+import { hostPread } from './core/host-pread.js';
 import { SnapshotCache } from './snapshot/cache.js';
 import type { ServedSnapshot } from './snapshot/cache.js';
 import { CompressedSnapshot } from './compressed/compressed-snapshot.js';
@@ -79,7 +80,7 @@ export class SnapfaultServer {
   static async start(opts: ServerOptions): Promise<SnapfaultServer> {
     const module = compileCore();
     const memory = createSharedMemory();
-    const core = instantiateCore(module, memory);
+    const core = instantiateCore(module, memory, hostPread(memory));
     const arena = new Arena(memory);
     // One word the fault workers bump on every batch: background work backs off while it moves.
     const activity = arena.alloc(64);

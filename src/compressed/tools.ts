@@ -2,6 +2,7 @@
 import { openSync, closeSync, readSync, writeSync, ftruncateSync, fstatSync, renameSync, unlinkSync, fsyncSync } from 'node:fs';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
+import { hostPread } from '../core/host-pread.js';
 import { SnapshotError } from '../errors.js';
 import { fileIdentity } from '../snapshot/raw-file.js';
 import { CompressedSnapshot } from './compressed-snapshot.js';
@@ -29,7 +30,8 @@ function openCompressed(path: string): Opened {
   readSync(fd, head, 0, 8, 0);
   closeSync(fd);
   if (!isCompressed(head)) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
-  const core = instantiateCore(compileCore(), createSharedMemory());
+  const memory = createSharedMemory();
+  const core = instantiateCore(compileCore(), memory, hostPread(memory));
   const arena = new Arena(core.memory);
   const snap = CompressedSnapshot.open(path, fileIdentity(st), core, arena, 0);
   const chunk = arena.alloc(snap.header.chunkBytes + core.layout.LZ4_DECODE_SLACK, 4096);

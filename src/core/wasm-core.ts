@@ -5,8 +5,6 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { instantiateSync } from '@assemblyscript/loader';
 import { BuildMissingError } from '../errors.js';
-import { preadInto } from '../../native/fd.js';
-import { addressOf } from '../../native/libc.js';
 
 export const WASM_PAGE = 65536;
 /** Must match asconfig.json: the module imports a memory of at most this many pages. */
@@ -133,17 +131,21 @@ const layoutKeys: (keyof CoreLayout)[] = [
   'SLOT_STRIDE', 'CHUNK_ERR_IO', 'CHUNK_ERR_CHECKSUM', 'CHUNK_ERR_DECODE', 'CHUNK_ERR_RANGE', 'KIND_CHUNK', 'KIND_ASSEMBLE',
 ];
 
+/**
+ * The core's one import: pread(2) of a compressed chunk into shared memory
+ * (src/core/host-pread.ts). Threads that never read chunks (pack workers) go
+ * without, and need not load the native layer at all.
+ */
+export type HostPread = (fd: number, dst: number, len: number, offset: bigint) => number;
+const NO_PREAD: HostPread = () => -5; // -EIO
+
 /** Instantiates the core on `memory` in the calling thread. */
-export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory): Core {
+export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory, pread: HostPread = NO_PREAD): Core {
   // The loader validates the imports and reads the layout; the functions are
   // taken from the raw instance: the loader's wrappers allocate (rest
   // arguments) on every call, which the fault path must not.
-  // The core reads compressed chunks through the host's pread(2), straight into shared memory.
-  let base = 0;
-  const pread = (fd: number, dst: number, len: number, offset: bigint): number => preadInto(fd, base + dst, len, Number(offset));
   const env = { memory, pread } as { memory: WebAssembly.Memory };
   const { instance } = instantiateSync<Record<string, unknown>>(module, { env });
-  base = addressOf(new Uint8Array(memory.buffer));
   const exports = instance.exports as Record<string, unknown>;
   const layout = {} as Record<keyof CoreLayout, number>;
   for (const key of layoutKeys) {

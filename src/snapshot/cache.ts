@@ -118,6 +118,8 @@ function startsCompressed(path: string): boolean {
   try {
     const head = Buffer.alloc(8);
     return readSync(fd, head, 0, 8, 0) === 8 && isCompressed(head);
+  } catch {
+    return false; // a directory, say: RawSnapshot.open says what is wrong
   } finally {
     closeSync(fd);
   }

@@ -2,6 +2,7 @@
 // memory, then run the fault loop until told to stop.
 import { workerData, parentPort, type MessagePort } from 'node:worker_threads';
 import { instantiateCore } from '../core/wasm-core.js';
+import { hostPread } from '../core/host-pread.js';
 import { EventFd } from '../../native/fd.js';
 import { FaultLoop } from './fault-loop.js';
 import type { FromWorker } from './messages.js';
@@ -23,7 +24,7 @@ const data = workerData as FaultWorkerData;
 const parent = parentPort;
 if (!parent) throw new Error('fault-worker must run as a worker thread');
 const send = (m: FromWorker): void => parent.postMessage(m);
-const core = instantiateCore(data.module, data.memory);
+const core = instantiateCore(data.module, data.memory, hostPread(data.memory));
 const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging);
 send({ type: 'ready' });
 loop.run();

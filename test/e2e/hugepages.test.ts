@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, runSim } from '../helpers/processes.js';
+import { pack } from '../../src/compressed/pack.js';
 
 const MiB = 1 << 20;
 const NR = '/proc/sys/vm/nr_hugepages';
@@ -41,6 +42,19 @@ describe('2 MiB hugetlbfs guest memory', function () {
       expect(h.stderr).to.match(/16 faults \(16 copied/);
     });
   }
+
+  it('serves 2 MiB pages from a compressed snapshot, assembled from its chunks', async () => {
+    const packed = tmp.file('huge.sfz');
+    await pack(mem, packed);
+    const sock = tmp.file('h-packed.sock');
+    const h = await startSnapfault([sock, packed]);
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'random', '--threads', '2',
+      '--balloon', '6M:2M', '--balloon-mode', 'after']);
+    expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    expect(h.stderr).to.match(/chunks: [1-9]\d* decoded/);
+  });
 
   it('ballooned 2 MiB pages come back as zeros (hugetlbfs has no ZEROPAGE)', async () => {
     const sock = tmp.file('h-balloon.sock');

@@ -14,8 +14,8 @@ export function prng(seed: string, len: number): Buffer {
 }
 
 /**
- * An image of `pages` pages of `pageSize`: `zeroFraction` of them zero, the
- * rest random, text-like or duplicates of earlier pages, in a seeded order.
+ * An image of `bytes / pageSize` pages: `zeroFraction` of them zero, the
+ * rest duplicates of earlier pages, text-like or random, in a seeded order.
  */
 export function makeImage(bytes: number, opts: { seed?: string; zeroFraction?: number; pageSize?: number } = {}): Buffer {
   const pageSize = opts.pageSize ?? 4096;
@@ -28,11 +28,16 @@ export function makeImage(bytes: number, opts: { seed?: string; zeroFraction?: n
   for (let p = 0; p < pages; p++) {
     const r = pick.readUInt16LE(p * 2) / 65536;
     const page = img.subarray(p * pageSize, (p + 1) * pageSize);
-    if (r < zeroFraction) page.fill(0);
-    else if (r < zeroFraction + (1 - zeroFraction) / 4) for (let o = 0; o < pageSize; o += words.length) words.copy(page, o, 0, Math.min(words.length, pageSize - o));
-    else if (r < zeroFraction + (1 - zeroFraction) / 2 && p > 0) img.copy(page, 0, (p >> 1) * pageSize, ((p >> 1) + 1) * pageSize);
-    // Mark every page with its number so a page served at the wrong place is caught.
-    if (!page.every((b) => b === 0)) page.writeUInt32LE(p, 8);
+    if (r < zeroFraction) {
+      page.fill(0);
+    } else if (r < zeroFraction + (1 - zeroFraction) / 4 && p > 0) {
+      // An exact copy of an earlier page (which may itself be zero or a copy).
+      img.copy(page, 0, (p >> 1) * pageSize, ((p >> 1) + 1) * pageSize);
+    } else {
+      if (r < zeroFraction + (1 - zeroFraction) / 2) for (let o = 0; o < pageSize; o += words.length) words.copy(page, o, 0, Math.min(words.length, pageSize - o));
+      // Mark the page with its number so a page served at the wrong place is caught.
+      page.writeUInt32LE(p, 8);
+    }
   }
   return img;
 }
