@@ -216,7 +216,7 @@ export async function benchCodec(): Promise<{ asGiBs: number; nativeGiBs: number
   return { asGiBs, nativeGiBs, ratio, encodeGiBs };
 }
 
-if (process.argv[1]?.endsWith('codec.js')) {
+if (process.argv[1]?.endsWith("codec.js")) {
   benchCodec().catch((e: unknown) => {
     console.error(e);
     process.exit(1);
