@@ -39,10 +39,10 @@ export async function benchCompression(): Promise<void> {
   const mib = (b: number): string => (b / MiB).toFixed(1);
 
   out('## Compressed snapshots: size (1 GiB images)\n\n');
-  out('| image | snapfault pack (64 KiB chunks) | whole-file lz4 | whole-file zstd -3 | pack time (2 workers) | lz4 time | zstd -3 time (1 thread) |\n|---|---:|---:|---:|---:|---:|---:|\n');
+  out('| image | snapfault pack (32 KiB chunks) | whole-file lz4 | whole-file zstd -3 | pack time (2 workers) | lz4 time | zstd -3 time (1 thread) |\n|---|---:|---:|---:|---:|---:|---:|\n');
   const packs: Record<string, string> = {};
   for (const [name, img] of [['realistic (about half zero pages)', realistic], ['few zeros (5%)', few]] as const) {
-    const p = await packed(img, 64);
+    const p = await packed(img, 32);
     packs[img] = p.path;
     const l = wholeFile('lz4', img);
     const z = wholeFile('zstd', img);
@@ -54,7 +54,7 @@ export async function benchCompression(): Promise<void> {
   out('| chunk | file | random: touches/s | random p99 µs | sequential: touches/s | sequential p99 µs |\n|---|---:|---:|---:|---:|---:|\n');
   const sizes = [16, 32, 64, 256];
   const files: Array<{ path: string; bytes: number }> = [];
-  for (const k of sizes) files.push(k === 64 ? { path: packs[realistic], bytes: statSync(packs[realistic]).size } : await packed(realistic, k));
+  for (const k of sizes) files.push(k === 32 ? { path: packs[realistic], bytes: statSync(packs[realistic]).size } : await packed(realistic, k));
   const byPattern = async (pattern: 'random' | 'seq') => sideBySide(files.map((f) => ({
     handler: 'snapfault', serve: f.path, image: realistic, pattern, pinned: true, touches: 131072,
   } as RunSpec)));

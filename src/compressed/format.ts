@@ -10,7 +10,7 @@ export const CHUNK_ENTRY_BYTES = 16;
 export const CHUNK_RAW_FLAG = 0x80000000;
 export const MAX_CHUNK_BYTES = 1 << 20;
 /** Chunk size chosen by measurement: see docs/format.md. */
-export const DEFAULT_CHUNK_BYTES = 64 << 10;
+export const DEFAULT_CHUNK_BYTES = 32 << 10;
 
 const H = {
   magic: 0, version: 8, headerBytes: 12, originalSize: 16, pageBytes: 24, chunkBytes: 28, codec: 32, flags: 36,

@@ -10,6 +10,7 @@ import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processe
 import { pack } from '../../src/compressed/pack.js';
 import { inspect, unpack, verify } from '../../src/compressed/tools.js';
 import { SnapshotError } from '../../src/errors.js';
+import { DEFAULT_CHUNK_BYTES } from '../../src/compressed/format.js';
 
 const MiB = 1 << 20;
 const PAGE = 4096;
@@ -115,7 +116,7 @@ describe('compressed snapshots', function () {
       expect(i.stdout).to.match(/pages: +1024 of 4096 bytes: \d+ zero/);
       const j = JSON.parse(cli(['inspect', '--json', packed]).stdout) as { pages: number; chunkBytes: number };
       expect(j.pages).to.equal(1024);
-      expect(j.chunkBytes).to.equal(65536);
+      expect(j.chunkBytes).to.equal(DEFAULT_CHUNK_BYTES);
       const v = cli(['verify', packed, '--against', img]);
       expect(v.code).to.equal(0);
       expect(v.stdout).to.match(/chunks OK, 1024 pages identical/);
