@@ -8,6 +8,7 @@ import {
   ACTION_STRIDE, ACTION_KIND, ACTION_MSG_INDEX, ACTION_IOCTL, ACTION_WAKE, KIND_COPY, ZERO_SCAN_PAGE,
 } from './layout';
 import { slotData, chunkAcquire, chunkRelease } from './chunk_cache';
+import { findRegion } from './page_index';
 
 @inline function testBit(bitmap: usize, bit: u64): bool {
   return (atomic.load<u32>(bitmap + <usize>((bit >> 5) << 2)) & (<u32>1 << <u32>(bit & 31))) != 0;
@@ -62,7 +63,7 @@ export function fillFromChunk(vm: usize, snap: usize, slot: u32, k: u32, dst: u6
   const hostData = load<u64>(snap + SNAP_MEM_BASE) + <u64>data; // the copy source as the kernel sees it
   writeCopy(actions, msgIndex, dst, hostData + <u64>(k - k0) * ZERO_SCAN_PAGE, ZERO_SCAN_PAGE);
   let n: u32 = 1;
-  const faultRegion = regionOfFaultAddr(vm, dst);
+  const faultRegion = findRegion(vm, dst);
   if (faultRegion != 0) {
     const base = load<u64>(faultRegion + REGION_BASE);
     setBits(load<u32>(faultRegion + REGION_FILLED), (dst - base) >> 12, 1, true);
@@ -116,19 +117,9 @@ function flush(vm: usize, actions: usize, n: u32, msgIndex: u32, dst: u64, src: 
   return n + 1;
 }
 
-function regionOfFaultAddr(vm: usize, addr: u64): usize {
-  const n = load<u32>(vm + VM_NREGIONS);
-  let r = vm + VM_REGIONS;
-  for (let i: u32 = 0; i < n; i++, r += REGION_STRIDE) {
-    const base = load<u64>(r + REGION_BASE);
-    if (addr >= base && addr < base + load<u64>(r + REGION_SIZE)) return r;
-  }
-  return 0;
-}
-
 /** Takes back the filled marks of a planned copy that did not happen (EAGAIN). */
 export function unmarkFilled(vm: usize, dst: u64, len: u64): void {
-  const r = regionOfFaultAddr(vm, dst);
+  const r = findRegion(vm, dst);
   if (r == 0) return;
   setBits(load<u32>(r + REGION_FILLED), (dst - load<u64>(r + REGION_BASE)) >> 12, len >> 12, false);
 }

@@ -13,13 +13,13 @@ import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import type { Core } from '../core/wasm-core.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 
-/** After this many yields with EAGAIN still pending, sleep in poll instead of spinning. */
+/** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
 const now = performance.now.bind(performance);
 const HUGE_PAGE = 2 * 1024 * 1024;
-const FILL_OK = 0;
-const FILL_AGAIN = 1;
-const FILL_GONE = 2;
+const DONE = 0;
+const AGAIN = 1;
+const GONE = 2;
 
 interface ServedVm {
   a: VmAssignment;
@@ -135,10 +135,10 @@ export class FaultLoop {
     }
     let slot = this.slots.indexOf(null);
     if (slot < 0) slot = this.slots.push(null) - 1;
-    const now = performance.now();
+    const t = now();
     const vm: ServedVm = {
       a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
-      started: now, lastFault: now, ended: false,
+      started: t, lastFault: t, ended: false,
     };
     this.slots[slot] = vm;
     this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
@@ -181,35 +181,16 @@ export class FaultLoop {
           const addr = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
           return this.fatal(vm, `the guest touched 0x${addr.toString(16)}, outside every region of the handshake or past the end of the snapshot`);
         }
-        if (kind === L.KIND_CHUNK || kind === L.KIND_ASSEMBLE) {
-          const r = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act) : this.assembleHuge(vm, act);
-          if (r === FILL_OK) continue;
-          if (r === FILL_GONE) return;
-          vm.eagain++;
-          done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
-          break;
-        }
-        const rc = ioctlRaw(a.uffd, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE, this.base + act + L.ACTION_IOCTL);
-        if (rc >= 0) continue;
-        if (rc === -E.EEXIST) {
-          // Filled already (by a racing fault or a prefetch): make sure nobody still sleeps on it.
-          vm.eexist++;
-          ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
-          continue;
-        }
-        if (rc === -E.EAGAIN) {
-          // A REMOVE is queued or in progress (mmap_changing): keep this fault
-          // and everything after it, read the queue, and retry after a yield.
-          vm.eagain++;
-          done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
-          break;
-        }
-        if (rc === -E.ESRCH || rc === -E.ENOENT) return this.end(vm, 'exited', 'Firecracker exited');
-        const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
-        const why = rc === -E.EFAULT
-          ? 'the snapshot bytes could not be read (was the memory file truncated while serving?)'
-          : `errno ${-rc}`;
-        return this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: ${why}`);
+        const r = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act)
+          : kind === L.KIND_ASSEMBLE ? this.assembleHuge(vm, act)
+            : this.issue(vm, act, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE);
+        if (r === DONE) continue;
+        if (r === GONE) return;
+        // EAGAIN: a REMOVE is queued or in progress (mmap_changing): keep this
+        // fault and everything after it, read the queue, and retry after a yield.
+        vm.eagain++;
+        done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+        break;
       }
       if (count > 0) {
         vm.lastFault = now();
@@ -272,35 +253,49 @@ export class FaultLoop {
     return this.issueCopies(vm, act, 1);
   }
 
-  /** Issues `n` planned copies at `acts`: FILL_OK, FILL_AGAIN (EAGAIN: marks taken back), or FILL_GONE. */
-  private issueCopies(vm: ServedVm, acts: number, n: number): number {
+  /**
+   * Issues the ioctl of one planned action: DONE (done, or the page was
+   * there already), AGAIN (EAGAIN), or GONE (the VM has ended).
+   */
+  private issue(vm: ServedVm, act: number, request: number): number {
     const a = vm.a;
     const L = this.L;
-    for (let j = 0; j < n; j++) {
-      const act = acts + j * L.ACTION_STRIDE;
-      const rc = ioctlRaw(a.uffd, UFFDIO.COPY, this.base + act + L.ACTION_IOCTL);
-      if (rc >= 0) continue;
-      if (rc === -E.EEXIST) {
-        vm.eexist++;
-        ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
-        continue;
-      }
-      if (rc === -E.EAGAIN) {
-        for (let r = j; r < n; r++) {
-          const x = acts + r * L.ACTION_STRIDE + L.ACTION_IOCTL;
-          this.core.fn.unmarkFilled(a.table, this.dv.getBigUint64(x, true), this.dv.getBigUint64(x + 16, true));
-        }
-        return FILL_AGAIN;
-      }
-      if (rc === -E.ESRCH || rc === -E.ENOENT) {
-        this.end(vm, 'exited', 'Firecracker exited');
-        return FILL_GONE;
-      }
-      const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
-      this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: errno ${-rc}`);
-      return FILL_GONE;
+    const rc = ioctlRaw(a.uffd, request, this.base + act + L.ACTION_IOCTL);
+    if (rc >= 0) return DONE;
+    if (rc === -E.EEXIST) {
+      // Filled already (by a racing fault): make sure nobody still sleeps on it.
+      vm.eexist++;
+      ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
+      return DONE;
     }
-    return FILL_OK;
+    if (rc === -E.EAGAIN) return AGAIN;
+    if (rc === -E.ESRCH || rc === -E.ENOENT) {
+      this.end(vm, 'exited', 'Firecracker exited');
+      return GONE;
+    }
+    const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
+    const why = rc === -E.EFAULT
+      ? 'the snapshot bytes could not be read (was the memory file truncated while serving?)'
+      : `errno ${-rc}`;
+    this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: ${why}`);
+    return GONE;
+  }
+
+  /** Issues `n` planned copies at `acts`; on EAGAIN takes back the filled marks of those not done. */
+  private issueCopies(vm: ServedVm, acts: number, n: number): number {
+    const L = this.L;
+    for (let j = 0; j < n; j++) {
+      const r = this.issue(vm, acts + j * L.ACTION_STRIDE, UFFDIO.COPY);
+      if (r === DONE) continue;
+      if (r === AGAIN) {
+        for (let k = j; k < n; k++) {
+          const x = acts + k * L.ACTION_STRIDE + L.ACTION_IOCTL;
+          this.core.fn.unmarkFilled(vm.a.table, this.dv.getBigUint64(x, true), this.dv.getBigUint64(x + 16, true));
+        }
+      }
+      return r;
+    }
+    return DONE;
   }
 
   private chunkFailed(vm: ServedVm, chunk: number, err: number): number {
@@ -308,7 +303,7 @@ export class FaultLoop {
       : err === this.L.CHUNK_ERR_DECODE ? 'does not decode'
         : err === this.L.CHUNK_ERR_IO ? 'cannot be read (was the file truncated?)' : 'lies outside the file';
     this.fatal(vm, `chunk ${chunk} of the compressed snapshot ${why}; no byte of it was served`);
-    return FILL_GONE;
+    return GONE;
   }
 
   private setDeferred(vm: ServedVm, on: boolean): void {
@@ -366,7 +361,7 @@ export class FaultLoop {
       chunkMisses: u64(L.VM_STAT_CHUNK_MISSES),
       filledAround: u64(L.VM_STAT_FILLED_AROUND),
       lastFaultMs: vm.lastFault - vm.started,
-      servedMs: performance.now() - vm.started,
+      servedMs: now() - vm.started,
     };
     this.send({ type: 'ended', id: a.id, reason, message, killed, stats });
   }
