@@ -1,10 +1,12 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression or codec runs one part; BENCH_ROUNDS sets the rounds (5).
+// compression or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchCore } from './core.js';
 import { benchCompression } from './compression.js';
 import { benchCodec } from './codec.js';
+import { benchLoad } from './load.js';
 import { BENCH_DIR } from './harness.js';
 
 async function main(): Promise<void> {
@@ -16,6 +18,7 @@ async function main(): Promise<void> {
   }
   if (!only || only === 'compression') await benchCompression();
   if (only === 'codec') await benchCodec();
+  if (only === 'load') await benchLoad();
 }
 
 main().then(() => process.exit(0), (e: Error) => {

@@ -25,6 +25,8 @@ const SERVE_OPTIONS = `Options:
                             since a guest whose pages cannot be served is frozen) or disconnect
                             (stop serving it, log it, leave the decision to the operator)
   --socket-mode MODE        octal mode of the socket file (default 0600)
+  --allow-uid UID[,UID...]  peer uids allowed besides the handler's own (a jailed Firecracker);
+                            any other uid's connection is refused and logged
   --handshake-timeout-ms N  refuse a connection that sends no mapping message in time (default 5000)
   --zero-scan on|off        find all-zero snapshot pages in the background, at idle priority,
                             and map them with UFFDIO_ZEROPAGE (default on; raw memory files)
@@ -74,6 +76,7 @@ const optionSpec = {
   'zero-scan': { type: 'string' },
   'log-level': { type: 'string' },
   'cache-mib': { type: 'string' },
+  'allow-uid': { type: 'string', multiple: true },
   'fill-around': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -117,6 +120,7 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
     workers: intOption(values.workers, 'workers', once ? 1 : Math.min(availableParallelism(), 4), 1, 64),
     onFatal: onFatal as FatalPolicy,
     socketMode: intOption(values['socket-mode'], 'socket-mode', 0o600, 0, 0o777, 8),
+    allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, 'allow-uid', 0, 0, 2 ** 32 - 2)),
     handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], 'handshake-timeout-ms', 5000, 1, 3_600_000),
     zeroScan,
     fillAround,

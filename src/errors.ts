@@ -32,7 +32,7 @@ export class SnapshotError extends SnapfaultError {
 
 export type HandshakeReason =
   | 'timeout' | 'closed' | 'too_large' | 'no_fd' | 'bad_fd' | 'json' | 'shape' | 'page_size'
-  | 'alignment' | 'overlap' | 'bounds' | 'too_many_regions' | 'peer';
+  | 'alignment' | 'overlap' | 'bounds' | 'too_many_regions' | 'peer' | 'uid';
 
 /** A Firecracker connection whose handshake was refused. */
 export class HandshakeError extends SnapfaultError {

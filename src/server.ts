@@ -25,6 +25,8 @@ export interface ServerOptions {
   socketPath: string;
   memPath: string;
   socketMode: number;
+  /** Peer uids allowed besides the handler's own (a jailed Firecracker's uid). */
+  allowUids: readonly number[];
   workers: number;
   onFatal: FatalPolicy;
   handshakeTimeoutMs: number;
@@ -130,7 +132,11 @@ export class SnapfaultServer {
     let snap: ServedSnapshot | null = null;
     let blocks: number[] = [];
     try {
-      pid = peerCredentials(conn).pid;
+      const cred = peerCredentials(conn);
+      pid = cred.pid;
+      if (cred.uid !== process.geteuid?.() && !this.opts.allowUids.includes(cred.uid)) {
+        throw new HandshakeError('uid', `connection from uid ${cred.uid} is not allowed: add --allow-uid ${cred.uid} if that is a jailed Firecracker`);
+      }
       try {
         pidfd = pidfdOpen(pid);
       } catch {

@@ -1,7 +1,8 @@
 // `snapfault serve`: many Firecrackers at once and one after another, and
 // every way one of them can go wrong without disturbing the others.
 import { expect } from 'chai';
-import { statSync, existsSync, copyFileSync, truncateSync } from 'node:fs';
+import { statSync, existsSync, copyFileSync, truncateSync, chmodSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, startSim, runSim, openFds, type Proc } from '../helpers/processes.js';
 
@@ -154,5 +155,49 @@ describe('snapfault serve', function () {
     expect(existsSync(sock)).to.equal(true);
     const { h: h2 } = await serve();
     expect(h2.child.exitCode).to.equal(null);
+  });
+});
+
+describe('snapfault serve: who may connect', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  let handler: Proc | null = null;
+  // mkdtemp makes the directory 0700: let other users reach the socket files, so the socket's own mode decides.
+  before(() => chmodSync(tmp.path, 0o755));
+  after(() => tmp.remove());
+  afterEach(async () => {
+    if (handler && handler.child.exitCode === null) {
+      handler.kill('SIGKILL');
+      await handler.exited;
+    }
+  });
+
+  // A client that connects as `nobody` and sends a well-formed-looking message.
+  const asNobody = (sock: string): number | null => spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e',
+    `let up = false;
+     const s = require('net').connect(${JSON.stringify(sock)}, () => { up = true; s.write('[]'); setTimeout(() => s.destroy(), 300); });
+     s.on('error', () => { if (!up) process.exit(3); });`], { encoding: 'utf8' }).status;
+
+  it('another uid cannot even reach a 0600 socket', async () => {
+    const mem = tmp.file('m.img', makeImage(MiB));
+    const sock = tmp.file('a.sock');
+    handler = await startSnapfault(['serve', '--socket', sock, '--mem', mem]);
+    expect(asNobody(sock)).to.equal(3); // connect: permission denied
+  });
+
+  it('with a wider --socket-mode, a uid not in --allow-uid is refused and logged; an allowed one is not', async () => {
+    const mem = tmp.file('m.img', makeImage(MiB));
+    const sock = tmp.file('b.sock');
+    handler = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--socket-mode', '0666']);
+    expect(asNobody(sock)).to.equal(0);
+    const line = (await handler.waitForStderr(/.*uid 65534 is not allowed.*/))[0];
+    expect(line).to.match(/add --allow-uid 65534 if that is a jailed Firecracker/);
+    handler.kill('SIGKILL');
+    await handler.exited;
+    const sock2 = tmp.file('c.sock');
+    handler = await startSnapfault(['serve', '--socket', sock2, '--mem', mem, '--socket-mode', '0666', '--allow-uid', '65534']);
+    expect(asNobody(sock2)).to.equal(0);
+    await handler.waitForStderr(/handshake refused: the mapping message came without a userfaultfd/);
+    expect(handler.stderr).to.not.match(/not allowed/);
   });
 });
