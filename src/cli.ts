@@ -9,6 +9,7 @@ import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, type LogLevel } from './log.js';
 import type { FatalPolicy } from './worker/messages.js';
 import { TOOLS } from './compressed/commands.js';
+import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -33,6 +34,7 @@ const SERVE_OPTIONS = `Options:
   --cache-mib N             decoded-chunk cache of each compressed snapshot (default 64)
   --fill-around on|off      compressed snapshots: install a decoded chunk's other missing pages
                             with the faulting one (default on)
+  --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
   --log-level LEVEL         debug, info (default), warn, error or silent
   -h, --help                this help`;
 
@@ -77,6 +79,7 @@ const optionSpec = {
   'log-level': { type: 'string' },
   'cache-mib': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
+  metrics: { type: 'string' },
   'fill-around': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -96,6 +99,10 @@ function intOption(v: string | undefined, name: string, def: number, min: number
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+function metricsOption(values: Parsed['values']): MetricsAddress | null {
+  return values.metrics === undefined ? null : parseMetricsAddress(values.metrics);
 }
 
 function onOff(v: string | undefined, name: string): boolean {
@@ -129,10 +136,21 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   };
 }
 
-async function serve(opts: ServerOptions): Promise<number> {
-  const server = await SnapfaultServer.start(opts);
+async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Promise<number> {
+  const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
+  let server: SnapfaultServer;
+  try {
+    server = await SnapfaultServer.start(opts);
+  } catch (e) {
+    await metrics?.close();
+    throw e;
+  }
+  if (metrics) {
+    metrics.attach(server);
+    opts.log.info(`metrics on ${metrics.url}`);
+  }
   let stopping: Promise<void> | null = null;
-  const stop = (): Promise<void> => (stopping ??= server.stop());
+  const stop = (): Promise<void> => (stopping ??= Promise.all([server.stop(), metrics?.close()]).then(() => undefined));
   const onSignal = (sig: NodeJS.Signals): void => {
     opts.log.info(`${sig}: stopping`);
     void stop();
@@ -182,13 +200,13 @@ export async function run(argv: string[]): Promise<number> {
     if (isServe) {
       if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}; see snapfault serve --help`);
       if (!values.socket || !values.mem) throw new UsageError('serve needs --socket PATH and --mem FILE; see snapfault serve --help');
-      return await serve(serverOptions(values, values.socket, values.mem, false));
+      return await serve(serverOptions(values, values.socket, values.mem, false), metricsOption(values));
     }
     if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
     if (positionals.length !== 2) {
       throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
     }
-    return await serve(serverOptions(values, positionals[0], positionals[1], true));
+    return await serve(serverOptions(values, positionals[0], positionals[1], true), metricsOption(values));
   } catch (e) {
     if (e instanceof SnapfaultError) {
       process.stderr.write(`snapfault: ${e.message}\n`);

@@ -16,7 +16,8 @@ import { MAX_CHUNK_BYTES, PAGE_BYTES } from './compressed/format.js';
 import { receiveHandshake } from './handshake/receive.js';
 import { parseRegions, validateRegions } from './handshake/regions.js';
 import { writeVmTable } from './vm/vm-table.js';
-import { FaultWorkerPool, type WorkerEvent } from './worker/pool.js';
+import { FaultWorkerPool, type WorkerEvent, type WorkerBuffers } from './worker/pool.js';
+import { WORKER_STATS_BYTES, WORKER_STAT } from './worker/worker-stats.js';
 import type { FatalPolicy, VmStats, EndReason } from './worker/messages.js';
 import { HandshakeError, SnapfaultError } from './errors.js';
 import type { Logger } from './log.js';
@@ -51,8 +52,34 @@ export interface VmOutcome {
 
 interface LiveVm {
   pid: number;
+  table: number;
   blocks: number[];
   snap: ServedSnapshot;
+}
+
+/** Fault counters of one VM or of many, as the core counts them. */
+export interface FaultCounts {
+  copies: number;
+  zeropages: number;
+  removedZero: number;
+  bytes: number;
+  removeEvents: number;
+  chunkHits: number;
+  chunkMisses: number;
+  filledAround: number;
+}
+
+const NO_FAULTS: FaultCounts = { copies: 0, zeropages: 0, removedZero: 0, bytes: 0, removeEvents: 0, chunkHits: 0, chunkMisses: 0, filledAround: 0 };
+
+/** What the metrics endpoint reports, read from shared memory at scrape time. */
+export interface MetricsSnapshot {
+  /** Every VM served so far, live ones included. */
+  total: FaultCounts;
+  live: Array<{ pid: number; counts: FaultCounts }>;
+  rejected: ReadonlyMap<string, number>;
+  ended: ReadonlyMap<string, number>;
+  /** One WORKER_STAT block per fault worker. */
+  workers: Float64Array[];
 }
 
 const MSG_CAPACITY = 64;
@@ -60,6 +87,10 @@ const HUGE_PAGE = 2 * 1024 * 1024;
 
 export class SnapfaultServer {
   private readonly vms = new Map<number, LiveVm>();
+  readonly workerStats: number[] = [];
+  private endedTotals: FaultCounts = { ...NO_FAULTS };
+  private readonly rejected = new Map<string, number>();
+  private readonly endedBy = new Map<string, number>();
   private nextId = 1;
   private zeroHugePage: Mapping | null = null;
   private stopped = false;
@@ -100,9 +131,14 @@ export class SnapfaultServer {
     try {
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
       const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
-      const buffers = (): { scratch: number; scratchBytes: number; staging: number } => ({
-        scratch: arena.alloc(scratchBytes, 4096), scratchBytes, staging: arena.alloc(HUGE_PAGE + core.layout.LZ4_DECODE_SLACK, 4096),
-      });
+      const buffers = (): WorkerBuffers => {
+        const b = {
+          scratch: arena.alloc(scratchBytes, 4096), scratchBytes, staging: arena.alloc(HUGE_PAGE + core.layout.LZ4_DECODE_SLACK, 4096),
+          stats: arena.alloc(WORKER_STATS_BYTES),
+        };
+        server.workerStats.push(b.stats);
+        return b;
+      };
       server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
     } catch (e) {
       listener.close();
@@ -116,6 +152,27 @@ export class SnapfaultServer {
 
   get connectedVms(): number {
     return this.vms.size;
+  }
+
+  /** Counters for the metrics endpoint: ended VMs' totals plus live VMs' counters, read now. */
+  metricsSnapshot(): MetricsSnapshot {
+    const L = this.core.layout;
+    const dv = new DataView(this.core.memory.buffer);
+    const u64 = (at: number): number => Number(dv.getBigUint64(at, true));
+    const live = [...this.vms.values()].map((v) => ({
+      pid: v.pid,
+      counts: {
+        copies: u64(v.table + L.VM_STAT_COPY), zeropages: u64(v.table + L.VM_STAT_ZERO), removedZero: u64(v.table + L.VM_STAT_REMOVED_ZERO),
+        bytes: u64(v.table + L.VM_STAT_BYTES), removeEvents: u64(v.table + L.VM_STAT_REMOVE_EVENTS), chunkHits: u64(v.table + L.VM_STAT_CHUNK_HITS),
+        chunkMisses: u64(v.table + L.VM_STAT_CHUNK_MISSES), filledAround: u64(v.table + L.VM_STAT_FILLED_AROUND),
+      },
+    }));
+    const total = { ...this.endedTotals };
+    for (const v of live) for (const k of Object.keys(total) as Array<keyof FaultCounts>) total[k] += v.counts[k];
+    return {
+      total, live, rejected: this.rejected, ended: this.endedBy,
+      workers: this.workerStats.map((at) => new Float64Array(this.core.memory.buffer, at, WORKER_STAT.SIZE)),
+    };
   }
 
   /** Bytes of shared WebAssembly memory in use: page tables, bitmaps, buffers. */
@@ -162,7 +219,7 @@ export class SnapfaultServer {
       const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
       blocks.push(actions);
       const id = this.nextId++;
-      this.vms.set(id, { pid, blocks, snap, });
+      this.vms.set(id, { pid, table: vmt.table, blocks, snap });
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
       log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`);
       this.pool?.assign({
@@ -178,6 +235,7 @@ export class SnapfaultServer {
       for (const fd of [uffd, conn, pidfd]) closeFd(fd);
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
+      this.rejected.set(e instanceof HandshakeError ? e.reason : 'internal', (this.rejected.get(e instanceof HandshakeError ? e.reason : 'internal') ?? 0) + 1);
       this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
   }
@@ -195,6 +253,8 @@ export class SnapfaultServer {
       this.cache.release(vm.snap);
     }
     const s = e.stats;
+    for (const k of Object.keys(NO_FAULTS) as Array<keyof FaultCounts>) this.endedTotals[k] += s[k];
+    this.endedBy.set(e.reason, (this.endedBy.get(e.reason) ?? 0) + 1);
     const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms` +

@@ -12,6 +12,7 @@ import { schedYield } from '../../native/sched.js';
 import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import type { Core } from '../core/wasm-core.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
+import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
@@ -56,6 +57,7 @@ export class FaultLoop {
   private readonly drainAddr = addressOf(this.drainBuf);
   private readonly L: Core['layout'];
   private readonly activityIndex: number;
+  private readonly st: Float64Array;
 
   constructor(
     private readonly core: Core,
@@ -66,8 +68,10 @@ export class FaultLoop {
     private readonly scratch: number,
     private readonly scratchBytes: number,
     private readonly staging: number,
+    stats: number,
   ) {
     this.activityIndex = activity >> 2;
+    this.st = new Float64Array(core.memory.buffer, stats, S.SIZE);
     this.L = core.layout;
     this.base = addressOf(new Uint8Array(core.memory.buffer));
     this.i32 = new Int32Array(core.memory.buffer);
@@ -160,6 +164,10 @@ export class FaultLoop {
         if (r > 0) {
           vm.reads++;
           vm.messages += r / msgSize;
+          const st = this.st;
+          st[S.READS]++;
+          st[S.MESSAGES] += r / msgSize;
+          st[S.READ_BUCKETS + bucketOf(READ_BOUNDS, r / msgSize)]++;
           vm.pending += r / msgSize;
           full = r === room * msgSize;
         } else if (r === 0) {
@@ -172,6 +180,7 @@ export class FaultLoop {
         this.setDeferred(vm, false);
         return;
       }
+      const started = now();
       const count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
       let done = vm.pending;
       for (let k = 0; k < count; k++) {
@@ -189,12 +198,20 @@ export class FaultLoop {
         // EAGAIN: a REMOVE is queued or in progress (mmap_changing): keep this
         // fault and everything after it, read the queue, and retry after a yield.
         vm.eagain++;
+        this.st[S.EAGAIN]++;
         done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
         break;
       }
       if (count > 0) {
-        vm.lastFault = now();
+        const t = now();
+        vm.lastFault = t;
         this.i32[this.activityIndex]++;
+        // Every fault of the batch waited for the whole batch.
+        const seconds = (t - started) / 1000;
+        const st = this.st;
+        st[S.LATENCY_SUM_S] += seconds * count;
+        st[S.LATENCY_COUNT] += count;
+        st[S.LATENCY_BUCKETS + bucketOf(LATENCY_BOUNDS_S, seconds)] += count;
       }
       if (done < vm.pending) {
         const keep = vm.pending - done;
@@ -265,6 +282,7 @@ export class FaultLoop {
     if (rc === -E.EEXIST) {
       // Filled already (by a racing fault): make sure nobody still sleeps on it.
       vm.eexist++;
+      this.st[S.EEXIST]++;
       ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
       return DONE;
     }

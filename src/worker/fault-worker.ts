@@ -18,6 +18,8 @@ export interface FaultWorkerData {
   scratch: number;
   scratchBytes: number;
   staging: number;
+  /** This worker's WORKER_STAT block. */
+  stats: number;
 }
 
 const data = workerData as FaultWorkerData;
@@ -25,7 +27,7 @@ const parent = parentPort;
 if (!parent) throw new Error('fault-worker must run as a worker thread');
 const send = (m: FromWorker): void => parent.postMessage(m);
 const core = instantiateCore(data.module, data.memory, hostPread(data.memory));
-const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging);
+const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging, data.stats);
 send({ type: 'ready' });
 loop.run();
 data.port.close();

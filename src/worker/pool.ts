@@ -15,6 +15,14 @@ interface PoolWorker {
 
 export type WorkerEvent = Exclude<FromWorker, { type: 'ready' }>;
 
+/** Shared-memory blocks of one worker (offsets). */
+export interface WorkerBuffers {
+  scratch: number;
+  scratchBytes: number;
+  staging: number;
+  stats: number;
+}
+
 export class FaultWorkerPool {
   private readonly workers: PoolWorker[] = [];
   private readonly owner = new Map<number, PoolWorker>();
@@ -26,7 +34,7 @@ export class FaultWorkerPool {
     module: WebAssembly.Module,
     memory: WebAssembly.Memory,
     activity: number,
-    buffers: () => { scratch: number; scratchBytes: number; staging: number },
+    buffers: () => WorkerBuffers,
     onEvent: (e: WorkerEvent) => void,
     onCrash: (e: Error) => void,
   ): Promise<FaultWorkerPool> {
@@ -35,7 +43,7 @@ export class FaultWorkerPool {
     return pool;
   }
 
-  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: { scratch: number; scratchBytes: number; staging: number }): Promise<void> {
+  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: WorkerBuffers): Promise<void> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
     const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, ...b };

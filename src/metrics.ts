@@ -1,0 +1,165 @@
+// `--metrics HOST:PORT`: Prometheus text metrics through prom-client. Every
+// value is read from shared memory when scraped (the fault path only bumps
+// counters there); per-VM series exist only while the VM is connected, so
+// labels stay bounded however many VMs come and go.
+import { createServer, type Server } from 'node:http';
+import { Registry, Counter, Gauge, Histogram, type MetricType } from 'prom-client';
+import type { SnapfaultServer, MetricsSnapshot, FaultCounts } from './server.js';
+import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS } from './worker/worker-stats.js';
+import { SnapfaultError, UsageError } from './errors.js';
+
+export interface MetricsAddress {
+  host: string;
+  port: number;
+}
+
+/** Parses HOST:PORT (IPv6 as [::1]:9100). */
+export function parseMetricsAddress(v: string): MetricsAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : -1;
+  if (!m || port > 65535) throw new UsageError(`--metrics ${v}: expected HOST:PORT, e.g. 127.0.0.1:9100`);
+  return { host: m[1] ?? m[2], port };
+}
+
+/** A counter whose value is computed at scrape time (it only ever grows). */
+function computedCounter(registry: Registry, name: string, help: string, labelNames: string[], read: (set: (v: number, labels?: Record<string, string>) => void) => void): void {
+  new Counter({
+    name, help, labelNames, registers: [registry],
+    collect() {
+      this.reset();
+      read((v, labels) => (labels ? this.inc(labels, v) : this.inc(v)));
+    },
+  });
+}
+
+type HistogramValues = Awaited<ReturnType<Histogram<string>['get']>>;
+
+/** A histogram filled at scrape time from per-worker bucket counts. */
+class WorkerHistogram extends Histogram<string> {
+  constructor(registry: Registry, private readonly metricName: string, private readonly metricHelp: string, private readonly bounds: readonly number[],
+    private readonly slot: number, private readonly snapshot: () => MetricsSnapshot, private readonly sums?: { sum: number; count: number }) {
+    super({ name: metricName, help: metricHelp, buckets: [...bounds], registers: [registry] });
+  }
+
+  // The registry renders text from getForPromString (and get() builds on it).
+  async getForPromString(): Promise<HistogramValues> {
+    const counts = new Array<number>(this.bounds.length + 1).fill(0);
+    let sum = 0;
+    let total = 0;
+    for (const w of this.snapshot().workers) {
+      for (let i = 0; i <= this.bounds.length; i++) counts[i] += w[this.slot + i];
+      if (this.sums) {
+        sum += w[this.sums.sum];
+        total += w[this.sums.count];
+      }
+    }
+    const name = this.metricName;
+    let cumulative = 0;
+    const values: HistogramValues['values'] = [];
+    for (let i = 0; i <= this.bounds.length; i++) {
+      cumulative += counts[i];
+      values.push({ labels: { le: i < this.bounds.length ? this.bounds[i] : '+Inf' }, value: cumulative, metricName: `${name}_bucket` });
+    }
+    values.push({ labels: {}, value: this.sums ? sum : 0, metricName: `${name}_sum` });
+    values.push({ labels: {}, value: this.sums ? total : cumulative, metricName: `${name}_count` });
+    // MetricType is declared in the typings but not exported at run time.
+    const type = 'histogram' as unknown as MetricType;
+    return { name, help: this.metricHelp, type, values, aggregator: 'sum', collect: () => undefined };
+  }
+}
+
+export function buildRegistry(server: SnapfaultServer): Registry {
+  const registry = new Registry();
+  // One snapshot serves every metric of a scrape (they are read within milliseconds of each other).
+  let cached: MetricsSnapshot | null = null;
+  let cachedAt = 0;
+  const snap = (): MetricsSnapshot => {
+    const now = Date.now();
+    if (!cached || now - cachedAt > 200) {
+      cached = server.metricsSnapshot();
+      cachedAt = now;
+    }
+    return cached;
+  };
+  const total = (k: keyof FaultCounts) => (set: (v: number, labels?: Record<string, string>) => void): void => set(snap().total[k]);
+  computedCounter(registry, 'snapfault_faults_total', 'Faults resolved, by resolution: copy (snapshot bytes), zero (all-zero page), removed_zero (a page the balloon removed).', ['resolution'], (set) => {
+    const t = snap().total;
+    set(t.copies, { resolution: 'copy' });
+    set(t.zeropages, { resolution: 'zero' });
+    set(t.removedZero, { resolution: 'removed_zero' });
+  });
+  computedCounter(registry, 'snapfault_bytes_copied_total', 'Bytes installed with UFFDIO_COPY.', [], total('bytes'));
+  computedCounter(registry, 'snapfault_remove_events_total', 'UFFD_EVENT_REMOVE events applied (balloon, hot-unplug).', [], total('removeEvents'));
+  computedCounter(registry, 'snapfault_chunk_cache_hits_total', 'Compressed snapshots: faults served from an already decoded chunk.', [], total('chunkHits'));
+  computedCounter(registry, 'snapfault_chunk_cache_misses_total', 'Compressed snapshots: chunks read and decoded.', [], total('chunkMisses'));
+  computedCounter(registry, 'snapfault_filled_around_pages_total', 'Compressed snapshots: pages installed from a decoded chunk ahead of their fault.', [], total('filledAround'));
+  const worker = (slot: number) => (set: (v: number) => void): void => set(snap().workers.reduce((s, w) => s + w[slot], 0));
+  computedCounter(registry, 'snapfault_eagain_total', 'Resolutions deferred by EAGAIN (a remove in progress).', [], worker(S.EAGAIN));
+  computedCounter(registry, 'snapfault_eexist_total', 'Resolutions that found the page already present (woken instead).', [], worker(S.EEXIST));
+  computedCounter(registry, 'snapfault_handshakes_rejected_total', 'Connections refused, by reason.', ['reason'], (set) => {
+    for (const [reason, n] of snap().rejected) set(n, { reason });
+  });
+  computedCounter(registry, 'snapfault_vms_ended_total', 'VMs no longer served, by why: exited, fatal, shutdown.', ['reason'], (set) => {
+    for (const [reason, n] of snap().ended) set(n, { reason });
+  });
+  new Gauge({
+    name: 'snapfault_vms_connected', help: 'VMs being served now.', registers: [registry],
+    collect() {
+      this.set(snap().live.length);
+    },
+  });
+  new Gauge({
+    name: 'snapfault_vm_faults', help: 'Faults resolved for each connected VM (by Firecracker pid; gone when the VM ends).', labelNames: ['pid'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const v of snap().live) this.set({ pid: String(v.pid) }, v.counts.copies + v.counts.zeropages + v.counts.removedZero);
+    },
+  });
+  new WorkerHistogram(registry, 'snapfault_fault_seconds', 'Time from reading a fault to its page being installed, inside the handler.',
+    LATENCY_BOUNDS_S, S.LATENCY_BUCKETS, snap, { sum: S.LATENCY_SUM_S, count: S.LATENCY_COUNT });
+  new WorkerHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS, S.READ_BUCKETS, snap);
+  return registry;
+}
+
+export class MetricsEndpoint {
+  private registry: Registry | null = null;
+
+  private constructor(private readonly http: Server, readonly url: string) {}
+
+  /** Binds the address first, so a busy port fails before the handler takes its socket. */
+  static async listen(address: MetricsAddress): Promise<MetricsEndpoint> {
+    let endpoint: MetricsEndpoint | null = null;
+    const http = createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404).end('not found: metrics are at /metrics\n');
+        return;
+      }
+      const registry = endpoint?.registry;
+      if (!registry) {
+        res.writeHead(503).end('starting\n');
+        return;
+      }
+      registry.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': registry.contentType }).end(text);
+      }, (e: Error) => res.writeHead(500).end(`${e.message}\n`));
+    });
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', (e: NodeJS.ErrnoException) => reject(new SnapfaultError(`cannot serve metrics on ${address.host}:${address.port} (${e.code ?? e.message}): choose another --metrics address`)));
+      http.listen(address.port, address.host, () => resolve());
+    });
+    const a = http.address();
+    const port = typeof a === 'object' && a ? a.port : address.port;
+    const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+    endpoint = new MetricsEndpoint(http, `http://${host}:${port}/metrics`);
+    return endpoint;
+  }
+
+  /** Starts reporting on `server`. */
+  attach(server: SnapfaultServer): void {
+    this.registry = buildRegistry(server);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.http.close(() => resolve()));
+  }
+}

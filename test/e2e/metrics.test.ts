@@ -1,0 +1,82 @@
+// --metrics: the Prometheus endpoint reports what the handler did.
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { startSnapfault, startSim, runSim, type Proc } from '../helpers/processes.js';
+import { SNAPFAULT } from '../helpers/paths.js';
+
+const MiB = 1 << 20;
+
+function value(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  if (!line) throw new Error(`no ${series} in:\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
+describe('metrics', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  let h: Proc | null = null;
+  after(() => tmp.remove());
+  afterEach(async () => {
+    if (h && h.child.exitCode === null) {
+      h.kill('SIGKILL');
+      await h.exited;
+    }
+  });
+
+  it('counts faults by resolution, latency and reads, VMs, refusals; per-VM series only while connected', async () => {
+    const mem = tmp.file('m.img', makeImage(16 * MiB, { seed: 'metrics' }));
+    const sock = tmp.file('m.sock');
+    h = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--metrics', '127.0.0.1:0', '--log-level', 'debug']);
+    const url = (await h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
+    await h.waitForStderr(/zero-page scan/);
+    const held = startSim(['--socket', sock, '--mem', mem, '--touches', '100', '--hold-ms', '1500']);
+    await h.waitForStderr(/serving 1 region/);
+    await new Promise((r) => setTimeout(r, 500));
+    const during = await (await fetch(url)).text();
+    expect(value(during, 'snapfault_vms_connected')).to.equal(1);
+    expect(during).to.match(/snapfault_vm_faults\{pid="\d+"\} 100\n/);
+    expect((await held.result).code).to.equal(0);
+
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random', '--balloon', '1M:1M', '--balloon-mode', 'after']);
+    expect(sim.code).to.equal(0);
+    const bad = await runSim(['--socket', sock, '--mem', mem, '--raw-handshake', tmp.file('bad.json', 'oops'), '--touches', '1']);
+    expect(bad.signal).to.equal('SIGKILL');
+    await h.waitForStderr(/(ended[^]*){2}/);
+    await h.waitForStderr(/not valid JSON/);
+    const text = await (await fetch(url)).text();
+    const copy = value(text, 'snapfault_faults_total{resolution="copy"}');
+    const zero = value(text, 'snapfault_faults_total{resolution="zero"}');
+    const removed = value(text, 'snapfault_faults_total{resolution="removed_zero"}');
+    // Both VMs: 100 touches, then 4096 pages and the 256 ballooned ones again.
+    expect(copy + zero + removed).to.equal(100 + 4096 + 256);
+    expect(removed).to.equal(256);
+    expect(zero).to.be.above(0);
+    expect(value(text, 'snapfault_bytes_copied_total')).to.equal(copy * 4096);
+    expect(value(text, 'snapfault_fault_seconds_count')).to.equal(copy + zero + removed);
+    expect(value(text, 'snapfault_fault_seconds_bucket{le="+Inf"}')).to.equal(copy + zero + removed);
+    expect(value(text, 'snapfault_fault_seconds_sum')).to.be.above(0);
+    expect(value(text, 'snapfault_events_per_read_count')).to.be.at.least(1);
+    expect(value(text, 'snapfault_remove_events_total')).to.be.at.least(1);
+    expect(value(text, 'snapfault_vms_connected')).to.equal(0);
+    expect(value(text, 'snapfault_vms_ended_total{reason="exited"}')).to.equal(2);
+    expect(value(text, 'snapfault_handshakes_rejected_total{reason="json"}')).to.equal(1);
+    expect(text).to.not.match(/snapfault_vm_faults\{/);
+    expect((await fetch(url.replace('/metrics', '/other'))).status).to.equal(404);
+  });
+
+  it('a bad or busy --metrics address is a one-line start-up error', async () => {
+    const mem = tmp.file('n.img', makeImage(MiB));
+    const r = spawnSync(SNAPFAULT, ['--metrics', 'nowhere', tmp.file('x.sock'), mem], { encoding: 'utf8' });
+    expect(r.status).to.equal(2);
+    expect(r.stderr).to.match(/--metrics nowhere: expected HOST:PORT/);
+    h = await startSnapfault(['serve', '--socket', tmp.file('y.sock'), '--mem', mem, '--metrics', '127.0.0.1:0']);
+    const url = (await h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
+    const port = new URL(url).port;
+    const busy = spawnSync(SNAPFAULT, ['--metrics', `127.0.0.1:${port}`, tmp.file('z.sock'), mem], { encoding: 'utf8' });
+    expect(busy.status).to.equal(2);
+    expect(busy.stderr).to.match(/cannot serve metrics on 127\.0\.0\.1:\d+ \(EADDRINUSE\): choose another --metrics address/);
+    expect(busy.stderr.trim().split('\n')).to.have.length(1);
+  });
+});
