@@ -110,4 +110,3 @@ export async function sideBySide(specs: RunSpec[]): Promise<Sample[]> {
   return samples.map(medianSample);
 }
 
-export { SNAPFAULT };

@@ -235,7 +235,8 @@ export class SnapfaultServer {
       for (const fd of [uffd, conn, pidfd]) closeFd(fd);
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
-      this.rejected.set(e instanceof HandshakeError ? e.reason : 'internal', (this.rejected.get(e instanceof HandshakeError ? e.reason : 'internal') ?? 0) + 1);
+      const reason = e instanceof HandshakeError ? e.reason : 'internal';
+      this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
       this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
   }
