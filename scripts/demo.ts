@@ -38,7 +38,7 @@ async function main(): Promise<number> {
 /** Restores `served` through snapfault with the simulator, which checks every byte against `mem`. */
 async function restore(served: string, mem: string, sock: string, what: string): Promise<number> {
   process.stdout.write(`\n$ snapfault ${sock} ${served}\n`);
-  const handler = await startSnapfault(['--log-level', 'debug', sock, served]);
+  const handler = await startSnapfault(['--log-level', 'debug', '--log-format', 'text', sock, served]);
   if (served === mem) await handler.waitForStderr(/zero-page scan/);
   process.stdout.write('$ fc-sim (a Firecracker simulator: 2 regions, 2 vCPUs touching every page in random order, then a 2 MiB balloon)\n\n');
   const sim = await runSim(['--socket', sock, '--mem', mem, '--regions', '48M,16M', '--threads', '2', '--pattern', 'random', '--verify',

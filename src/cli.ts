@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
-import { createLogger, isLogLevel, type LogLevel } from './log.js';
+import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel } from './log.js';
 import type { FatalPolicy } from './worker/messages.js';
 import { TOOLS } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
@@ -36,6 +36,7 @@ const SERVE_OPTIONS = `Options:
                             with the faulting one (default on)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
   --log-level LEVEL         debug, info (default), warn, error or silent
+  --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
   -h, --help                this help`;
 
 const MAIN_HELP = `snapfault: serves Firecracker snapshot restores over userfaultfd
@@ -80,6 +81,7 @@ const optionSpec = {
   'cache-mib': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },
+  'log-format': { type: 'string' },
   'fill-around': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
@@ -118,6 +120,8 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   if (onFatal !== 'kill-peer' && onFatal !== 'disconnect') throw new UsageError(`--on-fatal ${onFatal}: expected kill-peer or disconnect`);
   const level = values['log-level'] ?? 'info';
   if (!isLogLevel(level)) throw new UsageError(`--log-level ${level}: expected debug, info, warn, error or silent`);
+  const format = values['log-format'] ?? defaultLogFormat();
+  if (!isLogFormat(format)) throw new UsageError(`--log-format ${format}: expected json or text`);
   const zeroScan = onOff(values['zero-scan'], 'zero-scan');
   const fillAround = onOff(values['fill-around'], 'fill-around');
   return {
@@ -132,7 +136,7 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
     zeroScan,
     fillAround,
     cacheMiB: intOption(values['cache-mib'], 'cache-mib', 64, 1, 1024),
-    log: createLogger(level as LogLevel),
+    log: createLogger(level as LogLevel, format),
   };
 }
 

@@ -1,23 +1,57 @@
-// One-line log messages on stderr, with the VM they concern.
+// Structured logs through pino on stderr: JSON lines when stderr is not a
+// terminal (for log collectors), one readable line each when it is. A VM's
+// messages carry its Firecracker pid as `vm`.
+import { pino, stdTimeFunctions, destination, type Logger as PinoLogger } from 'pino';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export type LogFormat = 'json' | 'text';
 
-const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
-
-export interface Logger {
-  debug(msg: string): void;
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
+/** Fields attached to one message, such as the VM it concerns. */
+export interface LogContext {
+  vm?: number;
 }
 
-export function createLogger(level: LogLevel, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const at = (lvl: LogLevel) => (msg: string): void => {
-    if (order[lvl] < order[level]) return;
-    write(`${new Date().toISOString()} snapfault ${lvl}: ${msg}\n`);
+export interface Logger {
+  debug(msg: string, ctx?: LogContext): void;
+  info(msg: string, ctx?: LogContext): void;
+  warn(msg: string, ctx?: LogContext): void;
+  error(msg: string, ctx?: LogContext): void;
+}
+
+const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+export function isLogLevel(s: string): s is LogLevel {
+  return (LEVELS as readonly string[]).includes(s);
+}
+
+export function isLogFormat(s: string): s is LogFormat {
+  return s === 'json' || s === 'text';
+}
+
+export function defaultLogFormat(): LogFormat {
+  return process.stderr.isTTY ? 'text' : 'json';
+}
+
+export function createLogger(level: LogLevel, format: LogFormat = defaultLogFormat()): Logger {
+  if (format === 'text') return textLogger(level);
+  const p: PinoLogger = pino({
+    level,
+    base: { pid: process.pid },
+    timestamp: stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  }, destination({ fd: 2, sync: true }));
+  const at = (lvl: Exclude<LogLevel, 'silent'>) => (msg: string, ctx?: LogContext): void => {
+    if (ctx) p[lvl](ctx, msg);
+    else p[lvl](msg);
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
-export function isLogLevel(s: string): s is LogLevel {
-  return s in order;
+function textLogger(level: LogLevel): Logger {
+  const min = LEVELS.indexOf(level);
+  const at = (lvl: Exclude<LogLevel, 'silent'>) => (msg: string): void => {
+    if (LEVELS.indexOf(lvl) < min) return;
+    process.stderr.write(`${new Date().toISOString()} snapfault ${lvl}: ${msg}\n`);
+  };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }

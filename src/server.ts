@@ -221,7 +221,7 @@ export class SnapfaultServer {
       const id = this.nextId++;
       this.vms.set(id, { pid, table: vmt.table, blocks, snap });
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
-      log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`);
+      log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, { vm: pid });
       this.pool?.assign({
         id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
         snap: compressed ? compressed.descriptor : 0, fill,
@@ -231,7 +231,7 @@ export class SnapfaultServer {
       // A VM whose uffd we hold is frozen without us: that is a fatal error for it.
       let killed = false;
       if (uffd >= 0 && this.opts.onFatal === 'kill-peer' && pidfd >= 0) killed = pidfdSignal(pidfd, SIGKILL);
-      log.error(`VM pid ${pid || '?'}: ${message}${killed ? `; killed Firecracker pid ${pid}` : ''}`);
+      log.error(`VM pid ${pid || '?'}: ${message}${killed ? `; killed Firecracker pid ${pid}` : ''}`, pid ? { vm: pid } : undefined);
       for (const fd of [uffd, conn, pidfd]) closeFd(fd);
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
@@ -245,7 +245,7 @@ export class SnapfaultServer {
     const vm = this.vms.get(e.id);
     const who = `VM pid ${vm?.pid ?? '?'}`;
     if (e.type === 'warning') {
-      this.opts.log.warn(`${who}: ${e.message}`);
+      this.opts.log.warn(`${who}: ${e.message}`, vm ? { vm: vm.pid } : undefined);
       return;
     }
     if (vm) {
@@ -262,9 +262,9 @@ export class SnapfaultServer {
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '');
     if (e.reason === 'fatal') {
       const action = e.killed ? `killed Firecracker pid ${vm?.pid}` : 'disconnected it';
-      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`);
+      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, vm ? { vm: vm.pid } : undefined);
     } else {
-      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`);
+      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, vm ? { vm: vm.pid } : undefined);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
   }

@@ -88,3 +88,35 @@ describe('snapfault command line', function () {
     expect(h.stderr).to.match(/region 0 must be an object/);
   });
 });
+
+describe('logs', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  after(() => tmp.remove());
+
+  it('JSON lines when stderr is not a terminal, each VM message carrying the VM; readable lines with --log-format text', async () => {
+    const mem = tmp.file('l.img', makeImage(1 << 20));
+    const sock = tmp.file('l.sock');
+    const h = await startSnapfault([sock, mem]);
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--touches', '10', '--print-pid-ready']);
+    expect(sim.code).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    const simPid = Number(/ready (\d+)/.exec(sim.stderr)?.[1]);
+    const lines = h.stderr.trim().split('\n').map((l) => JSON.parse(l) as { level: string; time: string; msg: string; vm?: number; pid: number });
+    for (const l of lines) {
+      expect(l.level).to.be.oneOf(['debug', 'info', 'warn', 'error']);
+      expect(Date.parse(l.time)).to.be.above(0);
+      expect(l.pid).to.be.a('number');
+    }
+    const ended = lines.find((l) => / ended: /.test(l.msg));
+    expect(ended?.vm).to.equal(simPid);
+    expect(ended?.msg).to.match(/10 faults/);
+
+    const sock2 = tmp.file('t.sock');
+    const t = await startSnapfault(['--log-format', 'text', sock2, mem]);
+    expect((await runSim(['--socket', sock2, '--mem', mem, '--touches', '10'])).code).to.equal(0);
+    await t.waitExit();
+    expect(t.stderr).to.match(/^\S+ snapfault info: listening on /);
+    expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format xml: expected json or text/);
+  });
+});

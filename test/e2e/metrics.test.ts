@@ -29,7 +29,7 @@ describe('metrics', function () {
     const mem = tmp.file('m.img', makeImage(16 * MiB, { seed: 'metrics' }));
     const sock = tmp.file('m.sock');
     h = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--metrics', '127.0.0.1:0', '--log-level', 'debug']);
-    const url = (await h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
+    const url = (await h.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
     await h.waitForStderr(/zero-page scan/);
     const held = startSim(['--socket', sock, '--mem', mem, '--touches', '100', '--hold-ms', '1500']);
     await h.waitForStderr(/serving 1 region/);
@@ -72,7 +72,7 @@ describe('metrics', function () {
     expect(r.status).to.equal(2);
     expect(r.stderr).to.match(/--metrics nowhere: expected HOST:PORT/);
     h = await startSnapfault(['serve', '--socket', tmp.file('y.sock'), '--mem', mem, '--metrics', '127.0.0.1:0']);
-    const url = (await h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
+    const url = (await h.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
     const port = new URL(url).port;
     const busy = spawnSync(SNAPFAULT, ['--metrics', `127.0.0.1:${port}`, tmp.file('z.sock'), mem], { encoding: 'utf8' });
     expect(busy.status).to.equal(2);
