@@ -3,6 +3,10 @@
 import { expect } from 'chai';
 import { statSync, existsSync, copyFileSync, truncateSync, chmodSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createUserfaultfd, registerMissing, UFFD_FEATURE } from '../../native/uffd.js';
+import { mmapAnonymous, munmap } from '../../native/mmap.js';
+import { connectUnix, sendWithFds } from '../../native/socket.js';
+import { closeFd } from '../../native/fd.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, startSim, runSim, openFds, type Proc } from '../helpers/processes.js';
 
@@ -199,5 +203,37 @@ describe('snapfault serve: who may connect', function () {
     expect(asNobody(sock2)).to.equal(0);
     await handler.waitForStderr(/handshake refused: the mapping message came without a userfaultfd/);
     expect(handler.stderr).to.not.match(/not allowed/);
+  });
+});
+
+describe('snapfault serve: a peer that talks after its handshake', function () {
+  this.timeout(30_000);
+  const tmp = new TempDir();
+  after(() => tmp.remove());
+
+  it('garbage after a valid handshake is logged and ignored; the VM is served until its peer goes', async () => {
+    const mem = tmp.file('g.img', makeImage(MiB));
+    const sock = tmp.file('g.sock');
+    // disconnect, not kill-peer: the peer here is the test runner itself.
+    const h = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--on-fatal', 'disconnect']);
+    try {
+      // This process plays Firecracker: its own uffd and registered memory, one sendmsg, then garbage.
+      const uffd = createUserfaultfd(UFFD_FEATURE.EVENT_REMOVE);
+      const guest = mmapAnonymous(MiB);
+      registerMissing(uffd, guest.addr, MiB);
+      const conn = connectUnix(sock);
+      sendWithFds(conn, Buffer.from(`[{"base_host_virt_addr":${guest.addr},"size":${MiB},"offset":0,"page_size":4096}]`), [uffd]);
+      await h.waitForStderr(/serving 1 region/);
+      sendWithFds(conn, Buffer.from('this is not supposed to be here'), []);
+      await h.waitForStderr(/sent 31 unexpected bytes after the handshake; ignored/);
+      closeFd(conn);
+      await h.waitForStderr(/ended: Firecracker closed the connection/);
+      closeFd(uffd);
+      munmap(guest);
+      expect(h.child.exitCode).to.equal(null);
+    } finally {
+      h.kill('SIGKILL');
+      await h.exited;
+    }
   });
 });
