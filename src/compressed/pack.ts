@@ -11,6 +11,7 @@ import { availableParallelism } from 'node:os';
 import { compileCore, createSharedMemory, instantiateCore } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { SnapshotError, UsageError } from '../errors.js';
+import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
 import {
   FORMAT_VERSION, HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CODEC_LZ4, CHUNK_ENTRY_BYTES, MAX_CHUNK_BYTES,
   DEFAULT_CHUNK_BYTES, encodeHeader, isCompressed, type Header,
@@ -44,17 +45,9 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
   if (chunkBytes % PAGE_BYTES !== 0 || chunkBytes < PAGE_BYTES || chunkBytes > MAX_CHUNK_BYTES) {
     throw new UsageError(`--chunk-kib ${chunkBytes / 1024}: expected a multiple of 4 from 4 to ${MAX_CHUNK_BYTES / 1024}`);
   }
-  let inFd: number;
-  try {
-    inFd = openSync(inputPath, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new SnapshotError(inputPath, code === 'ENOENT' ? 'no such file: check the memory file path' : `cannot be opened (${code})`);
-  }
+  const inFd = openSnapshotFile(inputPath);
   const size = fstatSync(inFd).size;
-  const head = Buffer.alloc(8);
-  readSync(inFd, head, 0, 8, 0);
-  if (isCompressed(head)) {
+  if (isCompressed(firstBytes(inFd))) {
     closeSync(inFd);
     throw new SnapshotError(inputPath, 'is already a compressed snapshot');
   }

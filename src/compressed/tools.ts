@@ -5,6 +5,7 @@ import { Arena } from '../core/arena.js';
 import { hostPread } from '../core/host-pread.js';
 import { SnapshotError } from '../errors.js';
 import { fileIdentity } from '../snapshot/raw-file.js';
+import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
 import { CompressedSnapshot } from './compressed-snapshot.js';
 import { PAGE_BYTES, PAGE_ZERO, CHUNK_RAW_FLAG, CHUNK_ENTRY_BYTES, isCompressed } from './format.js';
 
@@ -18,16 +19,9 @@ interface Opened {
 }
 
 function openCompressed(path: string): Opened {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new SnapshotError(path, code === 'ENOENT' ? 'no such file: check the path' : `cannot be opened (${code})`);
-  }
-  const head = Buffer.alloc(8);
+  const fd = openSnapshotFile(path);
   const st = fstatSync(fd);
-  readSync(fd, head, 0, 8, 0);
+  const head = firstBytes(fd);
   closeSync(fd);
   if (!isCompressed(head)) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
   const memory = createSharedMemory();

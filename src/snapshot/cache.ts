@@ -1,14 +1,14 @@
 // Open snapshots, shared by every VM restored from the same file. A file that
 // was replaced or rewritten since it was opened is opened anew, so a
 // long-running handler never serves a stale snapshot's bytes.
-import { statSync, openSync, readSync, closeSync } from 'node:fs';
+import { statSync, closeSync } from 'node:fs';
+import { openSnapshotFile, firstBytes, snapshotFileError } from './open-file.js';
 import { RawSnapshot, fileIdentity } from './raw-file.js';
 import { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import { isCompressed } from '../compressed/format.js';
 import { startZeroScan, type ZeroScan } from './zero-scan.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
-import { SnapshotError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 /** A memory file as served: raw (mapped) or compressed (decoded through the core's cache). */
@@ -40,8 +40,7 @@ export class SnapshotCache {
     try {
       identity = fileIdentity(statSync(path));
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new SnapshotError(path, code === 'ENOENT' ? 'no such file: check the memory file path' : `cannot be read (${code})`);
+      throw snapshotFileError(path, e);
     }
     let entry = this.current.get(path);
     if (entry && entry.snap.identity !== identity) {
@@ -109,17 +108,9 @@ export class SnapshotCache {
 
 /** Compressed snapshots are told apart by their first bytes, whatever their name. */
 function startsCompressed(path: string): boolean {
-  let fd: number;
+  const fd = openSnapshotFile(path);
   try {
-    fd = openSync(path, 'r');
-  } catch {
-    return false; // RawSnapshot.open reports why it cannot be opened
-  }
-  try {
-    const head = Buffer.alloc(8);
-    return readSync(fd, head, 0, 8, 0) === 8 && isCompressed(head);
-  } catch {
-    return false; // a directory, say: RawSnapshot.open says what is wrong
+    return isCompressed(firstBytes(fd));
   } finally {
     closeSync(fd);
   }

@@ -1,6 +1,7 @@
 // A plain Firecracker memory file, served straight from a read-only mapping:
 // UFFDIO_COPY reads the page cache, nothing is copied in user space.
-import { openSync, fstatSync, closeSync } from 'node:fs';
+import { fstatSync, closeSync } from 'node:fs';
+import { openSnapshotFile } from './open-file.js';
 import { mmapFile, munmap, type Mapping } from '../../native/mmap.js';
 import { dataExtents } from '../../native/fd.js';
 import { SnapshotError } from '../errors.js';
@@ -12,14 +13,6 @@ export const SCAN_PAGE = 4096;
 /** Who a file is: a replaced or rewritten file gets a new identity. */
 export function fileIdentity(st: { dev: number; ino: number; size: number; mtimeMs: number }): string {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
-}
-
-function openError(path: string, e: unknown): SnapshotError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return new SnapshotError(path, 'no such file: check the memory file path');
-  if (code === 'EACCES' || code === 'EPERM') return new SnapshotError(path, 'permission denied: the handler needs read access');
-  if (code === 'EISDIR') return new SnapshotError(path, 'is a directory, not a memory file');
-  return new SnapshotError(path, `cannot be opened (${code ?? String(e)})`);
 }
 
 export class RawSnapshot {
@@ -45,12 +38,7 @@ export class RawSnapshot {
   }
 
   static open(path: string, core: Core, arena: Arena): RawSnapshot {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      throw openError(path, e);
-    }
+    const fd = openSnapshotFile(path);
     try {
       const st = fstatSync(fd);
       if (!st.isFile()) throw new SnapshotError(path, 'is not a regular file');

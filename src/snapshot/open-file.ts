@@ -1,0 +1,31 @@
+// The one way snapshot files are opened and their first bytes read: a
+// failure becomes a SnapshotError that names the file and what to do.
+import { openSync, readSync } from 'node:fs';
+import { SnapshotError } from '../errors.js';
+
+export function snapshotFileError(path: string, e: unknown): SnapshotError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new SnapshotError(path, 'no such file: check the memory file path');
+  if (code === 'EACCES' || code === 'EPERM') return new SnapshotError(path, 'permission denied: the handler needs read access');
+  if (code === 'EISDIR') return new SnapshotError(path, 'is a directory, not a memory file');
+  return new SnapshotError(path, `cannot be opened (${code ?? String(e)})`);
+}
+
+/** Opens a snapshot file read-only. */
+export function openSnapshotFile(path: string): number {
+  try {
+    return openSync(path, 'r');
+  } catch (e) {
+    throw snapshotFileError(path, e);
+  }
+}
+
+/** The file's first 8 bytes (fewer for a shorter file); empty when unreadable (a directory, say). */
+export function firstBytes(fd: number): Buffer {
+  const head = Buffer.alloc(8);
+  try {
+    return head.subarray(0, readSync(fd, head, 0, 8, 0));
+  } catch {
+    return head.subarray(0, 0);
+  }
+}
