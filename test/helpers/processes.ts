@@ -9,6 +9,12 @@ export interface Exit {
   signal: NodeJS.Signals | null;
 }
 
+// Every process a test starts dies with the test run, even when a failing test left it waiting.
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
 export class Proc {
   readonly child: ChildProcess;
   stdout = '';
@@ -26,7 +32,11 @@ export class Proc {
       this.stderr += d.toString();
       this.notify();
     });
-    this.exited = new Promise((resolve) => this.child.on('close', (code, signal) => resolve({ code, signal })));
+    live.add(this.child);
+    this.exited = new Promise((resolve) => this.child.on('close', (code, signal) => {
+      live.delete(this.child);
+      resolve({ code, signal });
+    }));
   }
 
   get pid(): number {
