@@ -4,7 +4,8 @@
 // labels stay bounded however many VMs come and go.
 import { createServer, type Server } from 'node:http';
 import { Registry, Counter, Gauge, Histogram, type MetricType } from 'prom-client';
-import type { SnapfaultServer, MetricsSnapshot, FaultCounts } from './server.js';
+import type { SnapfaultServer, MetricsSnapshot } from './server.js';
+import type { FaultCounts } from './vm/vm-table.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS } from './worker/worker-stats.js';
 import { SnapfaultError, UsageError } from './errors.js';
 

@@ -14,8 +14,8 @@ import type { ServedSnapshot } from './snapshot/cache.js';
 import { CompressedSnapshot } from './compressed/compressed-snapshot.js';
 import { MAX_CHUNK_BYTES, PAGE_BYTES } from './compressed/format.js';
 import { receiveHandshake } from './handshake/receive.js';
-import { parseRegions, validateRegions } from './handshake/regions.js';
-import { writeVmTable } from './vm/vm-table.js';
+import { parseRegions, validateRegions, HUGE_PAGE } from './handshake/regions.js';
+import { writeVmTable, readFaultCounts, type FaultCounts } from './vm/vm-table.js';
 import { FaultWorkerPool, type WorkerEvent, type WorkerBuffers } from './worker/pool.js';
 import { WORKER_STATS_BYTES, WORKER_STAT } from './worker/worker-stats.js';
 import type { FatalPolicy, VmStats, EndReason } from './worker/messages.js';
@@ -57,19 +57,9 @@ interface LiveVm {
   snap: ServedSnapshot;
 }
 
-/** Fault counters of one VM or of many, as the core counts them. */
-export interface FaultCounts {
-  copies: number;
-  zeropages: number;
-  removedZero: number;
-  bytes: number;
-  removeEvents: number;
-  chunkHits: number;
-  chunkMisses: number;
-  filledAround: number;
-}
-
-const NO_FAULTS: FaultCounts = { copies: 0, zeropages: 0, removedZero: 0, bytes: 0, removeEvents: 0, chunkHits: 0, chunkMisses: 0, filledAround: 0 };
+const NO_FAULTS: FaultCounts = {
+  copies: 0, zeropages: 0, removedZero: 0, bytes: 0, removeEvents: 0, otherEvents: 0, chunkHits: 0, chunkMisses: 0, filledAround: 0,
+};
 
 /** What the metrics endpoint reports, read from shared memory at scrape time. */
 export interface MetricsSnapshot {
@@ -83,7 +73,6 @@ export interface MetricsSnapshot {
 }
 
 const MSG_CAPACITY = 64;
-const HUGE_PAGE = 2 * 1024 * 1024;
 
 export class SnapfaultServer {
   private readonly vms = new Map<number, LiveVm>();
@@ -156,17 +145,7 @@ export class SnapfaultServer {
 
   /** Counters for the metrics endpoint: ended VMs' totals plus live VMs' counters, read now. */
   metricsSnapshot(): MetricsSnapshot {
-    const L = this.core.layout;
-    const dv = new DataView(this.core.memory.buffer);
-    const u64 = (at: number): number => Number(dv.getBigUint64(at, true));
-    const live = [...this.vms.values()].map((v) => ({
-      pid: v.pid,
-      counts: {
-        copies: u64(v.table + L.VM_STAT_COPY), zeropages: u64(v.table + L.VM_STAT_ZERO), removedZero: u64(v.table + L.VM_STAT_REMOVED_ZERO),
-        bytes: u64(v.table + L.VM_STAT_BYTES), removeEvents: u64(v.table + L.VM_STAT_REMOVE_EVENTS), chunkHits: u64(v.table + L.VM_STAT_CHUNK_HITS),
-        chunkMisses: u64(v.table + L.VM_STAT_CHUNK_MISSES), filledAround: u64(v.table + L.VM_STAT_FILLED_AROUND),
-      },
-    }));
+    const live = [...this.vms.values()].map((v) => ({ pid: v.pid, counts: readFaultCounts(this.core, v.table) }));
     const total = { ...this.endedTotals };
     for (const v of live) for (const k of Object.keys(total) as Array<keyof FaultCounts>) total[k] += v.counts[k];
     return {

@@ -14,7 +14,9 @@ export interface GuestRegion {
   readonly pageSize: number;
 }
 
-export const SUPPORTED_PAGE_SIZES: readonly number[] = [4096, 2 * 1024 * 1024];
+/** A hugetlbfs page, the only size Firecracker uses besides 4 KiB. */
+export const HUGE_PAGE = 2 * 1024 * 1024;
+export const SUPPORTED_PAGE_SIZES: readonly number[] = [4096, HUGE_PAGE];
 export const DEFAULT_PAGE_SIZE = 4096;
 const U64_MAX = (1n << 64n) - 1n;
 

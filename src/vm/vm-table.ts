@@ -66,3 +66,33 @@ export function writeVmTable(
     throw e;
   }
 }
+
+/** The fault counters the core keeps in a VM table (one writer: the VM's fault worker). */
+export interface FaultCounts {
+  copies: number;
+  zeropages: number;
+  removedZero: number;
+  bytes: number;
+  removeEvents: number;
+  otherEvents: number;
+  chunkHits: number;
+  chunkMisses: number;
+  filledAround: number;
+}
+
+export function readFaultCounts(core: Core, table: number): FaultCounts {
+  const L = core.layout;
+  const dv = new DataView(core.memory.buffer);
+  const u64 = (off: number): number => Number(dv.getBigUint64(table + off, true));
+  return {
+    copies: u64(L.VM_STAT_COPY),
+    zeropages: u64(L.VM_STAT_ZERO),
+    removedZero: u64(L.VM_STAT_REMOVED_ZERO),
+    bytes: u64(L.VM_STAT_BYTES),
+    removeEvents: u64(L.VM_STAT_REMOVE_EVENTS),
+    otherEvents: u64(L.VM_STAT_OTHER_EVENTS),
+    chunkHits: u64(L.VM_STAT_CHUNK_HITS),
+    chunkMisses: u64(L.VM_STAT_CHUNK_MISSES),
+    filledAround: u64(L.VM_STAT_FILLED_AROUND),
+  };
+}

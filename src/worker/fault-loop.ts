@@ -11,13 +11,14 @@ import { E, addressOf } from '../../native/libc.js';
 import { schedYield } from '../../native/sched.js';
 import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import type { Core } from '../core/wasm-core.js';
+import { readFaultCounts } from '../vm/vm-table.js';
+import { HUGE_PAGE } from '../handshake/regions.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
 const now = performance.now.bind(performance);
-const HUGE_PAGE = 2 * 1024 * 1024;
 const DONE = 0;
 const AGAIN = 1;
 const GONE = 2;
@@ -362,22 +363,12 @@ export class FaultLoop {
     closeFd(a.uffd);
     closeFd(a.conn);
     closeFd(a.pidfd);
-    const L = this.L;
-    const u64 = (off: number): number => Number(this.dv.getBigUint64(a.table + off, true));
     const stats: VmStats = {
-      copies: u64(L.VM_STAT_COPY),
-      zeropages: u64(L.VM_STAT_ZERO),
-      removedZero: u64(L.VM_STAT_REMOVED_ZERO),
-      bytes: u64(L.VM_STAT_BYTES),
-      removeEvents: u64(L.VM_STAT_REMOVE_EVENTS),
-      otherEvents: u64(L.VM_STAT_OTHER_EVENTS),
+      ...readFaultCounts(this.core, a.table),
       reads: vm.reads,
       messages: vm.messages,
       eagain: vm.eagain,
       eexist: vm.eexist,
-      chunkHits: u64(L.VM_STAT_CHUNK_HITS),
-      chunkMisses: u64(L.VM_STAT_CHUNK_MISSES),
-      filledAround: u64(L.VM_STAT_FILLED_AROUND),
       lastFaultMs: vm.lastFault - vm.started,
       servedMs: now() - vm.started,
     };

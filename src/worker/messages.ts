@@ -1,4 +1,5 @@
 // What the main thread and the fault workers say to each other.
+import type { FaultCounts } from '../vm/vm-table.js';
 
 export type FatalPolicy = 'kill-peer' | 'disconnect';
 
@@ -27,20 +28,12 @@ export type ToWorker =
   | { type: 'add'; vm: VmAssignment }
   | { type: 'stop' };
 
-export interface VmStats {
-  copies: number;
-  zeropages: number;
-  removedZero: number;
-  bytes: number;
-  removeEvents: number;
-  otherEvents: number;
+/** A VM's counters when it ends: the core's, and the fault loop's own. */
+export interface VmStats extends FaultCounts {
   reads: number;
   messages: number;
   eagain: number;
   eexist: number;
-  chunkHits: number;
-  chunkMisses: number;
-  filledAround: number;
   /** ms from assignment to the last resolved fault. */
   lastFaultMs: number;
   servedMs: number;
