@@ -7,6 +7,7 @@ import { SnapshotError } from '../errors.js';
 import { fileIdentity } from '../snapshot/raw-file.js';
 import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
 import { CompressedSnapshot } from './compressed-snapshot.js';
+import { chunkErrorText } from './chunk-error.js';
 import { PAGE_BYTES, PAGE_ZERO, CHUNK_RAW_FLAG, CHUNK_ENTRY_BYTES, isCompressed } from './format.js';
 
 interface Opened {
@@ -34,17 +35,10 @@ function openCompressed(path: string): Opened {
   return { core, arena, snap, chunk, scratch, scratchBytes };
 }
 
-const CHUNK_ERRORS: Record<number, string> = {
-  [-1]: 'cannot be read',
-  [-2]: 'fails its checksum',
-  [-3]: 'does not decode',
-  [-4]: 'lies outside the file',
-};
-
 /** Decodes chunk c into o.chunk; throws a SnapshotError naming the chunk on any fault. */
 function decodeChunk(o: Opened, c: number): void {
   const rc = o.core.fn.loadChunk(o.snap.descriptor, c, o.chunk, o.scratch, o.scratchBytes);
-  if (rc !== 0) throw new SnapshotError(o.snap.path, `chunk ${c} ${CHUNK_ERRORS[rc] ?? `fails (${rc})`}: the file is damaged; pack it again`);
+  if (rc !== 0) throw new SnapshotError(o.snap.path, `chunk ${c} ${chunkErrorText(o.core.layout, rc)}: the file is damaged; pack it again`);
 }
 
 function pageIndex(o: Opened): Uint32Array {

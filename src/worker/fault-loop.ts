@@ -13,6 +13,7 @@ import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import type { Core } from '../core/wasm-core.js';
 import { readFaultCounts } from '../vm/vm-table.js';
 import { HUGE_PAGE } from '../handshake/regions.js';
+import { chunkErrorText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
 
@@ -318,10 +319,7 @@ export class FaultLoop {
   }
 
   private chunkFailed(vm: ServedVm, chunk: number, err: number): number {
-    const why = err === this.L.CHUNK_ERR_CHECKSUM ? 'fails its checksum'
-      : err === this.L.CHUNK_ERR_DECODE ? 'does not decode'
-        : err === this.L.CHUNK_ERR_IO ? 'cannot be read (was the file truncated?)' : 'lies outside the file';
-    this.fatal(vm, `chunk ${chunk} of the compressed snapshot ${why}; no byte of it was served`);
+    this.fatal(vm, `chunk ${chunk} of the compressed snapshot ${chunkErrorText(this.L, err)}; no byte of it was served`);
     return GONE;
   }
 
