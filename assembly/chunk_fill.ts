@@ -3,28 +3,16 @@
 // this VM still lacks, in as few multi-page UFFDIO_COPYs as possible.
 import {
   VM_NREGIONS, VM_REGIONS, VM_FLAGS, FLAG_FILL_AROUND, VM_STAT_FILLED_AROUND, VM_STAT_COPY, VM_STAT_BYTES,
-  REGION_STRIDE, REGION_BASE, REGION_SIZE, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED, REGION_FILLED,
+  REGION_STRIDE, REGION_BASE, REGION_SIZE, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED, REGION_PRESENT,
   SNAP_PAGES_PER_CHUNK, SNAP_STORED, SNAP_STORED_TO_PAGE, SNAP_INDEX, SNAP_PAGES, SNAP_CACHE, SNAP_MEM_BASE, PAGE_ZERO,
   ACTION_STRIDE, ACTION_KIND, ACTION_MSG_INDEX, ACTION_IOCTL, ACTION_WAKE, KIND_COPY, ZERO_SCAN_PAGE,
 } from './layout';
 import { slotData, chunkAcquire, chunkRelease } from './chunk_cache';
 import { findRegion } from './page_index';
+import { testBit, setBits } from './bitmap';
 
-@inline function testBit(bitmap: usize, bit: u64): bool {
-  return (atomic.load<u32>(bitmap + <usize>((bit >> 5) << 2)) & (<u32>1 << <u32>(bit & 31))) != 0;
-}
-
-function setBits(bitmap: usize, first: u64, count: u64, on: bool): void {
-  for (let b = first; b < first + count; b++) {
-    const w = bitmap + <usize>((b >> 5) << 2);
-    const m = <u32>1 << <u32>(b & 31);
-    if (on) atomic.or<u32>(w, m);
-    else atomic.and<u32>(w, ~m);
-  }
-}
-
-/** The 4 KiB region holding snapshot page `page`, or 0. */
-function regionOfFilePage(vm: usize, page: u64): usize {
+/** The region holding snapshot page `page` (4 KiB units), or 0. */
+export function regionOfFilePage(vm: usize, page: u64): usize {
   const off = page * ZERO_SCAN_PAGE;
   const n = load<u32>(vm + VM_NREGIONS);
   let r = vm + VM_REGIONS;
@@ -66,7 +54,8 @@ export function fillFromChunk(vm: usize, snap: usize, slot: u32, k: u32, dst: u6
   const faultRegion = findRegion(vm, dst);
   if (faultRegion != 0) {
     const base = load<u64>(faultRegion + REGION_BASE);
-    setBits(load<u32>(faultRegion + REGION_FILLED), (dst - base) >> 12, 1, true);
+    const bit = (dst - base) >> 12;
+    setBits(load<u32>(faultRegion + REGION_PRESENT), bit, bit + 1, true);
   }
   bump(vm, VM_STAT_COPY, 1);
   bump(vm, VM_STAT_BYTES, ZERO_SCAN_PAGE);
@@ -87,7 +76,7 @@ export function fillFromChunk(vm: usize, snap: usize, slot: u32, k: u32, dst: u6
     if (r != 0 && load<u32>(r + REGION_PAGE_SHIFT) == 12) {
       bit = (page * ZERO_SCAN_PAGE - load<u64>(r + REGION_FILE_OFFSET)) >> 12;
       addr = load<u64>(r + REGION_BASE) + (bit << 12);
-      take = !testBit(load<u32>(r + REGION_REMOVED), bit) && !testBit(load<u32>(r + REGION_FILLED), bit);
+      take = !testBit(load<u32>(r + REGION_REMOVED), bit) && !testBit(load<u32>(r + REGION_PRESENT), bit);
     }
     if (take && runLen > 0 && r == runRegion && addr == runDst + runLen) {
       runLen += ZERO_SCAN_PAGE;
@@ -111,7 +100,7 @@ export function fillFromChunk(vm: usize, snap: usize, slot: u32, k: u32, dst: u6
 
 function flush(vm: usize, actions: usize, n: u32, msgIndex: u32, dst: u64, src: u64, len: u64, r: usize, firstBit: u64): u32 {
   writeCopy(actions + <usize>n * ACTION_STRIDE, msgIndex, dst, src, len);
-  setBits(load<u32>(r + REGION_FILLED), firstBit, len >> 12, true);
+  setBits(load<u32>(r + REGION_PRESENT), firstBit, firstBit + (len >> 12), true);
   bump(vm, VM_STAT_FILLED_AROUND, len >> 12);
   bump(vm, VM_STAT_BYTES, len);
   return n + 1;
@@ -121,7 +110,8 @@ function flush(vm: usize, actions: usize, n: u32, msgIndex: u32, dst: u64, src: 
 export function unmarkFilled(vm: usize, dst: u64, len: u64): void {
   const r = findRegion(vm, dst);
   if (r == 0) return;
-  setBits(load<u32>(r + REGION_FILLED), (dst - load<u64>(r + REGION_BASE)) >> 12, len >> 12, false);
+  const first = (dst - load<u64>(r + REGION_BASE)) >> 12;
+  setBits(load<u32>(r + REGION_PRESENT), first, first + (len >> 12), false);
 }
 
 @inline function bump(vm: usize, counter: u32, by: u64): void {

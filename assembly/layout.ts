@@ -17,6 +17,7 @@ export const EVENT_REMOVE: u8 = 0x15;
 export const VM_NREGIONS: u32 = 0; // u32
 export const VM_FLAGS: u32 = 4; // u32
 export const FLAG_FILL_AROUND: u32 = 1; // compressed: install a decoded chunk's other missing pages too
+export const FLAG_PREFETCH: u32 = 2; // a prefetch worker copies into this VM too: reads of the uffd go through the fence
 export const VM_SRC_BASE: u32 = 8; // u64: address of the snapshot's bytes in the handler
 export const VM_SRC_SIZE: u32 = 16; // u64: bytes available there
 export const VM_ZERO_SRC: u32 = 24; // u64: address of a zeroed huge page (hugetlbfs has no ZEROPAGE)
@@ -27,7 +28,21 @@ export const VM_STAT_REMOVED_ZERO: u32 = 56;
 export const VM_STAT_REMOVE_EVENTS: u32 = 64;
 export const VM_STAT_OTHER_EVENTS: u32 = 72;
 export const VM_STAT_BYTES: u32 = 80;
-export const VM_REGIONS: u32 = 128;
+// The fence between the fault worker's read of the uffd (which may carry a
+// REMOVE) and the prefetch worker's copies: never both at once, so a page
+// planned for prefetch before a REMOVE is applied is copied before the
+// madvise that removes it can proceed (docs/prefetch.md).
+export const VM_FENCE_READ: u32 = 112; // i32: 1 while the fault worker reads and applies removes
+export const VM_FENCE_COPY: u32 = 116; // i32: 1 while the prefetch worker plans and copies
+export const VM_FENCE_READ_WAITERS: u32 = 120; // i32
+export const VM_FENCE_COPY_WAITERS: u32 = 124; // i32
+// Prefetch counters, written by the prefetch worker alone.
+export const VM_STAT_PREFETCHED: u32 = 128; // u64 pages (4 KiB units) copied ahead of the guest
+export const VM_STAT_PREFETCH_ZERO: u32 = 136; // u64 zero pages mapped ahead of the guest
+export const VM_STAT_PREFETCH_BYTES: u32 = 144; // u64
+// Written by the fault worker: faults on a page already installed (by prefetch or fill-around), only woken.
+export const VM_STAT_LATE: u32 = 152; // u64
+export const VM_REGIONS: u32 = 192;
 export const VM_MAX_REGIONS: u32 = 64;
 
 export const REGION_STRIDE: u32 = 48;
@@ -37,18 +52,22 @@ export const REGION_END: u32 = 16; // u64 base + size
 export const REGION_FILE_OFFSET: u32 = 24; // u64
 export const REGION_PAGE_SHIFT: u32 = 32; // u32
 export const REGION_REMOVED: u32 = 36; // u32 offset of the removed-pages bitmap (1 bit a page)
+export const REGION_PRESENT: u32 = 40; // u32 offset of the present-pages bitmap: installed, or being installed by a demand fault
 
 export const VM_TABLE_SIZE: u32 = VM_REGIONS + VM_MAX_REGIONS * REGION_STRIDE;
 
 // Action: what the host must do for one fault; the ioctl struct is ready to pass.
-export const ACTION_STRIDE: u32 = 64;
+export const ACTION_STRIDE: u32 = 72;
 export const ACTION_KIND: u32 = 0; // u32
 export const ACTION_MSG_INDEX: u32 = 4; // u32: the uffd_msg this action answers
 export const ACTION_IOCTL: u32 = 8; // uffdio_copy (40 bytes) or uffdio_zeropage (32 bytes)
 export const ACTION_WAKE: u32 = 48; // uffdio_range for UFFDIO_WAKE after EEXIST
+export const ACTION_FILE_PAGE: u32 = 64; // u32: the snapshot page (4 KiB units) at dst, for traces and policies
+export const ACTION_PAGES: u32 = 68; // u32: 4 KiB pages the action installs
 export const KIND_COPY: u32 = 1;
 export const KIND_ZEROPAGE: u32 = 2;
 export const KIND_UNMAPPED: u32 = 3; // a fault outside every region: fatal for the VM
+export const KIND_WAKE: u32 = 6; // the page is in already (prefetch, fill-around): only wake the faulting thread
 
 export const ZERO_SCAN_PAGE: u32 = 4096;
 
@@ -59,7 +78,6 @@ export const VM_SNAP: u32 = 36; // u32
 export const VM_STAT_CHUNK_HITS: u32 = 88; // u64
 export const VM_STAT_CHUNK_MISSES: u32 = 96; // u64
 export const VM_STAT_FILLED_AROUND: u32 = 104; // u64 pages installed ahead of a fault from a decoded chunk
-export const REGION_FILLED: u32 = 40; // u32 offset of the filled-pages bitmap (compressed only)
 
 // Page index entries.
 export const PAGE_ZERO: u32 = 0xffffffff;
@@ -104,3 +122,18 @@ export const CHUNK_ERR_RANGE: i32 = -4;
 
 export const KIND_CHUNK: u32 = 4; // a fault on a compressed snapshot's stored page: the host fills it from its chunk
 export const KIND_ASSEMBLE: u32 = 5; // a huge page of a compressed snapshot: assembled in a staging buffer, then copied
+
+// --- Prefetch (prefetch_plan.ts) ---
+
+// One step of the prefetch worker: the range consumed and what to do next.
+export const STEP_CONSUMED: u32 = 0; // u32 pages of the range dealt with (copied, skipped, or planned)
+export const STEP_KIND: u32 = 4; // u32 KIND_COPY, KIND_ZEROPAGE, STEP_NONE, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE
+export const STEP_ARG: u32 = 8; // u32 the chunk to acquire, or the snapshot page of the huge page to assemble
+export const STEP_STAGING: u32 = 16; // u64 host address of the worker's staging buffer (assembled huge pages), set once
+export const STEP_ACTION: u32 = 24; // one action (ACTION_STRIDE bytes)
+export const STEP_SIZE: u32 = STEP_ACTION + ACTION_STRIDE;
+export const STEP_NONE: u32 = 0;
+export const STEP_NEED_CHUNK: u32 = 7;
+export const STEP_NEED_ASSEMBLE: u32 = 8;
+/** uffdio_copy.mode / uffdio_zeropage.mode: do not wake waiters; the fault worker wakes its own faults. */
+export const MODE_DONTWAKE: u64 = 1;

@@ -8,7 +8,9 @@ import {
   REGION_STRIDE, REGION_BASE, REGION_END, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED,
   ACTION_STRIDE, ACTION_KIND, ACTION_MSG_INDEX, ACTION_IOCTL, ACTION_WAKE, KIND_COPY, KIND_ZEROPAGE, KIND_UNMAPPED,
   VM_SNAP, SNAP_INDEX, SNAP_PAGES, PAGE_ZERO, KIND_CHUNK, KIND_ASSEMBLE,
+  REGION_PRESENT, ACTION_FILE_PAGE, ACTION_PAGES, KIND_WAKE, VM_STAT_LATE,
 } from './layout';
+import { testBit as bitIsSet, setBits } from './bitmap';
 
 /** The region entry holding addr, or 0. Regions are few (2-3), a scan beats a search. */
 export function findRegion(vm: usize, addr: u64): usize {
@@ -20,28 +22,10 @@ export function findRegion(vm: usize, addr: u64): usize {
   return 0;
 }
 
-@inline function bitIsSet(bitmap: usize, bit: u64): bool {
-  return (atomic.load<u32>(bitmap + <usize>((bit >> 5) << 2)) & (<u32>1 << <u32>(bit & 31))) != 0;
-}
-
-/** Marks [first, last) bits; whole words at once in the middle. */
-function setBits(bitmap: usize, first: u64, last: u64): void {
-  let b = first;
-  while (b < last && (b & 31) != 0) {
-    atomic.or<u32>(bitmap + <usize>((b >> 5) << 2), <u32>1 << <u32>(b & 31));
-    b++;
-  }
-  while (b + 32 <= last) {
-    atomic.store<u32>(bitmap + <usize>((b >> 5) << 2), 0xffffffff);
-    b += 32;
-  }
-  while (b < last) {
-    atomic.or<u32>(bitmap + <usize>((b >> 5) << 2), <u32>1 << <u32>(b & 31));
-    b++;
-  }
-}
-
-/** Records that [start, end) was removed: every page it touches reads as zeros from now on. */
+/**
+ * Records that [start, end) was removed: every page it touches reads as zeros
+ * from now on, and is missing again (the madvise zaps it).
+ */
 export function applyRemove(vm: usize, start: u64, end: u64): void {
   const n = load<u32>(vm + VM_NREGIONS);
   let r = vm + VM_REGIONS;
@@ -54,7 +38,10 @@ export function applyRemove(vm: usize, start: u64, end: u64): void {
     const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
     const mask = (<u64>1 << shift) - 1;
     // A partial page cannot be removed by madvise; round outwards to be safe.
-    setBits(load<u32>(r + REGION_REMOVED), (s - base) >> shift, (e - base + mask) >> shift);
+    const first = (s - base) >> shift;
+    const last = (e - base + mask) >> shift;
+    setBits(load<u32>(r + REGION_REMOVED), first, last, true);
+    setBits(load<u32>(r + REGION_PRESENT), first, last, false);
   }
 }
 
@@ -108,8 +95,20 @@ export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
     store<u64>(a + ACTION_WAKE, dst);
     store<u64>(a + ACTION_WAKE + 8, pageSize);
     const io = a + ACTION_IOCTL;
-    const removed = bitIsSet(load<u32>(r + REGION_REMOVED), page);
     const fileOff = load<u64>(r + REGION_FILE_OFFSET) + (page << shift);
+    store<u32>(a + ACTION_FILE_PAGE, <u32>(fileOff >> 12));
+    store<u32>(a + ACTION_PAGES, <u32>(pageSize >> 12));
+    const present = load<u32>(r + REGION_PRESENT);
+    if (bitIsSet(present, page)) {
+      // Installed already (prefetch, fill-around) after this fault was queued: wake the thread.
+      store<u32>(a + ACTION_KIND, KIND_WAKE);
+      bump(vm, VM_STAT_LATE, 1);
+      n++;
+      continue;
+    }
+    // Claimed now, so the prefetch worker leaves it alone; unmarkPlanned takes it back on EAGAIN.
+    setBits(present, page, page + 1, true);
+    const removed = bitIsSet(load<u32>(r + REGION_REMOVED), page);
     if (!removed && fileOff + pageSize > load<u64>(vm + VM_SRC_SIZE)) {
       // The snapshot is shorter than the region: never invent bytes.
       store<u32>(a + ACTION_KIND, KIND_UNMAPPED);
@@ -156,6 +155,21 @@ export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
     n++;
   }
   return n;
+}
+
+/** Takes back the present marks of planned actions [from, count) that were not issued (EAGAIN). */
+export function unmarkPlanned(vm: usize, actions: usize, from: u32, count: u32): void {
+  for (let j = from; j < count; j++) {
+    const a = actions + j * ACTION_STRIDE;
+    if (load<u32>(a + ACTION_KIND) == KIND_WAKE) continue;
+    const dst = load<u64>(a + ACTION_WAKE);
+    const r = findRegion(vm, dst);
+    if (r == 0) continue;
+    const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
+    const first = (dst - load<u64>(r + REGION_BASE)) >> shift;
+    const len = load<u64>(a + ACTION_WAKE + 8);
+    setBits(load<u32>(r + REGION_PRESENT), first, first + ((len + (<u64>1 << shift) - 1) >> shift), false);
+  }
 }
 
 @inline function alreadyPlanned(actions: usize, n: u32, dst: u64): bool {

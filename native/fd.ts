@@ -27,6 +27,7 @@ export const POLL = {
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 export const F_GETFL = 3;
+export const F_DUPFD_CLOEXEC = 1030;
 export const O_NONBLOCK = 0o4000;
 export const POLLFD_SIZE = 8;
 
@@ -51,6 +52,11 @@ export function writeFrom(fd: number, addr: number, len: number): number {
 export function closeFd(fd: number): void {
   if (fd < 0) return;
   if (closeFn(fd) < 0 && errno() === E.EBADF) throw new SyscallError('close', E.EBADF, `fd ${fd}`);
+}
+
+/** A second descriptor of the same open file (close-on-exec): two threads can each close their own. */
+export function dupFd(fd: number): number {
+  return check(fcntlFn(fd, F_DUPFD_CLOEXEC, 0), 'fcntl(F_DUPFD_CLOEXEC)', `fd ${fd}`);
 }
 
 export function fileStatusFlags(fd: number): number {

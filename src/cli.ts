@@ -10,6 +10,8 @@ import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel 
 import type { FatalPolicy } from './worker/messages.js';
 import { TOOLS } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
+import { parsePrefetch } from './prefetch/policy-spec.js';
+import { traceTool } from './trace/commands.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -33,7 +35,14 @@ const SERVE_OPTIONS = `Options:
                             and map them with UFFDIO_ZEROPAGE (default on; raw memory files)
   --cache-mib N             decoded-chunk cache of each compressed snapshot (default 64)
   --fill-around on|off      compressed snapshots: install a decoded chunk's other missing pages
-                            with the faulting one (default on)
+                            with the faulting one (default on; off while recording)
+  --prefetch POLICY         install pages before the guest asks (docs/prefetch.md):
+                              none (default), readahead (grows a window on sequential faults),
+                              replay:TRACE (the recorded working set, from the handshake on),
+                              all or all:TRACE (all of memory, the working set first),
+                              ./NAME.wasm (your own policy module)
+  --record TRACE            record each restore's faults, prefetches and removals to TRACE
+                            (serve: put {pid} in the path, it becomes Firecracker's pid)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
@@ -55,6 +64,9 @@ Usage:
   snapfault verify <file> [--against <memory-file>]
       Compressed snapshots: every serving command takes one wherever it takes a
       memory file (told apart by its header). See snapfault pack --help.
+  snapfault trace show <trace> [--against <trace>] [--json]
+  snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+      Recorded restores (--record): what they touched; working sets for replay.
 
 ${SERVE_OPTIONS}
   --version                 print the version
@@ -83,6 +95,8 @@ const optionSpec = {
   metrics: { type: 'string' },
   'log-format': { type: 'string' },
   'fill-around': { type: 'string' },
+  prefetch: { type: 'string' },
+  record: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
   socket: { type: 'string' },
@@ -124,7 +138,13 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   if (!isLogFormat(format)) throw new UsageError(`--log-format ${format}: expected json or text`);
   const zeroScan = onOff(values['zero-scan'], 'zero-scan');
   const fillAround = onOff(values['fill-around'], 'fill-around');
+  const record = values.record ?? null;
+  if (record !== null && !once && !record.includes('{pid}')) {
+    throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
+  }
   return {
+    prefetch: parsePrefetch(values.prefetch ?? 'none'),
+    record,
     socketPath,
     memPath,
     once,
@@ -183,7 +203,7 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Pro
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
 export async function run(argv: string[]): Promise<number> {
   try {
-    const tool = TOOLS[argv[0]];
+    const tool = argv[0] === 'trace' ? traceTool : TOOLS[argv[0]];
     if (tool) return await tool(argv.slice(1));
     const isServe = argv[0] === 'serve';
     let parsed: Parsed;

@@ -43,3 +43,9 @@ export class HandshakeError extends SnapfaultError {
 
 /** The socket path cannot be used. */
 export class SocketError extends SnapfaultError {}
+
+/** A trace file that cannot be read, written or used. */
+export class TraceError extends SnapfaultError {}
+
+/** A prefetch policy that cannot be loaded, or that failed while running. */
+export class PolicyError extends SnapfaultError {}

@@ -21,6 +21,13 @@ import { WORKER_STATS_BYTES, WORKER_STAT } from './worker/worker-stats.js';
 import type { FatalPolicy, VmStats, EndReason } from './worker/messages.js';
 import { HandshakeError, SnapfaultError } from './errors.js';
 import type { Logger } from './log.js';
+import { dupFd } from '../native/fd.js';
+import { preparePrefetch, type PrefetchSpec, type PreparedPolicy } from './prefetch/policy-spec.js';
+import { Prefetcher } from './prefetch/prefetcher.js';
+import { FEED_BYTES, DOORBELL_BYTES } from './prefetch/fault-feed.js';
+import { traceOfVm } from './trace/vm-trace.js';
+import { writeTrace } from './trace/trace-file.js';
+import type { GuestRegion } from './handshake/regions.js';
 
 export interface ServerOptions {
   socketPath: string;
@@ -38,6 +45,10 @@ export interface ServerOptions {
   fillAround: boolean;
   /** Serve one Firecracker, then finish (the drop-in form). */
   once: boolean;
+  /** Install pages ahead of the guest (docs/prefetch.md). */
+  prefetch: PrefetchSpec;
+  /** Record each VM's restore to this trace file; `{pid}` becomes Firecracker's pid. */
+  record: string | null;
   log: Logger;
 }
 
@@ -55,10 +66,14 @@ interface LiveVm {
   table: number;
   blocks: number[];
   snap: ServedSnapshot;
+  regions: readonly GuestRegion[];
+  prefetching: boolean;
+  t0: number;
 }
 
 const NO_FAULTS: FaultCounts = {
   copies: 0, zeropages: 0, removedZero: 0, bytes: 0, removeEvents: 0, otherEvents: 0, chunkHits: 0, chunkMisses: 0, filledAround: 0,
+  late: 0, prefetched: 0, prefetchedZero: 0, prefetchBytes: 0,
 };
 
 /** What the metrics endpoint reports, read from shared memory at scrape time. */
@@ -84,6 +99,11 @@ export class SnapfaultServer {
   private zeroHugePage: Mapping | null = null;
   private stopped = false;
   private resolveOnce: ((o: VmOutcome) => void) | null = null;
+  private prefetcher: Prefetcher | null = null;
+  private policy: PreparedPolicy | null = null;
+  private doorbell = 0;
+  /** VMs that ended and wait for the prefetch worker to let go of them. */
+  private readonly finishing = new Set<Promise<void>>();
   /** With `once`: resolves when the one VM has ended or was refused. */
   readonly firstOutcome: Promise<VmOutcome>;
   readonly outcomes: VmOutcome[] = [];
@@ -108,7 +128,16 @@ export class SnapfaultServer {
     const activity = arena.alloc(64);
     const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
-    cache.release(cache.acquire(opts.memPath));
+    const first = cache.acquire(opts.memPath);
+    cache.release(first);
+    let prepared: ReturnType<typeof preparePrefetch> | null = null;
+    try {
+      prepared = opts.prefetch.kind === 'none' ? null : preparePrefetch(opts.prefetch, first.size);
+    } catch (e) {
+      await cache.close();
+      throw e;
+    }
+    for (const note of prepared?.notes ?? []) opts.log.warn(note);
     let listener: SocketListener;
     try {
       listener = SocketListener.create(opts.socketPath, opts.socketMode);
@@ -129,13 +158,25 @@ export class SnapfaultServer {
         return b;
       };
       server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
+      if (prepared) {
+        server.policy = prepared.policy;
+        server.doorbell = arena.alloc(DOORBELL_BYTES);
+        const pb = {
+          scratch: arena.alloc(scratchBytes, 4096), scratchBytes, staging: arena.alloc(HUGE_PAGE + core.layout.LZ4_DECODE_SLACK, 4096),
+          step: arena.alloc(core.layout.STEP_SIZE), doorbell: server.doorbell,
+        };
+        server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
+          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onWorkerCrash(e));
+      }
     } catch (e) {
       listener.close();
+      await server.pool?.stop();
       await cache.close();
       throw e;
     }
     listener.start((fd) => void server.onConnection(fd));
-    opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)`);
+    opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)` +
+      (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''));
     return server;
   }
 
@@ -185,9 +226,17 @@ export class SnapfaultServer {
       snap = this.cache.acquire(this.opts.memPath);
       validateRegions(regions, snap.size, this.opts.memPath);
       const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
-      const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround } : null;
-      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, compressed);
+      // Recording turns fill-around off: every page the guest touches must fault to be recorded.
+      const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;
+      const prefetching = this.prefetcher !== null;
+      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, { compressed, prefetch: prefetching });
       blocks = [...vmt.blocks];
+      const t0 = performance.timeOrigin + performance.now();
+      let feed = 0;
+      if (this.policy?.kind === 'wasm') {
+        feed = this.arena.alloc(FEED_BYTES);
+        blocks.push(feed);
+      }
       let fill = 0;
       if (snap instanceof CompressedSnapshot) {
         fill = this.arena.alloc((snap.header.chunkBytes / PAGE_BYTES + 1) * this.core.layout.ACTION_STRIDE);
@@ -198,12 +247,18 @@ export class SnapfaultServer {
       const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
       blocks.push(actions);
       const id = this.nextId++;
-      this.vms.set(id, { pid, table: vmt.table, blocks, snap });
+      // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
+      const prefetchUffd = this.prefetcher ? dupFd(uffd) : -1;
+      this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0 });
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
       log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, { vm: pid });
       this.pool?.assign({
         id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
-        snap: compressed ? compressed.descriptor : 0, fill,
+        snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
+      });
+      this.prefetcher?.add({
+        id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
+        pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
       });
     } catch (e) {
       const message = e instanceof SnapfaultError ? e.message : `unexpected error: ${(e as Error).message}`;
@@ -227,7 +282,20 @@ export class SnapfaultServer {
       this.opts.log.warn(`${who}: ${e.message}`, vm ? { vm: vm.pid } : undefined);
       return;
     }
+    if (!vm?.prefetching || !this.prefetcher) {
+      this.finish(e, vm, null);
+      return;
+    }
+    // The prefetch worker lets go of the VM first: its blocks are freed after.
+    const done = this.prefetcher.release(e.id).then((records) => this.finish(e, vm, records));
+    this.finishing.add(done);
+    void done.finally(() => this.finishing.delete(done));
+  }
+
+  private finish(e: Extract<WorkerEvent, { type: 'ended' }>, vm: LiveVm | undefined, prefetchRecords: Uint32Array | null): void {
+    const who = `VM pid ${vm?.pid ?? '?'}`;
     if (vm) {
+      if (this.opts.record) this.writeVmTrace(vm, e.records, prefetchRecords);
       this.vms.delete(e.id);
       for (const b of vm.blocks) this.arena.freeBlock(b);
       this.cache.release(vm.snap);
@@ -238,7 +306,8 @@ export class SnapfaultServer {
     const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms` +
-      (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '');
+      (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
+      (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${(s.prefetchBytes / 1048576).toFixed(1)} MiB) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
     if (e.reason === 'fatal') {
       const action = e.killed ? `killed Firecracker pid ${vm?.pid}` : 'disconnected it';
       this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, vm ? { vm: vm.pid } : undefined);
@@ -246,6 +315,17 @@ export class SnapfaultServer {
       this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, vm ? { vm: vm.pid } : undefined);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
+  }
+
+  private writeVmTrace(vm: LiveVm, faults: Uint32Array | null, prefetched: Uint32Array | null): void {
+    const path = this.opts.record!.replaceAll('{pid}', String(vm.pid));
+    try {
+      const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching);
+      writeTrace(path, trace);
+      this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid });
+    } catch (err) {
+      this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid });
+    }
   }
 
   private onWorkerCrash(e: Error): void {
@@ -273,6 +353,8 @@ export class SnapfaultServer {
     const left = [...this.vms.values()].map((v) => v.pid);
     if (left.length > 0) this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}`);
     await this.pool?.stop();
+    await Promise.all([...this.finishing]);
+    await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);
     this.zeroHugePage = null;

@@ -1,12 +1,12 @@
 // The command-line tools for compressed snapshots: pack, unpack, inspect, verify.
-import { parseArgs } from 'node:util';
 import { UsageError, SnapshotError } from '../errors.js';
+import { parseTool, onePositional, type ToolArgs, type ToolOptions } from '../tool-args.js';
 import { progressBar } from '../progress.js';
 import { pack } from './pack.js';
 import { inspect, unpack, verify } from './tools.js';
 import { DEFAULT_CHUNK_BYTES } from './format.js';
 
-type Tool = (argv: string[]) => Promise<number>;
+export type Tool = (argv: string[]) => Promise<number>;
 
 const HELP = {
   pack: `Usage: snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
@@ -29,24 +29,11 @@ page against the original. Exit 0 when all is well, 1 on the first fault found
 (named in one line), 2 on bad usage.`,
 };
 
-interface ToolArgs {
-  values: Record<string, string | boolean | undefined>;
-  positionals: string[];
+function parse(argv: string[], name: keyof typeof HELP, options: ToolOptions): ToolArgs {
+  return parseTool(argv, name, options);
 }
 
-function parse(argv: string[], name: keyof typeof HELP, options: Record<string, { type: 'string' | 'boolean'; short?: string }>): ToolArgs {
-  try {
-    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
-    return { values: r.values as ToolArgs['values'], positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message.split('\n')[0]}; see snapfault ${name} --help`);
-  }
-}
-
-function one(positionals: string[], name: string, what: string): string {
-  if (positionals.length !== 1) throw new UsageError(`${name} takes one ${what}, got ${positionals.length}; see snapfault ${name} --help`);
-  return positionals[0];
-}
+const one = onePositional;
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 

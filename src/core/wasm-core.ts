@@ -18,6 +18,7 @@ export interface CoreFunctions {
   applyRemove(vm: number, start: bigint, end: bigint): void;
   isRemoved(vm: number, addr: bigint): number;
   plan(vm: number, msgs: number, count: number, actions: number): number;
+  unmarkPlanned(vm: number, actions: number, from: number, count: number): void;
   scanZeroPages(buf: number, len: number, bitmap: number, firstPage: bigint): number;
   markZeroPages(bitmap: number, first: bigint, last: bigint): void;
   lz4DecodeBlock(src: number, srcLen: number, dst: number, dstLen: number): number;
@@ -33,6 +34,10 @@ export interface CoreFunctions {
   fillFromChunk(vm: number, snap: number, slot: number, k: number, dst: bigint, msgIndex: number, actions: number): number;
   unmarkFilled(vm: number, dst: bigint, len: bigint): void;
   assembleHuge(vm: number, snap: number, firstPage: bigint, staging: number, scratch: number, scratchLen: number): number;
+  prefetchPlan(vm: number, snap: number, first: number, count: number, chunk: number, slot: number, staged: number, maxPages: number, step: number): void;
+  prefetchDone(vm: number, step: number, bytes: number): number;
+  markPresent(vm: number, addr: bigint): void;
+  isPagePresent(vm: number, page: number): number;
 }
 
 /** The memory layout constants, as the core exports them. */
@@ -75,7 +80,28 @@ export interface CoreLayout {
   VM_STAT_CHUNK_HITS: number;
   VM_STAT_CHUNK_MISSES: number;
   VM_STAT_FILLED_AROUND: number;
-  REGION_FILLED: number;
+  REGION_PRESENT: number;
+  FLAG_PREFETCH: number;
+  VM_FENCE_READ: number;
+  VM_FENCE_COPY: number;
+  VM_FENCE_READ_WAITERS: number;
+  VM_FENCE_COPY_WAITERS: number;
+  VM_STAT_PREFETCHED: number;
+  VM_STAT_PREFETCH_ZERO: number;
+  VM_STAT_PREFETCH_BYTES: number;
+  VM_STAT_LATE: number;
+  ACTION_FILE_PAGE: number;
+  ACTION_PAGES: number;
+  KIND_WAKE: number;
+  STEP_CONSUMED: number;
+  STEP_KIND: number;
+  STEP_ARG: number;
+  STEP_STAGING: number;
+  STEP_ACTION: number;
+  STEP_SIZE: number;
+  STEP_NONE: number;
+  STEP_NEED_CHUNK: number;
+  STEP_NEED_ASSEMBLE: number;
   SNAP_FD: number;
   SNAP_PAGES: number;
   SNAP_PAGES_PER_CHUNK: number;
@@ -126,7 +152,10 @@ const layoutKeys: (keyof CoreLayout)[] = [
   'REGION_FILE_OFFSET', 'REGION_PAGE_SHIFT', 'REGION_REMOVED', 'ACTION_STRIDE', 'ACTION_KIND', 'ACTION_MSG_INDEX',
   'ACTION_IOCTL', 'ACTION_WAKE', 'KIND_COPY', 'KIND_ZEROPAGE', 'KIND_UNMAPPED', 'ZERO_SCAN_PAGE',
   'LZ4_DECODE_SLACK', 'LZ4_TABLE_BYTES', 'VM_SNAP', 'VM_FLAGS', 'FLAG_FILL_AROUND', 'VM_STAT_CHUNK_HITS',
-  'VM_STAT_CHUNK_MISSES', 'VM_STAT_FILLED_AROUND', 'REGION_FILLED', 'SNAP_FD', 'SNAP_PAGES', 'SNAP_PAGES_PER_CHUNK', 'SNAP_CHUNKS',
+  'VM_STAT_CHUNK_MISSES', 'VM_STAT_FILLED_AROUND', 'REGION_PRESENT', 'FLAG_PREFETCH', 'VM_FENCE_READ', 'VM_FENCE_COPY',
+  'VM_FENCE_READ_WAITERS', 'VM_FENCE_COPY_WAITERS', 'VM_STAT_PREFETCHED', 'VM_STAT_PREFETCH_ZERO', 'VM_STAT_PREFETCH_BYTES', 'VM_STAT_LATE',
+  'ACTION_FILE_PAGE', 'ACTION_PAGES', 'KIND_WAKE', 'STEP_CONSUMED', 'STEP_KIND', 'STEP_ARG', 'STEP_STAGING', 'STEP_ACTION', 'STEP_SIZE', 'STEP_NONE',
+  'STEP_NEED_CHUNK', 'STEP_NEED_ASSEMBLE', 'SNAP_FD', 'SNAP_PAGES', 'SNAP_PAGES_PER_CHUNK', 'SNAP_CHUNKS',
   'SNAP_STORED', 'SNAP_INDEX', 'SNAP_CHUNK_TABLE', 'SNAP_STORED_TO_PAGE', 'SNAP_CACHE', 'SNAP_CODEC', 'SNAP_MEM_BASE', 'SNAP_SIZE', 'CACHE_SLOTS',
   'SLOT_STRIDE', 'CHUNK_ERR_IO', 'CHUNK_ERR_CHECKSUM', 'CHUNK_ERR_DECODE', 'CHUNK_ERR_RANGE', 'KIND_CHUNK', 'KIND_ASSEMBLE',
 ];

@@ -24,8 +24,15 @@ export interface CompressedSource {
   fillAround: boolean;
 }
 
+export interface VmTableOptions {
+  compressed: CompressedSource | null;
+  /** A prefetch worker copies into this VM too (the fault worker reads through the fence). */
+  prefetch: boolean;
+}
+
 export function writeVmTable(
-  core: Core, arena: Arena, regions: readonly GuestRegion[], src: SnapshotSource, zeroHugePage: number, compressed: CompressedSource | null = null,
+  core: Core, arena: Arena, regions: readonly GuestRegion[], src: SnapshotSource, zeroHugePage: number,
+  { compressed, prefetch }: VmTableOptions = { compressed: null, prefetch: false },
 ): VmTable {
   const L = core.layout;
   const blocks: number[] = [];
@@ -38,19 +45,18 @@ export function writeVmTable(
     dv.setBigUint64(table + L.VM_SRC_SIZE, src.size, true);
     dv.setBigUint64(table + L.VM_ZERO_SRC, BigInt(zeroHugePage), true);
     dv.setUint32(table + L.VM_ZERO_BITMAP, src.zeroBitmap, true);
-    if (compressed) {
-      dv.setUint32(table + L.VM_SNAP, compressed.descriptor, true);
-      dv.setUint32(table + L.VM_FLAGS, compressed.fillAround ? L.FLAG_FILL_AROUND : 0, true);
-    }
+    if (compressed) dv.setUint32(table + L.VM_SNAP, compressed.descriptor, true);
+    const flags = (compressed?.fillAround ? L.FLAG_FILL_AROUND : 0) | (prefetch ? L.FLAG_PREFETCH : 0);
+    dv.setUint32(table + L.VM_FLAGS, flags, true);
     regions.forEach((r, i) => {
       const e = table + L.VM_REGIONS + i * L.REGION_STRIDE;
       const shift = Math.log2(r.pageSize);
       const pages = Number(r.size >> BigInt(shift));
       const removed = arena.alloc(Math.ceil(pages / 32) * 4);
       blocks.push(removed);
-      // Pages installed ahead of their fault (compressed fill-around) are remembered so they are not copied twice.
-      const filled = compressed ? arena.alloc(Math.ceil(pages / 32) * 4) : 0;
-      if (filled) blocks.push(filled);
+      // Pages installed (by a fault, fill-around or prefetch), so that none is copied twice.
+      const present = arena.alloc(Math.ceil(pages / 32) * 4);
+      blocks.push(present);
       const view = new DataView(core.memory.buffer); // alloc may have grown the memory
       view.setBigUint64(e + L.REGION_BASE, r.base, true);
       view.setBigUint64(e + L.REGION_SIZE, r.size, true);
@@ -58,7 +64,7 @@ export function writeVmTable(
       view.setBigUint64(e + L.REGION_FILE_OFFSET, r.offset, true);
       view.setUint32(e + L.REGION_PAGE_SHIFT, shift, true);
       view.setUint32(e + L.REGION_REMOVED, removed, true);
-      view.setUint32(e + L.REGION_FILLED, filled, true);
+      view.setUint32(e + L.REGION_PRESENT, present, true);
     });
     return { table, blocks };
   } catch (e) {
@@ -78,6 +84,12 @@ export interface FaultCounts {
   chunkHits: number;
   chunkMisses: number;
   filledAround: number;
+  /** Faults on a page installed meanwhile (by prefetch or fill-around): only woken. */
+  late: number;
+  /** Pages the prefetch worker copied, and zero pages it mapped, ahead of the guest. */
+  prefetched: number;
+  prefetchedZero: number;
+  prefetchBytes: number;
 }
 
 export function readFaultCounts(core: Core, table: number): FaultCounts {
@@ -94,5 +106,9 @@ export function readFaultCounts(core: Core, table: number): FaultCounts {
     chunkHits: u64(L.VM_STAT_CHUNK_HITS),
     chunkMisses: u64(L.VM_STAT_CHUNK_MISSES),
     filledAround: u64(L.VM_STAT_FILLED_AROUND),
+    late: u64(L.VM_STAT_LATE),
+    prefetched: u64(L.VM_STAT_PREFETCHED),
+    prefetchedZero: u64(L.VM_STAT_PREFETCH_ZERO),
+    prefetchBytes: u64(L.VM_STAT_PREFETCH_BYTES),
   };
 }

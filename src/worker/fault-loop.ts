@@ -16,10 +16,15 @@ import { HUGE_PAGE } from '../handshake/regions.js';
 import { chunkErrorText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
+import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
+import { feedPush, ring } from '../prefetch/fault-feed.js';
+import { Recorder } from '../trace/recorder.js';
+import { RECORD } from '../trace/trace-file.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
 const now = performance.now.bind(performance);
+const epochNow = (): number => performance.timeOrigin + performance.now();
 const DONE = 0;
 const AGAIN = 1;
 const GONE = 2;
@@ -38,6 +43,8 @@ interface ServedVm {
   started: number;
   lastFault: number;
   ended: boolean;
+  fence: FenceWords | null;
+  rec: Recorder | null;
 }
 
 /** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket). */
@@ -144,7 +151,7 @@ export class FaultLoop {
     const t = now();
     const vm: ServedVm = {
       a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
-      started: t, lastFault: t, ended: false,
+      started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
     };
     this.slots[slot] = vm;
     this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
@@ -159,32 +166,45 @@ export class FaultLoop {
     for (;;) {
       // One read takes everything queued (removes included) up to the buffer's
       // capacity, so a batch is planned whole; a full buffer means read again.
+      // With a prefetch worker, the read and the marking of its removes
+      // (plan) happen inside the fence (src/vm/fence.ts).
       const room = a.capacity - vm.pending;
       let full = false;
-      if (room > 0) {
-        const r = readInto(a.uffd, this.base + a.msgs + vm.pending * msgSize, room * msgSize);
+      let r = -E.EAGAIN;
+      let count = 0;
+      let started = 0;
+      if (vm.fence) enterRead(this.i32, vm.fence);
+      try {
+        if (room > 0) r = readInto(a.uffd, this.base + a.msgs + vm.pending * msgSize, room * msgSize);
         if (r > 0) {
-          vm.reads++;
-          vm.messages += r / msgSize;
-          const st = this.st;
-          st[S.READS]++;
-          st[S.MESSAGES] += r / msgSize;
-          st[S.READ_BUCKETS + bucketOf(READ_BOUNDS, r / msgSize)]++;
           vm.pending += r / msgSize;
           full = r === room * msgSize;
-        } else if (r === 0) {
-          return this.end(vm, 'exited', 'the userfaultfd closed');
-        } else if (r !== -E.EAGAIN && r !== -E.EINTR) {
-          return this.end(vm, 'fatal', `reading the userfaultfd failed (errno ${-r})`);
         }
+        if (vm.pending > 0) {
+          started = now();
+          count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
+        }
+      } finally {
+        if (vm.fence) leaveRead(this.i32, vm.fence);
+      }
+      if (r > 0) {
+        vm.reads++;
+        vm.messages += r / msgSize;
+        const st = this.st;
+        st[S.READS]++;
+        st[S.MESSAGES] += r / msgSize;
+        st[S.READ_BUCKETS + bucketOf(READ_BOUNDS, r / msgSize)]++;
+      } else if (r === 0) {
+        return this.end(vm, 'exited', 'the userfaultfd closed');
+      } else if (r !== -E.EAGAIN && r !== -E.EINTR) {
+        return this.end(vm, 'fatal', `reading the userfaultfd failed (errno ${-r})`);
       }
       if (vm.pending === 0) {
         this.setDeferred(vm, false);
         return;
       }
-      const started = now();
-      const count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
       let done = vm.pending;
+      let issued = count;
       for (let k = 0; k < count; k++) {
         const act = a.actions + k * L.ACTION_STRIDE;
         const kind = this.i32[(act + L.ACTION_KIND) >> 2];
@@ -192,18 +212,22 @@ export class FaultLoop {
           const addr = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
           return this.fatal(vm, `the guest touched 0x${addr.toString(16)}, outside every region of the handshake or past the end of the snapshot`);
         }
-        const r = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act)
+        const res = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act)
           : kind === L.KIND_ASSEMBLE ? this.assembleHuge(vm, act)
-            : this.issue(vm, act, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE);
-        if (r === DONE) continue;
-        if (r === GONE) return;
+            : kind === L.KIND_WAKE ? this.wake(vm, act)
+              : this.issue(vm, act, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE);
+        if (res === DONE) continue;
+        if (res === GONE) return;
         // EAGAIN: a REMOVE is queued or in progress (mmap_changing): keep this
         // fault and everything after it, read the queue, and retry after a yield.
         vm.eagain++;
         this.st[S.EAGAIN]++;
         done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+        this.core.fn.unmarkPlanned(a.table, a.actions, k, count);
+        issued = k;
         break;
       }
+      if (issued > 0 && (a.feed !== 0 || vm.rec)) this.tell(vm, issued);
       if (count > 0) {
         const t = now();
         vm.lastFault = t;
@@ -270,6 +294,33 @@ export class FaultLoop {
     this.dv.setBigUint64(act + L.ACTION_IOCTL + 32, 0n, true);
     this.i32[(act + L.ACTION_KIND) >> 2] = L.KIND_COPY;
     return this.issueCopies(vm, act, 1);
+  }
+
+  /** A fault on a page installed meanwhile (prefetch, fill-around): wake the threads waiting on it. */
+  private wake(vm: ServedVm, act: number): number {
+    const rc = ioctlRaw(vm.a.uffd, UFFDIO.WAKE, this.base + act + this.L.ACTION_WAKE);
+    if (rc >= 0 || rc === -E.EAGAIN) return DONE;
+    this.end(vm, 'exited', 'Firecracker exited');
+    return GONE;
+  }
+
+  /** Feeds the first `n` actions' pages to the prefetch policy and to the trace. */
+  private tell(vm: ServedVm, n: number): void {
+    const a = vm.a;
+    const L = this.L;
+    const tUs = vm.rec ? Math.round((epochNow() - a.t0) * 1000) : 0;
+    let fed = false;
+    for (let k = 0; k < n; k++) {
+      const act = a.actions + k * L.ACTION_STRIDE;
+      const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
+      const kind = this.i32[(act + L.ACTION_KIND) >> 2];
+      if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) fed = true;
+      if (vm.rec) {
+        const what = kind === L.KIND_WAKE ? RECORD.FAULT_LATE : kind === L.KIND_ZEROPAGE ? RECORD.FAULT_ZERO : RECORD.FAULT_COPY;
+        vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what);
+      }
+    }
+    if (fed) ring(this.i32, a.doorbell);
   }
 
   /**
@@ -370,7 +421,8 @@ export class FaultLoop {
       lastFaultMs: vm.lastFault - vm.started,
       servedMs: now() - vm.started,
     };
-    this.send({ type: 'ended', id: a.id, reason, message, killed, stats });
+    const records = vm.rec ? vm.rec.take() : null;
+    this.send({ type: 'ended', id: a.id, reason, message, killed, stats, records });
   }
 
   private sweep(): void {

@@ -22,6 +22,16 @@ export interface VmAssignment {
   /** Compressed snapshots: the snapshot descriptor, and the VM's buffer for fill-around copies. 0 for raw files. */
   snap: number;
   fill: number;
+  /** A prefetch worker copies into this VM: read the uffd through the fence. */
+  fenced: boolean;
+  /** The VM's fault feed for a reactive prefetch policy, or 0. */
+  feed: number;
+  /** The prefetch worker's doorbell (rung when it sleeps and faults were fed), or 0. */
+  doorbell: number;
+  /** Unix time of the handshake, ms: trace times count from it. */
+  t0: number;
+  /** Record every fault for the trace (--record). */
+  record: boolean;
 }
 
 export type ToWorker =
@@ -43,5 +53,5 @@ export type EndReason = 'exited' | 'fatal' | 'shutdown';
 
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats }
+  | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats; records: Uint32Array | null }
   | { type: 'warning'; id: number; message: string };

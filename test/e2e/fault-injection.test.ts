@@ -28,7 +28,7 @@ describe('fault injection', function () {
       const sock = tmp.file(`${kind}.sock`);
       const server = await SnapfaultServer.start({
         socketPath: sock, memPath: served, socketMode: 0o600, allowUids: [], workers: 2, onFatal: 'kill-peer',
-        handshakeTimeoutMs: 2000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true,
+        handshakeTimeoutMs: 2000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true, prefetch: { kind: 'none' }, record: null,
       });
       try {
         // Warm up once: lazily created things belong to the baseline.

@@ -16,7 +16,7 @@ describe('SnapfaultServer in process', function () {
     const sock = tmp.file('loop.sock');
     const server = await SnapfaultServer.start({
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
-      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true, allowUids: [],
+      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true, prefetch: { kind: 'none' }, record: null, allowUids: [],
     });
     const idleBytes = server.coreBytesInUse;
     let ticks = 0;

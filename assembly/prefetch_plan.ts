@@ -1,0 +1,188 @@
+// Prefetch planning: from a range of snapshot pages to the next DONTWAKE
+// copy (or zeropage) of a run of pages the VM still lacks. The prefetch
+// worker calls it while holding the VM's fence, so no REMOVE is read between
+// the check of the bitmaps here and the ioctl that follows.
+import {
+  VM_SRC_BASE, VM_ZERO_BITMAP, VM_STAT_PREFETCHED, VM_STAT_PREFETCH_ZERO, VM_STAT_PREFETCH_BYTES,
+  REGION_BASE, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED, REGION_PRESENT,
+  SNAP_INDEX, SNAP_PAGES, SNAP_PAGES_PER_CHUNK, SNAP_CACHE, SNAP_MEM_BASE, PAGE_ZERO,
+  ACTION_KIND, ACTION_IOCTL, ACTION_WAKE, ACTION_FILE_PAGE, ACTION_PAGES, KIND_COPY, KIND_ZEROPAGE,
+  STEP_CONSUMED, STEP_KIND, STEP_ARG, STEP_STAGING, STEP_ACTION, STEP_NONE, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE, MODE_DONTWAKE,
+} from './layout';
+import { testBit, setBits } from './bitmap';
+import { regionOfFilePage } from './chunk_fill';
+import { findRegion } from './page_index';
+import { slotData } from './chunk_cache';
+
+const SRC_ZERO: u64 = 0xffffffffffffffff;
+
+/**
+ * Plans the next run of [first, first + count) snapshot pages (4 KiB units)
+ * into `step`: pages present, removed or outside every region are skipped.
+ * A run holds at most `maxPages` pages (zero runs four times as many) and
+ * one kind. Compressed snapshots: the run's pages must come from `chunk`,
+ * decoded in cache slot `slot`; otherwise the step asks for the chunk
+ * (STEP_NEED_CHUNK), or for a huge page to be assembled (STEP_NEED_ASSEMBLE;
+ * `staged` names the huge page assembled in the staging buffer, or is -1).
+ */
+export function prefetchPlan(
+  vm: usize, snap: usize, firstPage: u32, count: u32, chunk: i32, slot: i32, staged: i32, maxPages: u32, step: usize,
+): void {
+  const first = <u64>firstPage;
+  store<u32>(step + STEP_KIND, STEP_NONE);
+  const a = step + STEP_ACTION;
+  let runPages: u32 = 0;
+  let runDst: u64 = 0;
+  let runSrc: u64 = 0;
+  let runRegion: usize = 0;
+  let runFirst: u64 = 0;
+  let i: u32 = 0;
+  while (i < count) {
+    const page = first + <u64>i;
+    const r = regionOfFilePage(vm, page);
+    if (r == 0) {
+      if (runPages > 0) break;
+      i++;
+      continue;
+    }
+    const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
+    const rOff = load<u64>(r + REGION_FILE_OFFSET);
+    const bit = ((page << 12) - rOff) >> shift;
+    const dst = load<u64>(r + REGION_BASE) + (bit << shift);
+    const eligible = !testBit(load<u32>(r + REGION_PRESENT), bit) && !testBit(load<u32>(r + REGION_REMOVED), bit);
+    if (shift != 12) {
+      // A huge page: one copy of its own, from the file or from an assembled staging page.
+      if (runPages > 0) break;
+      const hugeFirst = (rOff + (bit << shift)) >> 12;
+      const pagesLeft = <u32>(hugeFirst + 512 - page);
+      if (!eligible) {
+        i += pagesLeft;
+        continue;
+      }
+      let src: u64;
+      if (snap == 0) {
+        src = load<u64>(vm + VM_SRC_BASE) + (hugeFirst << 12);
+      } else if (staged == <i32>hugeFirst) {
+        src = load<u64>(step + STEP_STAGING);
+      } else {
+        store<u32>(step + STEP_KIND, STEP_NEED_ASSEMBLE);
+        store<u32>(step + STEP_ARG, <u32>hugeFirst);
+        store<u32>(step + STEP_CONSUMED, i);
+        return;
+      }
+      writeAction(a, KIND_COPY, dst, src, <u64>1 << shift, <u32>hugeFirst, 512);
+      store<u32>(step + STEP_KIND, KIND_COPY);
+      store<u32>(step + STEP_CONSUMED, i + pagesLeft < count ? i + pagesLeft : count);
+      return;
+    }
+    if (!eligible) {
+      if (runPages > 0) break;
+      i++;
+      continue;
+    }
+    // Where the page's bytes are: SRC_ZERO for a zero page.
+    let src: u64;
+    if (snap == 0) {
+      const zeros = load<u32>(vm + VM_ZERO_BITMAP);
+      src = zeros != 0 && testBit(zeros, page) ? SRC_ZERO : load<u64>(vm + VM_SRC_BASE) + (page << 12);
+    } else {
+      const k = page < <u64>load<u32>(snap + SNAP_PAGES) ? load<u32>(<usize>load<u32>(snap + SNAP_INDEX) + <usize>page * 4) : PAGE_ZERO;
+      if (k == PAGE_ZERO) {
+        src = SRC_ZERO;
+      } else {
+        const ppc = load<u32>(snap + SNAP_PAGES_PER_CHUNK);
+        if (<i32>(k / ppc) != chunk || slot < 0) {
+          if (runPages > 0) break;
+          store<u32>(step + STEP_KIND, STEP_NEED_CHUNK);
+          store<u32>(step + STEP_ARG, k / ppc);
+          store<u32>(step + STEP_CONSUMED, i);
+          return;
+        }
+        src = load<u64>(snap + SNAP_MEM_BASE) + <u64>slotData(<usize>load<u32>(snap + SNAP_CACHE), <u32>slot) + <u64>(k % ppc) * 4096;
+      }
+    }
+    if (runPages > 0) {
+      const zeroRun = runSrc == SRC_ZERO;
+      const limit = zeroRun ? maxPages * 4 : maxPages;
+      const continues = r == runRegion && dst == runDst + (<u64>runPages << 12) && runPages < limit &&
+        (zeroRun ? src == SRC_ZERO : src == runSrc + (<u64>runPages << 12));
+      if (!continues) break;
+      runPages++;
+    } else {
+      runPages = 1;
+      runDst = dst;
+      runSrc = src;
+      runRegion = r;
+      runFirst = page;
+    }
+    i++;
+  }
+  store<u32>(step + STEP_CONSUMED, i);
+  if (runPages == 0) return;
+  const len = <u64>runPages << 12;
+  if (runSrc == SRC_ZERO) {
+    writeAction(a, KIND_ZEROPAGE, runDst, 0, len, <u32>runFirst, runPages);
+    store<u32>(step + STEP_KIND, KIND_ZEROPAGE);
+  } else {
+    writeAction(a, KIND_COPY, runDst, runSrc, len, <u32>runFirst, runPages);
+    store<u32>(step + STEP_KIND, KIND_COPY);
+  }
+}
+
+/** uffdio_copy { dst, src, len, mode, copy } or uffdio_zeropage { range, mode, zeropage }, DONTWAKE. */
+function writeAction(a: usize, kind: u32, dst: u64, src: u64, len: u64, filePage: u32, pages: u32): void {
+  store<u32>(a + ACTION_KIND, kind);
+  const io = a + ACTION_IOCTL;
+  store<u64>(io, dst);
+  if (kind == KIND_COPY) {
+    store<u64>(io + 8, src);
+    store<u64>(io + 16, len);
+    store<u64>(io + 24, MODE_DONTWAKE);
+    store<i64>(io + 32, 0);
+  } else {
+    store<u64>(io + 8, len);
+    store<u64>(io + 16, MODE_DONTWAKE);
+    store<i64>(io + 24, 0);
+  }
+  store<u64>(a + ACTION_WAKE, dst);
+  store<u64>(a + ACTION_WAKE + 8, len);
+  store<u32>(a + ACTION_FILE_PAGE, filePage);
+  store<u32>(a + ACTION_PAGES, pages);
+}
+
+/**
+ * Records that `bytes` of the planned step's range are in (the rest failed):
+ * marks them present and counts them. Returns the pages marked.
+ */
+export function prefetchDone(vm: usize, step: usize, doneBytes: u32): u32 {
+  const bytes = <u64>doneBytes;
+  const a = step + STEP_ACTION;
+  const dst = load<u64>(a + ACTION_WAKE);
+  const r = findRegion(vm, dst);
+  if (r == 0 || bytes == 0) return 0;
+  const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
+  const bit = (dst - load<u64>(r + REGION_BASE)) >> shift;
+  const units = bytes >> shift;
+  setBits(load<u32>(r + REGION_PRESENT), bit, bit + units, true);
+  const pages = bytes >> 12;
+  const counter = load<u32>(a + ACTION_KIND) == KIND_ZEROPAGE ? VM_STAT_PREFETCH_ZERO : VM_STAT_PREFETCHED;
+  store<u64>(vm + counter, load<u64>(vm + counter) + pages);
+  if (counter == VM_STAT_PREFETCHED) store<u64>(vm + VM_STAT_PREFETCH_BYTES, load<u64>(vm + VM_STAT_PREFETCH_BYTES) + bytes);
+  return <u32>pages;
+}
+
+/** Marks the page at `addr` present: a prefetch copy found it there already (EEXIST). */
+export function markPresent(vm: usize, addr: u64): void {
+  const r = findRegion(vm, addr);
+  if (r == 0) return;
+  const bit = (addr - load<u64>(r + REGION_BASE)) >> <u64>load<u32>(r + REGION_PAGE_SHIFT);
+  setBits(load<u32>(r + REGION_PRESENT), bit, bit + 1, true);
+}
+
+/** 1 when the snapshot page (4 KiB units) is installed in the VM, or being installed; policies ask. */
+export function isPagePresent(vm: usize, page: u32): u32 {
+  const r = regionOfFilePage(vm, <u64>page);
+  if (r == 0) return 0;
+  const bit = ((<u64>page << 12) - load<u64>(r + REGION_FILE_OFFSET)) >> <u64>load<u32>(r + REGION_PAGE_SHIFT);
+  return testBit(load<u32>(r + REGION_PRESENT), bit) ? 1 : 0;
+}

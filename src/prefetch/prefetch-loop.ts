@@ -1,0 +1,291 @@
+// The prefetch worker's loop: for every VM it serves, feed the demand faults
+// to the policy, take the ranges it wants, and install them with DONTWAKE
+// copies of at most PREFETCH_MAX_PAGES pages, each under the VM's fence.
+// Demand goes first: a copy waits while the fault worker reads, and each VM
+// gets a bounded share per round. A failure here never touches the guest's
+// bytes: prefetching for that VM stops and its faults are served on demand.
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
+import { closeFd } from '../../native/fd.js';
+import { E, addressOf } from '../../native/libc.js';
+import type { Core } from '../core/wasm-core.js';
+import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, type FenceWords } from '../vm/fence.js';
+import { feedDrain, sleepUntilRung, doorbellCount, feedPending } from './fault-feed.js';
+import { RangeQueue } from './range-queue.js';
+import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
+import type { PreparedPolicy } from './policy-spec.js';
+import { Recorder } from '../trace/recorder.js';
+import { RECORD } from '../trace/trace-file.js';
+import { chunkErrorText } from '../compressed/chunk-error.js';
+import { PolicyError } from '../errors.js';
+import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
+
+/** Pages per prefetch copy: the longest a demand read can wait behind one (64 KiB: ~20 µs). */
+export const PREFETCH_MAX_PAGES = 16;
+/** Bytes installed for one VM before the next VM gets its turn. */
+const ROUND_BYTES = 1 << 20;
+const URGENT_RANGES = 1024;
+const BACKGROUND_RANGES = 256;
+
+interface Cursor {
+  first: number;
+  count: number;
+}
+
+interface PrefetchVm {
+  a: PrefetchAssignment;
+  fence: FenceWords;
+  policy: PrefetchPolicy | null;
+  urgent: RangeQueue;
+  background: RangeQueue;
+  cur: Cursor;
+  /** The policy has nothing more to give until the next fault. */
+  exhausted: boolean;
+  retryAt: number;
+  stopped: boolean;
+  rec: Recorder | null;
+}
+
+export interface PrefetchBuffers {
+  scratch: number;
+  scratchBytes: number;
+  staging: number;
+  step: number;
+  doorbell: number;
+}
+
+const now = (): number => performance.timeOrigin + performance.now();
+
+export class PrefetchLoop {
+  private readonly vms = new Map<number, PrefetchVm>();
+  private stopping = false;
+  private i32: Int32Array;
+  private dv: DataView;
+  private readonly base: number;
+  private readonly L: Core['layout'];
+
+  constructor(
+    private readonly core: Core,
+    private readonly port: MessagePort,
+    private readonly send: (m: FromPrefetcher) => void,
+    private readonly policy: PreparedPolicy,
+    private readonly b: PrefetchBuffers,
+  ) {
+    this.L = core.layout;
+    this.base = addressOf(new Uint8Array(core.memory.buffer));
+    this.i32 = new Int32Array(core.memory.buffer);
+    this.dv = new DataView(core.memory.buffer);
+    this.dv.setBigUint64(b.step + this.L.STEP_STAGING, BigInt(this.base + b.staging), true);
+  }
+
+  run(): void {
+    while (!this.stopping) {
+      // Read before taking messages: a ring after this point ends the sleep below.
+      const seen = doorbellCount(this.i32, this.b.doorbell);
+      this.takeControl();
+      let busy = false;
+      let waiting = false;
+      for (const vm of this.vms.values()) {
+        if (this.service(vm)) busy = true;
+        else if (vm.retryAt > 0) waiting = true;
+      }
+      if (!busy && !this.stopping) sleepUntilRung(this.i32, this.b.doorbell, seen, waiting ? 1 : 1000, () => !this.hasWork());
+    }
+    for (const vm of this.vms.values()) closeFd(vm.a.uffd);
+  }
+
+  private hasWork(): boolean {
+    for (const vm of this.vms.values()) {
+      if (vm.stopped) continue;
+      if (vm.cur.count > 0 || vm.urgent.length > 0 || vm.background.length > 0 || !vm.exhausted) return true;
+      if (vm.a.feed && feedPending(this.i32, vm.a.feed)) return true;
+    }
+    return false;
+  }
+
+  private takeControl(): void {
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (!m) return;
+      const msg = m.message as ToPrefetcher;
+      if (msg.type === 'stop') this.stopping = true;
+      else if (msg.type === 'add') this.add(msg.vm);
+      else this.release(msg.id);
+    }
+  }
+
+  private add(a: PrefetchAssignment): void {
+    if (this.i32.buffer.byteLength !== this.core.memory.buffer.byteLength) {
+      this.i32 = new Int32Array(this.core.memory.buffer);
+      this.dv = new DataView(this.core.memory.buffer);
+    }
+    const vm: PrefetchVm = {
+      a, fence: fenceWords(this.L, a.table), policy: null, urgent: new RangeQueue(URGENT_RANGES), background: new RangeQueue(BACKGROUND_RANGES),
+      cur: { first: 0, count: 0 }, exhausted: false, retryAt: 0, stopped: false, rec: a.record ? new Recorder() : null,
+    };
+    this.vms.set(a.id, vm);
+    try {
+      vm.policy = instantiatePolicy(this.policy, a.pages, (page) => this.core.fn.isPagePresent(a.table, page >>> 0));
+    } catch (e) {
+      this.stop(vm, e instanceof PolicyError ? e.message : `prefetch policy ${this.policy.name} failed to start: ${(e as Error).message}`);
+    }
+  }
+
+  private release(id: number): void {
+    const vm = this.vms.get(id);
+    if (!vm) return this.send({ type: 'released', id, records: null });
+    this.vms.delete(id);
+    closeFd(vm.a.uffd);
+    const records = vm.rec ? vm.rec.take() : null;
+    this.send({ type: 'released', id, records });
+  }
+
+  /** Stops prefetching for a VM (its faults go on being served on demand); `why` is logged. */
+  private stop(vm: PrefetchVm, why: string | null): void {
+    if (vm.stopped) return;
+    vm.stopped = true;
+    if (why) this.send({ type: 'warning', id: vm.a.id, message: `prefetch stopped: ${why}; faults are served on demand` });
+  }
+
+  /** One VM's turn; true if it did work. */
+  private service(vm: PrefetchVm): boolean {
+    if (vm.stopped || !vm.policy) return false;
+    const policy = vm.policy;
+    try {
+      if (vm.a.feed) {
+        const t = Math.round((now() - vm.a.t0) * 1000);
+        if (feedDrain(this.i32, vm.a.feed, (page) => policy.onFault(page, t, vm.urgent)) > 0) vm.exhausted = false;
+      }
+      if (vm.retryAt > 0) {
+        if (now() < vm.retryAt) return false;
+        vm.retryAt = 0;
+      }
+      let budget = ROUND_BYTES;
+      let did = false;
+      while (budget > 0) {
+        if (vm.cur.count === 0 && !this.nextRange(vm, policy)) break;
+        const r = this.step(vm);
+        did = true;
+        if (r < 0) break;
+        budget -= Math.max(r, 4096);
+      }
+      return did;
+    } catch (e) {
+      this.stop(vm, e instanceof PolicyError ? e.message : `prefetch policy ${this.policy.name} failed: ${(e as Error).message}`);
+      return false;
+    }
+  }
+
+  private nextRange(vm: PrefetchVm, policy: PrefetchPolicy): boolean {
+    if (vm.urgent.pop(vm.cur) || vm.background.pop(vm.cur)) return true;
+    if (vm.exhausted) return false;
+    if (policy.idle(vm.background) && vm.background.pop(vm.cur)) return true;
+    vm.exhausted = true;
+    return false;
+  }
+
+  /**
+   * Plans and issues the next copy of the VM's current range: the bytes
+   * installed (0: the range held nothing to do), or -1 to give up the turn.
+   */
+  private step(vm: PrefetchVm): number {
+    const fn = this.core.fn;
+    const L = this.L;
+    const { step, staging, scratch, scratchBytes } = this.b;
+    const a = vm.a;
+    let chunk = -1;
+    let slot = -1;
+    let staged = -1;
+    try {
+      for (;;) {
+        if (!tryEnterCopy(this.i32, vm.fence)) {
+          waitForRead(this.i32, vm.fence);
+          return -1;
+        }
+        let kind: number;
+        let arg: number;
+        try {
+          fn.prefetchPlan(a.table, a.snap, vm.cur.first, vm.cur.count, chunk, slot, staged, PREFETCH_MAX_PAGES, step);
+          kind = this.i32[(step + L.STEP_KIND) >> 2];
+          arg = this.dv.getUint32(step + L.STEP_ARG, true);
+          const consumed = this.dv.getUint32(step + L.STEP_CONSUMED, true);
+          vm.cur.first += consumed;
+          vm.cur.count -= consumed;
+          if (kind === L.STEP_NONE) return 0;
+          if (kind === L.KIND_COPY || kind === L.KIND_ZEROPAGE) return this.issue(vm, kind);
+        } finally {
+          leaveCopy(this.i32, vm.fence);
+        }
+        // Decoding and assembling happen outside the fence: they take long.
+        if (kind === L.STEP_NEED_CHUNK) {
+          if (slot >= 0) fn.chunkRelease(a.snap, slot);
+          slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes);
+          if (slot < 0) {
+            this.stop(vm, `chunk ${arg} of the compressed snapshot ${chunkErrorText(L, slot)}`);
+            return -1;
+          }
+          chunk = arg;
+        } else {
+          const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes);
+          if (rc < 0) {
+            this.stop(vm, `chunk ${this.dv.getUint32(staging, true)} of the compressed snapshot ${chunkErrorText(L, rc)}`);
+            return -1;
+          }
+          staged = arg;
+        }
+      }
+    } finally {
+      if (slot >= 0) fn.chunkRelease(a.snap, slot);
+    }
+  }
+
+  /** Issues the planned copy or zeropage (inside the fence); marks what got in. */
+  private issue(vm: PrefetchVm, kind: number): number {
+    const L = this.L;
+    const act = this.b.step + L.STEP_ACTION;
+    const io = act + L.ACTION_IOCTL;
+    const isCopy = kind === L.KIND_COPY;
+    const rc = ioctlRaw(vm.a.uffd, isCopy ? UFFDIO.COPY : UFFDIO.ZEROPAGE, this.base + io);
+    // Lengths here are at most 2 MiB: the low 32 bits of each u64/i64 say it all.
+    const i32 = this.i32;
+    const len = i32[(act + L.ACTION_WAKE + 8) >> 2];
+    const filePage = i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
+    const pages = i32[(act + L.ACTION_PAGES) >> 2];
+    // uffdio_copy.copy / uffdio_zeropage.zeropage: bytes done, or a negative errno.
+    const result = i32[(io + (isCopy ? 32 : 24)) >> 2];
+    const done = rc >= 0 ? len : Math.max(0, result);
+    if (done > 0) {
+      this.core.fn.prefetchDone(vm.a.table, this.b.step, done);
+      vm.rec?.push(filePage, done / 4096, Math.round((now() - vm.a.t0) * 1000), isCopy ? RECORD.PREFETCH_COPY : RECORD.PREFETCH_ZERO);
+    }
+    if (rc >= 0) return done;
+    // Put back what was not done, from its first page.
+    const end = vm.cur.first + vm.cur.count;
+    const unit = pages === 512 && len === 512 * 4096 ? 512 : 1;
+    let from = filePage + Math.floor(done / 4096 / unit) * unit;
+    if (rc === -E.EEXIST || (rc === -E.EAGAIN && done > 0 && done < len && result > 0)) {
+      if (rc === -E.EEXIST) {
+        // That page is in already (a demand fault won the race): skip it.
+        this.core.fn.markPresent(vm.a.table, this.dv.getBigUint64(io, true) + BigInt(done));
+        from += unit;
+      }
+      vm.cur.first = Math.min(from, end);
+      vm.cur.count = end - vm.cur.first;
+      return done;
+    }
+    vm.cur.first = Math.min(from, end);
+    vm.cur.count = end - vm.cur.first;
+    if (rc === -E.EAGAIN) {
+      // A REMOVE is queued and not read yet: the fault worker reads it first.
+      vm.retryAt = now() + 1;
+      return -1;
+    }
+    if (rc === -E.ESRCH || rc === -E.ENOENT) {
+      this.stop(vm, null); // Firecracker has gone; the fault worker reports it
+      return -1;
+    }
+    const why = rc === -E.EFAULT ? 'the snapshot bytes could not be read (was the memory file truncated?)' : `errno ${-rc}`;
+    this.stop(vm, `copying ahead at snapshot page ${filePage} failed: ${why}`);
+    return -1;
+  }
+}

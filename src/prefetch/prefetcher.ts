@@ -1,0 +1,74 @@
+// The prefetch worker, seen from the main thread: start it, hand it VMs,
+// take them back (with their prefetch records) when they end, stop it.
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { ring } from './fault-feed.js';
+import type { PrefetchWorkerData } from './prefetch-worker.js';
+import type { PreparedPolicy } from './policy-spec.js';
+import type { PrefetchBuffers } from './prefetch-loop.js';
+import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
+
+export class Prefetcher {
+  private readonly releases = new Map<number, (records: Uint32Array | null) => void>();
+  private exited!: Promise<void>;
+  private readonly i32: () => Int32Array;
+
+  private constructor(
+    worker: Worker,
+    private readonly port: MessagePort,
+    private readonly memory: WebAssembly.Memory,
+    private readonly doorbell: number,
+  ) {
+    this.i32 = () => new Int32Array(this.memory.buffer);
+    this.exited = new Promise((r) => worker.on('exit', () => r()));
+  }
+
+  static async start(
+    module: WebAssembly.Module, memory: WebAssembly.Memory, policy: PreparedPolicy, buffers: PrefetchBuffers,
+    onWarning: (id: number, message: string) => void, onCrash: (e: Error) => void,
+  ): Promise<Prefetcher> {
+    const { port1, port2 } = new MessageChannel();
+    const data: PrefetchWorkerData = { module, memory, port: port2, policy, ...buffers };
+    const worker = new Worker(new URL('./prefetch-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const p = new Prefetcher(worker, port1, memory, buffers.doorbell);
+    await new Promise<void>((resolve, reject) => {
+      worker.on('message', (m: FromPrefetcher) => {
+        if (m.type === 'ready') resolve();
+        else if (m.type === 'warning') onWarning(m.id, m.message);
+        else {
+          p.releases.get(m.id)?.(m.records);
+          p.releases.delete(m.id);
+        }
+      });
+      worker.on('error', (e) => {
+        reject(e);
+        onCrash(e);
+      });
+    });
+    return p;
+  }
+
+  add(vm: PrefetchAssignment): void {
+    this.post({ type: 'add', vm });
+  }
+
+  /** Stops prefetching into a VM; resolves with its records (if recorded) once the worker let go of it. */
+  release(id: number): Promise<Uint32Array | null> {
+    return new Promise((resolve) => {
+      this.releases.set(id, resolve);
+      this.post({ type: 'release', id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.post({ type: 'stop' });
+    await this.exited;
+    this.port.close();
+    for (const r of this.releases.values()) r(null);
+    this.releases.clear();
+  }
+
+  private post(m: ToPrefetcher): void {
+    this.port.postMessage(m);
+    ring(this.i32(), this.doorbell, true);
+  }
+}

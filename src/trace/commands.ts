@@ -1,0 +1,84 @@
+// `snapfault trace show` and `snapfault trace merge`.
+import { UsageError } from '../errors.js';
+import { parseTool, onePositional, stringOption } from '../tool-args.js';
+import { readTrace, writeTrace } from './trace-file.js';
+import { mergeTraces } from './working-set.js';
+import { summarize } from './summary.js';
+import type { Tool } from '../compressed/commands.js';
+
+const HELP = `Usage:
+  snapfault trace show <trace> [--against <trace>] [--json]
+      Pages the guest touched, bytes, demand faults, prefetched and removed
+      pages, and when the last fault came. --against a trace recorded with
+      --prefetch none of the same workload scores the prefetch: hits (pages
+      prefetched that the guest touched), waste, and coverage.
+  snapfault trace merge <trace> <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+      One working set from several recorded runs, for --prefetch replay:<trace>.
+      union keeps every page any run touched; intersection only those every run
+      touched; --min-runs N those touched in at least N runs (so that one odd
+      run does not bloat the set). Pages keep their mean first-touch order.`;
+
+const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+async function show(argv: string[]): Promise<number> {
+  const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string' } });
+  if (values.help) return help();
+  const path = onePositional(positionals, 'trace show', '<trace>');
+  const against = stringOption(values.against);
+  const s = summarize(readTrace(path), against ? readTrace(against) : undefined);
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(s)}\n`);
+    return 0;
+  }
+  const lines = [
+    `trace:       ${path} (${s.records} records, snapshot of ${mib(s.snapshotBytes)})`,
+    `touched:     ${s.touchedPages} pages, ${mib(s.touchedBytes)} (${((100 * s.touchedPages * 4096) / s.snapshotBytes).toFixed(1)}% of memory)`,
+    `faults:      ${s.faults.copy + s.faults.zero + s.faults.late} (${s.faults.copy} copied, ${s.faults.zero} zero, ${s.faults.late} on pages installed meanwhile); last at ${s.lastFaultMs.toFixed(1)} ms`,
+    `prefetched:  ${s.prefetchedPages} pages copied, ${s.prefetchedZeroPages} zero pages mapped; last at ${s.lastPrefetchMs.toFixed(1)} ms`,
+    `removed:     ${s.removedPages} pages`,
+  ];
+  if (s.recordedWhilePrefetching) lines.push('note:        recorded while prefetching: pages installed in time never faulted, so "touched" undercounts');
+  if (s.against) {
+    const a = s.against;
+    lines.push(`against:     ${against}: ${a.needed} pages needed; ${a.hits} prefetched pages touched (hit rate ${(100 * a.hitRate).toFixed(1)}%), ` +
+      `${a.wasted} wasted, coverage ${(100 * a.coverage).toFixed(1)}%`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+async function merge(argv: string[]): Promise<number> {
+  const { values, positionals } = parseTool(argv, 'trace merge', {
+    output: { type: 'string', short: 'o' }, mode: { type: 'string' }, 'min-runs': { type: 'string' },
+  });
+  if (values.help) return help();
+  const out = stringOption(values.output);
+  if (!out) throw new UsageError('trace merge needs -o <trace>; see snapfault trace --help');
+  if (positionals.length < 1) throw new UsageError('trace merge needs at least one trace; see snapfault trace --help');
+  const mode = stringOption(values.mode) ?? 'union';
+  if (mode !== 'union' && mode !== 'intersection') throw new UsageError(`--mode ${mode}: expected union or intersection`);
+  const minRunsText = stringOption(values['min-runs']);
+  if (minRunsText !== undefined && mode === 'intersection') throw new UsageError('--min-runs and --mode intersection contradict each other: give one');
+  const minRuns = minRunsText !== undefined ? Number(minRunsText) : mode === 'union' ? 1 : positionals.length;
+  if (!Number.isInteger(minRuns) || minRuns < 1 || minRuns > positionals.length) {
+    throw new UsageError(`--min-runs ${minRunsText}: expected a whole number from 1 to ${positionals.length} (the number of traces)`);
+  }
+  const merged = mergeTraces(positionals.map(readTrace), positionals, { minRuns });
+  writeTrace(out, merged);
+  const pages = merged.records.length / 4;
+  process.stdout.write(`${out}: ${pages} pages (${mib(pages * 4096)}) touched in at least ${minRuns} of ${positionals.length} run(s)\n`);
+  return 0;
+}
+
+function help(): number {
+  process.stdout.write(`${HELP}\n`);
+  return 0;
+}
+
+export const traceTool: Tool = async (argv) => {
+  const [sub, ...rest] = argv;
+  if (sub === 'show') return show(rest);
+  if (sub === 'merge') return merge(rest);
+  if (sub === undefined || sub === '--help' || sub === '-h') return help();
+  throw new UsageError(`trace ${sub}: expected show or merge; see snapfault trace --help`);
+};

@@ -1,0 +1,77 @@
+// What `snapfault trace show` prints: a trace's pages, bytes and time span,
+// and, against a trace of what the guest really touched, how well the
+// prefetch guessed (hits, waste, coverage).
+import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, TRACE_FLAG_FILL_AROUND, type Trace } from './trace-file.js';
+import { workingSet, prefetchedSet } from './working-set.js';
+
+export interface TraceSummary {
+  snapshotBytes: number;
+  records: number;
+  /** Distinct pages the guest touched (faulted on), and their bytes. */
+  touchedPages: number;
+  touchedBytes: number;
+  faults: { copy: number; zero: number; late: number };
+  prefetchedPages: number;
+  prefetchedZeroPages: number;
+  removedPages: number;
+  /** ms from the handshake to the last fault, and to the last prefetch. */
+  lastFaultMs: number;
+  lastPrefetchMs: number;
+  recordedWhilePrefetching: boolean;
+  against?: PrefetchScore;
+}
+
+export interface PrefetchScore {
+  /** Pages in the reference working set. */
+  needed: number;
+  /** Prefetched pages the reference touched. */
+  hits: number;
+  /** Prefetched pages the reference never touched. */
+  wasted: number;
+  /** hits / prefetched. */
+  hitRate: number;
+  /** hits / needed. */
+  coverage: number;
+}
+
+export function summarize(t: Trace, reference?: Trace): TraceSummary {
+  const r = t.records;
+  const s: TraceSummary = {
+    snapshotBytes: Number(t.snapshotBytes), records: r.length / RECORD_WORDS, touchedPages: 0, touchedBytes: 0,
+    faults: { copy: 0, zero: 0, late: 0 }, prefetchedPages: 0, prefetchedZeroPages: 0, removedPages: 0,
+    lastFaultMs: 0, lastPrefetchMs: 0, recordedWhilePrefetching: (t.flags & (TRACE_FLAG_PREFETCHED | TRACE_FLAG_FILL_AROUND)) !== 0,
+  };
+  for (let o = 0; o < r.length; o += RECORD_WORDS) {
+    const pages = r[o + 1];
+    const ms = r[o + 2] / 1000;
+    switch (r[o + 3]) {
+      case RECORD.FAULT_COPY: s.faults.copy++; break;
+      case RECORD.FAULT_ZERO: s.faults.zero++; break;
+      case RECORD.FAULT_LATE: s.faults.late++; break;
+      case RECORD.PREFETCH_COPY: s.prefetchedPages += pages; break;
+      case RECORD.PREFETCH_ZERO: s.prefetchedZeroPages += pages; break;
+      case RECORD.REMOVED: s.removedPages += pages; break;
+    }
+    const kind = r[o + 3];
+    if (kind <= RECORD.FAULT_LATE) s.lastFaultMs = Math.max(s.lastFaultMs, ms);
+    if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) s.lastPrefetchMs = Math.max(s.lastPrefetchMs, ms);
+  }
+  s.touchedPages = workingSet(t).length;
+  s.touchedBytes = s.touchedPages * 4096;
+  if (reference) s.against = score(t, reference);
+  return s;
+}
+
+/** How the prefetch of `t` did against the pages `reference` shows the guest touching. */
+export function score(t: Trace, reference: Trace): PrefetchScore {
+  const needed = workingSet(reference);
+  const prefetched = prefetchedSet(t);
+  let total = 0;
+  for (const v of prefetched) total += v;
+  let hits = 0;
+  for (const p of needed) if (p < prefetched.length && prefetched[p]) hits++;
+  return {
+    needed: needed.length, hits, wasted: total - hits,
+    hitRate: total ? hits / total : 0, coverage: needed.length ? hits / needed.length : 0,
+  };
+}

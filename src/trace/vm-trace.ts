@@ -1,0 +1,58 @@
+// A VM's trace when it ends: the fault worker's records, the prefetch
+// worker's, and the pages the guest had removed, read from the VM table.
+import type { Core } from '../core/wasm-core.js';
+import type { GuestRegion } from '../handshake/regions.js';
+import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, type Trace } from './trace-file.js';
+
+export function traceOfVm(
+  core: Core, table: number, regions: readonly GuestRegion[], snapshotBytes: bigint, t0: number,
+  faults: Uint32Array | null, prefetched: Uint32Array | null, prefetching: boolean,
+): Trace {
+  const endUs = Math.round((performance.timeOrigin + performance.now() - t0) * 1000);
+  const removed = removedRuns(core, table, regions);
+  const parts = [faults ?? new Uint32Array(0), prefetched ?? new Uint32Array(0)];
+  const records = new Uint32Array(parts[0].length + parts[1].length + removed.length / 2 * RECORD_WORDS);
+  records.set(parts[0]);
+  records.set(parts[1], parts[0].length);
+  let o = parts[0].length + parts[1].length;
+  for (let i = 0; i < removed.length; i += 2, o += RECORD_WORDS) {
+    records[o] = removed[i];
+    records[o + 1] = removed[i + 1];
+    records[o + 2] = endUs;
+    records[o + 3] = RECORD.REMOVED;
+  }
+  return { snapshotBytes, startedMs: t0, flags: prefetching ? TRACE_FLAG_PREFETCHED : 0, records: sortByTime(records) };
+}
+
+/** Runs of removed pages (first snapshot page, pages), from each region's removed bitmap. */
+function removedRuns(core: Core, table: number, regions: readonly GuestRegion[]): number[] {
+  const L = core.layout;
+  const dv = new DataView(core.memory.buffer);
+  const out: number[] = [];
+  regions.forEach((r, i) => {
+    const e = table + L.VM_REGIONS + i * L.REGION_STRIDE;
+    const bitmap = dv.getUint32(e + L.REGION_REMOVED, true);
+    const unit = r.pageSize / 4096;
+    const units = Number(r.size / BigInt(r.pageSize));
+    const firstPage = Number(r.offset / 4096n);
+    let run = -1;
+    for (let u = 0; u <= units; u++) {
+      const set = u < units && (dv.getUint32(bitmap + (u >> 5) * 4, true) & (1 << (u & 31))) !== 0;
+      if (set && run < 0) run = u;
+      if (!set && run >= 0) {
+        out.push(firstPage + run * unit, (u - run) * unit);
+        run = -1;
+      }
+    }
+  });
+  return out;
+}
+
+function sortByTime(records: Uint32Array): Uint32Array {
+  const n = records.length / RECORD_WORDS;
+  const idx = Array.from({ length: n }, (_, i) => i);
+  idx.sort((a, b) => records[a * RECORD_WORDS + 2] - records[b * RECORD_WORDS + 2] || a - b);
+  const out = new Uint32Array(records.length);
+  idx.forEach((from, to) => out.set(records.subarray(from * RECORD_WORDS, (from + 1) * RECORD_WORDS), to * RECORD_WORDS));
+  return out;
+}
