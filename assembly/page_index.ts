@@ -132,6 +132,11 @@ export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
         store<u32>(a + ACTION_KIND, shift == 12 ? KIND_CHUNK : KIND_ASSEMBLE);
         store<u64>(io, dst);
         store<u64>(io + 8, shift == 12 ? <u64>k : filePage);
+        if (shift != 12) {
+          // fillFromChunk counts its own copies; an assembled huge page is counted here.
+          bump(vm, VM_STAT_COPY, 1);
+          bump(vm, VM_STAT_BYTES, pageSize);
+        }
       }
     } else if (shift == 12 && (removed || isZeroPage(vm, fileOff))) {
       // uffdio_zeropage { range { start, len }, mode, zeropage }

@@ -56,6 +56,13 @@ export interface PrefetchBuffers {
 
 const now = (): number => performance.timeOrigin + performance.now();
 
+/**
+ * Fault injection for the tests only: hold every planned prefetch copy this
+ * long before issuing it, widening the window a REMOVE could slip into.
+ */
+const STALL_MS = Number(process.env.SNAPFAULT_TEST_PREFETCH_STALL_MS ?? 0);
+const stallWord = new Int32Array(new SharedArrayBuffer(4));
+
 export class PrefetchLoop {
   private readonly vms = new Map<number, PrefetchVm>();
   private stopping = false;
@@ -212,7 +219,10 @@ export class PrefetchLoop {
           vm.cur.first += consumed;
           vm.cur.count -= consumed;
           if (kind === L.STEP_NONE) return 0;
-          if (kind === L.KIND_COPY || kind === L.KIND_ZEROPAGE) return this.issue(vm, kind);
+          if (kind === L.KIND_COPY || kind === L.KIND_ZEROPAGE) {
+            if (STALL_MS > 0) Atomics.wait(stallWord, 0, 0, STALL_MS);
+            return this.issue(vm, kind);
+          }
         } finally {
           leaveCopy(this.i32, vm.fence);
         }

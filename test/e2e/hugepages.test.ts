@@ -66,4 +66,25 @@ describe('2 MiB hugetlbfs guest memory', function () {
     expect((await h.waitExit()).code).to.equal(0);
     expect(h.stderr).to.match(/3 removed\)/);
   });
+
+  for (const kind of ['raw', 'compressed']) {
+    it(`prefetch all installs 2 MiB pages of a ${kind} snapshot ahead of the guest; ballooned ones stay zero`, async () => {
+      let file = mem;
+      if (kind === 'compressed') {
+        file = tmp.file('huge-prefetch.sfz');
+        await pack(mem, file);
+      }
+      const sock = tmp.file(`h-prefetch-${kind}.sock`);
+      const h = await startSnapfault(['--prefetch', 'all', sock, file]);
+      const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'random', '--threads', '2',
+        '--balloon', '8M:4M', '--balloon-mode', 'after']);
+      expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+      expect(sim.json?.mismatches).to.equal(0);
+      expect((await h.waitExit()).code).to.equal(0);
+      const m = /(\d+) faults .*prefetch: (\d+) pages copied/.exec(h.stderr);
+      expect(m, h.stderr).to.not.equal(null);
+      // Every huge page is in, one way or the other (512 snapshot pages each).
+      expect(Number(m![1]) * 512 + Number(m![2])).to.be.at.least(16 * 512);
+    });
+  }
 });
