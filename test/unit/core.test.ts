@@ -140,6 +140,104 @@ describe('WASM core', () => {
       expect(a.kind, `page ${p}`).to.equal(nonZero.has(p) ? 'copy' : 'zero');
     }
   });
+
+  describe('present pages and prefetch planning', () => {
+    interface Step { kind: string; consumed: number; arg: number; dst: bigint; src: bigint; len: bigint; mode: bigint; filePage: number; pages: number }
+    function prefetchStep(t: number, first: number, count: number, maxPages = 16, snap = 0, chunk = -1, slot = -1): Step {
+      const L = core.layout;
+      const step = arena.alloc(L.STEP_SIZE);
+      core.fn.prefetchPlan(t, snap, first, count, chunk, slot, -1, maxPages, step);
+      const v = dv();
+      const k = v.getUint32(step + L.STEP_KIND, true);
+      const a = step + L.STEP_ACTION;
+      const io = a + L.ACTION_IOCTL;
+      const kind = k === L.KIND_COPY ? 'copy' : k === L.KIND_ZEROPAGE ? 'zero' : k === L.STEP_NEED_CHUNK ? 'need-chunk' : k === L.STEP_NONE ? 'none' : String(k);
+      return {
+        kind, consumed: v.getUint32(step + L.STEP_CONSUMED, true), arg: v.getUint32(step + L.STEP_ARG, true),
+        dst: v.getBigUint64(io, true), src: kind === 'copy' ? v.getBigUint64(io + 8, true) : 0n,
+        len: kind === 'copy' ? v.getBigUint64(io + 16, true) : v.getBigUint64(io + 8, true),
+        mode: kind === 'copy' ? v.getBigUint64(io + 24, true) : v.getBigUint64(io + 16, true),
+        filePage: v.getUint32(a + L.ACTION_FILE_PAGE, true), pages: v.getUint32(a + L.ACTION_PAGES, true),
+      };
+    }
+    function done(t: number, first: number, count: number): void {
+      const step = arena.alloc(core.layout.STEP_SIZE);
+      core.fn.prefetchPlan(t, 0, first, count, -1, -1, -1, 1 << 20, step);
+      core.fn.prefetchDone(t, step, Number(dv().getBigUint64(step + core.layout.STEP_ACTION + core.layout.ACTION_WAKE + 8, true)));
+    }
+
+    it('plans runs of missing pages as DONTWAKE copies, at most maxPages long, across the region split', () => {
+      const t = twoRegions();
+      const s = prefetchStep(t, 10, 12, 4);
+      expect(s).to.include({ kind: 'copy', consumed: 4, dst: A + 10n * 4096n, src: BigInt(SRC + 10 * 4096), len: 4n * 4096n, mode: 1n, filePage: 10, pages: 4 });
+      // Pages 14-15 end region 0; page 16 starts region 1 at B: not contiguous, so a run ends there.
+      const s2 = prefetchStep(t, 14, 8, 16);
+      expect(s2).to.include({ kind: 'copy', consumed: 2, dst: A + 14n * 4096n, len: 2n * 4096n });
+      expect(prefetchStep(t, 16, 6, 16)).to.include({ dst: B, len: 6n * 4096n, filePage: 16 });
+    });
+
+    it('skips pages a fault installed, prefetch installed or the guest removed', () => {
+      const t = twoRegions();
+      plan(t, msgs([['fault', A + 2n * 4096n]]), 1); // demand fault: page 2 present
+      core.fn.applyRemove(t, A + 5n * 4096n, A + 7n * 4096n); // pages 5, 6 removed
+      done(t, 8, 2); // pages 8, 9 prefetched
+      const runs: Array<[number, number]> = [];
+      let first = 0;
+      let count = 16;
+      while (count > 0) {
+        const s = prefetchStep(t, first, count, 16);
+        first += s.consumed;
+        count -= s.consumed;
+        if (s.kind === 'copy') runs.push([s.filePage, s.pages]);
+        if (s.kind === 'none') break;
+      }
+      expect(runs).to.deep.equal([[0, 2], [3, 2], [7, 1], [10, 6]]);
+      expect(core.fn.isPagePresent(t, 8)).to.equal(1);
+      expect(core.fn.isPagePresent(t, 5)).to.equal(0);
+    });
+
+    it('a fault on a page prefetch installed only wakes; a REMOVE makes it missing (and zero) again', () => {
+      const t = twoRegions();
+      done(t, 3, 1);
+      const L = core.layout;
+      const acts = arena.alloc(2 * L.ACTION_STRIDE);
+      expect(core.fn.plan(t, msgs([['fault', A + 3n * 4096n + 5n]]), 1, acts)).to.equal(1);
+      expect(dv().getUint32(acts + L.ACTION_KIND, true)).to.equal(L.KIND_WAKE);
+      expect(dv().getBigUint64(acts + L.ACTION_WAKE, true)).to.equal(A + 3n * 4096n);
+      expect(dv().getBigUint64(t + L.VM_STAT_LATE, true)).to.equal(1n);
+      core.fn.applyRemove(t, A + 3n * 4096n, A + 4n * 4096n);
+      expect(core.fn.isPagePresent(t, 3)).to.equal(0);
+      expect(plan(t, msgs([['fault', A + 3n * 4096n]]), 1)[0].kind).to.equal('zero');
+      expect(prefetchStep(t, 3, 1).kind).to.equal('none');
+    });
+
+    it('unmarkPlanned gives back the pages of actions not issued (EAGAIN), so neither side skips them', () => {
+      const t = twoRegions();
+      const L = core.layout;
+      const acts = arena.alloc(4 * L.ACTION_STRIDE);
+      expect(core.fn.plan(t, msgs([['fault', A], ['fault', A + 4096n], ['fault', A + 2n * 4096n]]), 3, acts)).to.equal(3);
+      for (const p of [0, 1, 2]) expect(core.fn.isPagePresent(t, p)).to.equal(1);
+      core.fn.unmarkPlanned(t, acts, 1, 3);
+      expect([0, 1, 2].map((p) => core.fn.isPagePresent(t, p))).to.deep.equal([1, 0, 0]);
+    });
+
+    it('zero pages of the zero bitmap become DONTWAKE zeropage runs, four times as long', () => {
+      const bitmap = arena.alloc(64);
+      dv().setUint32(bitmap, 0xffffff00, true); // pages 8-31 zero
+      const t = vm([{ base: A, size: 64n * 4096n, offset: 0n, pageSize: PAGE }], bitmap);
+      expect(prefetchStep(t, 0, 64, 4)).to.include({ kind: 'copy', len: 4n * 4096n });
+      expect(prefetchStep(t, 4, 60, 4)).to.include({ kind: 'copy', len: 4n * 4096n, filePage: 4 });
+      expect(prefetchStep(t, 8, 56, 4)).to.include({ kind: 'zero', dst: A + 8n * 4096n, len: 16n * 4096n, mode: 1n });
+    });
+
+    it('counts what prefetch installed apart from demand faults', () => {
+      const t = twoRegions();
+      done(t, 0, 5);
+      expect(dv().getBigUint64(t + core.layout.VM_STAT_PREFETCHED, true)).to.equal(5n);
+      expect(dv().getBigUint64(t + core.layout.VM_STAT_PREFETCH_BYTES, true)).to.equal(5n * 4096n);
+      expect(dv().getBigUint64(t + core.layout.VM_STAT_COPY, true)).to.equal(0n);
+    });
+  });
 });
 
 describe('Arena', () => {
