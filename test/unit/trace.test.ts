@@ -1,0 +1,96 @@
+// Trace files on their own: the format, working sets, merging, replay ranges,
+// and the score of a prefetch against what the guest touched.
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { encodeTrace, decodeTrace, RECORD, RECORD_WORDS, type Trace, type RecordKind } from '../../src/trace/trace-file.js';
+import { workingSet, mergeTraces, replayRanges } from '../../src/trace/working-set.js';
+import { summarize } from '../../src/trace/summary.js';
+import { TraceError } from '../../src/errors.js';
+
+const PAGES = 1024;
+
+function trace(records: Array<[number, number, number, RecordKind]>, pages = PAGES): Trace {
+  const r = new Uint32Array(records.length * RECORD_WORDS);
+  records.forEach((x, i) => r.set(x, i * RECORD_WORDS));
+  return { snapshotBytes: BigInt(pages * 4096), startedMs: 1_700_000_000_000, flags: 0, records: r };
+}
+
+const touches = (pages: number[]): Trace => trace(pages.map((p, i) => [p, 1, i * 10, RECORD.FAULT_COPY]));
+
+describe('trace files', () => {
+  it('round-trip through their bytes', () => {
+    const t = trace([[5, 1, 10, RECORD.FAULT_COPY], [7, 512, 20, RECORD.PREFETCH_COPY], [0, 3, 30, RECORD.REMOVED]]);
+    const back = decodeTrace(encodeTrace(t), 't');
+    expect(back.snapshotBytes).to.equal(t.snapshotBytes);
+    expect(back.startedMs).to.equal(t.startedMs);
+    expect([...back.records]).to.deep.equal([...t.records]);
+  });
+
+  const bad: Array<[string, (b: Buffer) => Buffer, RegExp]> = [
+    ['another file', (b) => Buffer.concat([Buffer.from('GARBAGE!'), b.subarray(8)]), /is not a snapfault trace/],
+    ['a later version', (b) => (b.writeUInt32LE(2, 8), b), /version 2 trace/],
+    ['a truncated file', (b) => b.subarray(0, b.length - 3), /truncated or has trailing bytes/],
+    ['a page past the snapshot', (b) => (b.writeUInt32LE(PAGES, 64), b), /record 0 is corrupt/],
+    ['an unknown kind', (b) => (b.writeUInt32LE(99, 64 + 12), b), /record 0 is corrupt/],
+  ];
+  for (const [what, damage, message] of bad) {
+    it(`refuses ${what} with a TraceError`, () => {
+      const b = damage(encodeTrace(touches([1, 2, 3])));
+      expect(() => decodeTrace(b, 'x.trace')).to.throw(TraceError, message);
+    });
+  }
+
+  it('fuzz: any damage is refused with a TraceError or decodes to records inside the snapshot', () => {
+    const good = encodeTrace(trace([[5, 1, 10, RECORD.FAULT_COPY], [100, 512, 20, RECORD.PREFETCH_COPY], [0, 3, 30, RECORD.REMOVED]]));
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), fc.nat(good.length), (pokes, cut) => {
+      const b = Buffer.from(good.subarray(0, Math.max(cut, 1)));
+      for (const [at, v] of pokes) if (at < b.length) b[at] = v;
+      try {
+        const t = decodeTrace(b, 'fuzz');
+        const pages = Number(t.snapshotBytes / 4096n);
+        for (let o = 0; o < t.records.length; o += RECORD_WORDS) expect(t.records[o] + t.records[o + 1]).to.be.at.most(pages);
+      } catch (e) {
+        expect(e).to.be.instanceOf(TraceError);
+      }
+    }), { numRuns: 2000 });
+  });
+});
+
+describe('working sets', () => {
+  it('are the touched pages in first-touch order, once each, whatever order the records are in', () => {
+    const t = trace([
+      [9, 1, 50, RECORD.FAULT_COPY], [3, 1, 10, RECORD.FAULT_ZERO], [9, 1, 60, RECORD.FAULT_LATE],
+      [20, 4, 5, RECORD.PREFETCH_COPY], [7, 1, 30, RECORD.FAULT_LATE], [40, 2, 40, RECORD.FAULT_COPY], [0, 8, 99, RECORD.REMOVED],
+    ]);
+    expect([...workingSet(t)]).to.deep.equal([3, 7, 40, 41, 9]);
+  });
+
+  it('merge: union, intersection and at-least-N runs, ordered by mean first-touch position', () => {
+    const a = touches([1, 2, 3, 4]);
+    const b = touches([4, 3, 5]);
+    const c = touches([3, 6]);
+    const pages = (t: Trace): number[] => [...workingSet(t)];
+    expect(pages(mergeTraces([a, b, c], ['a', 'b', 'c'], { minRuns: 1 }))).to.have.members([1, 2, 3, 4, 5, 6]);
+    expect(pages(mergeTraces([a, b, c], ['a', 'b', 'c'], { minRuns: 3 }))).to.deep.equal([3]);
+    // 3: positions 2/4, 1/3, 0/2 -> mean 0.28; 4: 3/4, 0/3 -> 0.375
+    expect(pages(mergeTraces([a, b, c], ['a', 'b', 'c'], { minRuns: 2 }))).to.deep.equal([3, 4]);
+    expect(() => mergeTraces([a, trace([[1, 1, 0, RECORD.FAULT_COPY]], 2048)], ['a', 'z'], { minRuns: 1 })).to.throw(TraceError, /merge traces of one snapshot only/);
+  });
+
+  it('replay ranges join neighbours within a window and keep the windows in order', () => {
+    const order = Uint32Array.from([50, 10, 11, 51, 12, 90, 1, 2]);
+    expect([...replayRanges(order, 4)]).to.deep.equal([10, 2, 50, 2, 1, 2, 12, 1, 90, 1]);
+    expect([...replayRanges(new Uint32Array(0))]).to.deep.equal([]);
+  });
+
+  it('score: hits are prefetched pages the reference touched; the rest is waste', () => {
+    const run = trace([[0, 10, 1, RECORD.PREFETCH_COPY], [10, 2, 2, RECORD.PREFETCH_ZERO], [50, 1, 3, RECORD.FAULT_COPY]]);
+    const ref = touches([0, 1, 2, 11, 50, 51]);
+    const s = summarize(run, ref);
+    expect(s.prefetchedPages).to.equal(10);
+    expect(s.prefetchedZeroPages).to.equal(2);
+    expect(s.against).to.deep.include({ needed: 6, hits: 4, wasted: 8 });
+    expect(s.against!.hitRate).to.be.closeTo(4 / 12, 1e-9);
+    expect(s.against!.coverage).to.be.closeTo(4 / 6, 1e-9);
+  });
+});
