@@ -127,11 +127,14 @@ export const KIND_ASSEMBLE: u32 = 5; // a huge page of a compressed snapshot: as
 
 // One step of the prefetch worker: the range consumed and what to do next.
 export const STEP_CONSUMED: u32 = 0; // u32 pages of the range dealt with (copied, skipped, or planned)
-export const STEP_KIND: u32 = 4; // u32 KIND_COPY, KIND_ZEROPAGE, STEP_NONE, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE
+export const STEP_KIND: u32 = 4; // u32 STEP_ACTIONS, STEP_NONE, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE
 export const STEP_ARG: u32 = 8; // u32 the chunk to acquire, or the snapshot page of the huge page to assemble
+export const STEP_COUNT: u32 = 12; // u32 actions planned (STEP_ACTIONS)
 export const STEP_STAGING: u32 = 16; // u64 host address of the worker's staging buffer (assembled huge pages), set once
-export const STEP_ACTION: u32 = 24; // one action (ACTION_STRIDE bytes)
-export const STEP_SIZE: u32 = STEP_ACTION + ACTION_STRIDE;
+export const STEP_ACTION: u32 = 24; // STEP_MAX_ACTIONS actions (ACTION_STRIDE bytes each)
+export const STEP_MAX_ACTIONS: u32 = 16;
+export const STEP_SIZE: u32 = STEP_ACTION + STEP_MAX_ACTIONS * ACTION_STRIDE;
+export const STEP_ACTIONS: u32 = 9;
 export const STEP_NONE: u32 = 0;
 export const STEP_NEED_CHUNK: u32 = 7;
 export const STEP_NEED_ASSEMBLE: u32 = 8;

@@ -19,6 +19,8 @@ export interface Sample {
   p50: number;
   p99: number;
   elapsedMs: number;
+  /** From the handshake until the guest has touched all its pages. */
+  restoreMs: number;
 }
 
 export interface RunSpec {
@@ -30,6 +32,9 @@ export interface RunSpec {
   pattern: 'random' | 'seq' | 'hot';
   pinned: boolean;
   touches?: number;
+  /** The guest checks every byte it touches (costs it a page compare). */
+  verify?: boolean;
+  seed?: number;
   snapfaultArgs?: string[];
   /** Wait for this in snapfault's log before the client starts. */
   ready?: RegExp;
@@ -83,18 +88,24 @@ export async function runOnce(spec: RunSpec): Promise<Sample> {
   if (spec.handler === 'snapfault' && spec.ready) await h.waitForStderr(spec.ready, 120_000);
   const simArgs = ['--socket', sock, '--mem', spec.image, '--pattern', spec.pattern, '--threads', '1', '--timeout-ms', '300000'];
   if (spec.touches) simArgs.push('--touches', String(spec.touches));
+  if (spec.verify) simArgs.push('--verify');
+  if (spec.seed !== undefined) simArgs.push('--seed', String(spec.seed));
   const sim = new Proc(...pin(FC_SIM, simArgs));
   const exit = await sim.waitExit(400_000);
   await h.waitExit(30_000);
   if (exit.code !== 0) throw new Error(`simulator failed with ${spec.handler}: ${sim.stderr} ${h.stderr}`);
   const r = JSON.parse(sim.stdout.trim()) as SimReport;
-  return { fps: r.faults_per_sec, p50: r.p50_ns / 1000, p99: r.p99_ns / 1000, elapsedMs: r.elapsed_ns / 1e6 };
+  if (r.mismatches !== 0) throw new Error(`the guest read ${r.mismatches} wrong pages with ${spec.handler} ${(spec.snapfaultArgs ?? []).join(' ')}`);
+  return { fps: r.faults_per_sec, p50: r.p50_ns / 1000, p99: r.p99_ns / 1000, elapsedMs: r.elapsed_ns / 1e6, restoreMs: r.since_handshake_ns / 1e6 };
 }
 
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export function medianSample(xs: Sample[]): Sample {
-  return { fps: median(xs.map((s) => s.fps)), p50: median(xs.map((s) => s.p50)), p99: median(xs.map((s) => s.p99)), elapsedMs: median(xs.map((s) => s.elapsedMs)) };
+  return {
+    fps: median(xs.map((s) => s.fps)), p50: median(xs.map((s) => s.p50)), p99: median(xs.map((s) => s.p99)),
+    elapsedMs: median(xs.map((s) => s.elapsedMs)), restoreMs: median(xs.map((s) => s.restoreMs)),
+  };
 }
 
 /** Runs each spec ROUNDS times, rotating which goes first, after one warm-up each; medians. */

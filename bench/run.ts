@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// compression, prefetch or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { benchCore } from './core.js';
 import { benchCompression } from './compression.js';
 import { benchCodec } from './codec.js';
 import { benchLoad } from './load.js';
+import { benchPrefetch } from './prefetch.js';
 import { BENCH_DIR } from './harness.js';
 
 async function main(): Promise<void> {
@@ -17,6 +18,10 @@ async function main(): Promise<void> {
     writeFileSync(join(BENCH_DIR, 'core.json'), JSON.stringify(core, null, 2));
   }
   if (!only || only === 'compression') await benchCompression();
+  if (!only || only === 'prefetch') {
+    const prefetch = await benchPrefetch();
+    writeFileSync(join(BENCH_DIR, 'prefetch.json'), JSON.stringify(prefetch, null, 2));
+  }
   if (only === 'codec') await benchCodec();
   if (only === 'load') await benchLoad();
 }

@@ -18,7 +18,7 @@ export const MAP = {
   POPULATE: 0x8000,
   HUGETLB: 0x40000,
 } as const;
-export const MADV = { DONTNEED: 4, SEQUENTIAL: 2, RANDOM: 1, WILLNEED: 3 } as const;
+export const MADV = { DONTNEED: 4, SEQUENTIAL: 2, RANDOM: 1, WILLNEED: 3, POPULATE_READ: 22 } as const;
 
 /** A live mapping. `addr` is a plain number: user-space addresses fit in 47 bits. */
 export interface Mapping {
@@ -44,6 +44,11 @@ export function munmap(m: Mapping): void {
 
 export function madvise(addr: number, length: number, advice: number): void {
   check(madviseFn(addr, length, advice), 'madvise');
+}
+
+/** madvise that reports failure as -errno instead of throwing (for best-effort advice). */
+export function tryMadvise(addr: number, length: number, advice: number): number {
+  return madviseFn(addr, length, advice) < 0 ? -errno() : 0;
 }
 
 /** Copies raw memory into a Buffer (tests and diagnostics, never the fault path). */

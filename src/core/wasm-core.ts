@@ -35,7 +35,7 @@ export interface CoreFunctions {
   unmarkFilled(vm: number, dst: bigint, len: bigint): void;
   assembleHuge(vm: number, snap: number, firstPage: bigint, staging: number, scratch: number, scratchLen: number): number;
   prefetchPlan(vm: number, snap: number, first: number, count: number, chunk: number, slot: number, staged: number, maxPages: number, step: number): void;
-  prefetchDone(vm: number, step: number, bytes: number): number;
+  prefetchDone(vm: number, action: number, bytes: number): number;
   markPresent(vm: number, addr: bigint): void;
   isPagePresent(vm: number, page: number): number;
 }
@@ -102,6 +102,9 @@ export interface CoreLayout {
   STEP_NONE: number;
   STEP_NEED_CHUNK: number;
   STEP_NEED_ASSEMBLE: number;
+  STEP_COUNT: number;
+  STEP_ACTIONS: number;
+  STEP_MAX_ACTIONS: number;
   SNAP_FD: number;
   SNAP_PAGES: number;
   SNAP_PAGES_PER_CHUNK: number;
@@ -155,7 +158,7 @@ const layoutKeys: (keyof CoreLayout)[] = [
   'VM_STAT_CHUNK_MISSES', 'VM_STAT_FILLED_AROUND', 'REGION_PRESENT', 'FLAG_PREFETCH', 'VM_FENCE_READ', 'VM_FENCE_COPY',
   'VM_FENCE_READ_WAITERS', 'VM_FENCE_COPY_WAITERS', 'VM_STAT_PREFETCHED', 'VM_STAT_PREFETCH_ZERO', 'VM_STAT_PREFETCH_BYTES', 'VM_STAT_LATE',
   'ACTION_FILE_PAGE', 'ACTION_PAGES', 'KIND_WAKE', 'STEP_CONSUMED', 'STEP_KIND', 'STEP_ARG', 'STEP_STAGING', 'STEP_ACTION', 'STEP_SIZE', 'STEP_NONE',
-  'STEP_NEED_CHUNK', 'STEP_NEED_ASSEMBLE', 'SNAP_FD', 'SNAP_PAGES', 'SNAP_PAGES_PER_CHUNK', 'SNAP_CHUNKS',
+  'STEP_NEED_CHUNK', 'STEP_NEED_ASSEMBLE', 'STEP_COUNT', 'STEP_ACTIONS', 'STEP_MAX_ACTIONS', 'SNAP_FD', 'SNAP_PAGES', 'SNAP_PAGES_PER_CHUNK', 'SNAP_CHUNKS',
   'SNAP_STORED', 'SNAP_INDEX', 'SNAP_CHUNK_TABLE', 'SNAP_STORED_TO_PAGE', 'SNAP_CACHE', 'SNAP_CODEC', 'SNAP_MEM_BASE', 'SNAP_SIZE', 'CACHE_SLOTS',
   'SLOT_STRIDE', 'CHUNK_ERR_IO', 'CHUNK_ERR_CHECKSUM', 'CHUNK_ERR_DECODE', 'CHUNK_ERR_RANGE', 'KIND_CHUNK', 'KIND_ASSEMBLE',
 ];

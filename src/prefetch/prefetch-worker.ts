@@ -6,6 +6,7 @@ import { hostPread } from '../core/host-pread.js';
 import { PrefetchLoop, type PrefetchBuffers } from './prefetch-loop.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import type { FromPrefetcher } from './messages.js';
+import { setBatchPolicy } from '../../native/sched.js';
 
 export interface PrefetchWorkerData extends PrefetchBuffers {
   module: WebAssembly.Module;
@@ -15,6 +16,8 @@ export interface PrefetchWorkerData extends PrefetchBuffers {
 }
 
 const data = workerData as PrefetchWorkerData;
+// Demand first: prefetching never preempts a fault worker or a vCPU when it wakes.
+setBatchPolicy();
 const parent = parentPort;
 if (!parent) throw new Error('prefetch-worker must run as a worker thread');
 const send = (m: FromPrefetcher): void => parent.postMessage(m);

@@ -1,11 +1,15 @@
 // Background thread that reads a snapshot and marks its all-zero pages, at
-// idle priority so it only uses CPU time no fault wants.
+// idle priority so it only uses CPU time no fault wants. On the way it maps
+// the file's pages into the handler's mapping of it (MADV_POPULATE_READ):
+// a UFFDIO_COPY from a page not yet mapped takes a minor fault in the
+// kernel, which measured ~2 µs of a ~5 µs 4 KiB copy here.
 import { workerData, parentPort } from 'node:worker_threads';
 import { openSync, closeSync } from 'node:fs';
 import { instantiateCore } from '../core/wasm-core.js';
 import { preadInto } from '../../native/fd.js';
 import { setIdlePriority } from '../../native/sched.js';
 import { addressOf } from '../../native/libc.js';
+import { tryMadvise, MADV } from '../../native/mmap.js';
 
 export interface ZeroScanData {
   module: WebAssembly.Module;
@@ -17,6 +21,8 @@ export interface ZeroScanData {
   scratchSize: number;
   /** Offset of the fault workers' activity counter. */
   activity: number;
+  /** Address of the handler's mapping of the file (to populate), 0 for none. */
+  mapping: number;
 }
 
 export interface ZeroScanResult {
@@ -53,6 +59,7 @@ function waitForQuiet(): void {
 }
 
 let fd = -1;
+let populate = d.mapping !== 0;
 try {
   fd = openSync(d.path, 'r');
   for (const [start, end] of d.extents) {
@@ -64,6 +71,8 @@ try {
       const whole = n - (n % 4096);
       if (whole === 0) break;
       result.zeroPages += core.fn.scanZeroPages(d.scratch, whole, d.bitmap, BigInt(pos / 4096));
+      // Best effort: kernels before 5.14 refuse the advice (EINVAL); copies then fault the source in themselves.
+      if (populate && tryMadvise(d.mapping + pos, whole, MADV.POPULATE_READ) < 0) populate = false;
       result.scannedBytes += whole;
       pos += whole;
     }

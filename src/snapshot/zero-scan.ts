@@ -16,6 +16,7 @@ export function startZeroScan(snap: RawSnapshot, module: WebAssembly.Module, mem
   const scratch = arena.alloc(SCRATCH, 4096);
   const data: ZeroScanData = {
     module, memory, path: snap.path, extents: snap.dataExtents(), bitmap: snap.zeroBitmap, scratch, scratchSize: SCRATCH, activity,
+    mapping: snap.srcBase,
   };
   const worker = new Worker(new URL('./zero-scan-worker.js', import.meta.url), { workerData: data });
   worker.unref();

@@ -23,6 +23,8 @@ import { RECORD } from '../trace/trace-file.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
+/** Faults fed to a prefetch policy before its worker is woken for them. */
+const RING_EVERY = 16;
 const now = performance.now.bind(performance);
 const epochNow = (): number => performance.timeOrigin + performance.now();
 const DONE = 0;
@@ -45,6 +47,8 @@ interface ServedVm {
   ended: boolean;
   fence: FenceWords | null;
   rec: Recorder | null;
+  /** Faults fed to the prefetch policy since the prefetch worker was last rung. */
+  unrung: number;
 }
 
 /** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket). */
@@ -152,6 +156,7 @@ export class FaultLoop {
     const vm: ServedVm = {
       a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
+      unrung: 0,
     };
     this.slots[slot] = vm;
     this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
@@ -309,18 +314,22 @@ export class FaultLoop {
     const a = vm.a;
     const L = this.L;
     const tUs = vm.rec ? Math.round((epochNow() - a.t0) * 1000) : 0;
-    let fed = false;
     for (let k = 0; k < n; k++) {
       const act = a.actions + k * L.ACTION_STRIDE;
       const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
       const kind = this.i32[(act + L.ACTION_KIND) >> 2];
-      if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) fed = true;
+      if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) vm.unrung++;
       if (vm.rec) {
         const what = kind === L.KIND_WAKE ? RECORD.FAULT_LATE : kind === L.KIND_ZEROPAGE ? RECORD.FAULT_ZERO : RECORD.FAULT_COPY;
         vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what);
       }
     }
-    if (fed) ring(this.i32, a.doorbell);
+    // Waking the prefetch worker for every fault costs a context switch each
+    // on a busy CPU; it polls the feeds every millisecond anyway.
+    if (vm.unrung >= RING_EVERY) {
+      ring(this.i32, a.doorbell);
+      vm.unrung = 0;
+    }
   }
 
   /**

@@ -108,6 +108,7 @@ export interface SimReport {
   p99_ns: number;
   mismatches: number;
   zero_checked: number;
+  since_handshake_ns: number;
 }
 
 /** Starts the Firecracker simulator; resolve `.result` for its report. */

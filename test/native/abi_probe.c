@@ -138,6 +138,7 @@ int main(void) {
   F("SEEK_DATA", SEEK_DATA);
   F("SEEK_HOLE", SEEK_HOLE);
   F("SCHED_IDLE", SCHED_IDLE);
+  F("SCHED_BATCH", SCHED_BATCH);
   F("PROT_READ", PROT_READ);
   F("PROT_WRITE", PROT_WRITE);
   F("MAP_SHARED", MAP_SHARED);
@@ -150,6 +151,7 @@ int main(void) {
   F("MADV_RANDOM", MADV_RANDOM);
   F("MADV_SEQUENTIAL", MADV_SEQUENTIAL);
   F("MADV_WILLNEED", MADV_WILLNEED);
+  F("MADV_POPULATE_READ", MADV_POPULATE_READ);
   F("SYS_pidfd_open", SYS_pidfd_open);
   F("SYS_pidfd_send_signal", SYS_pidfd_send_signal);
   F("PIDFD_NONBLOCK", O_NONBLOCK);

@@ -142,38 +142,48 @@ describe('WASM core', () => {
   });
 
   describe('present pages and prefetch planning', () => {
-    interface Step { kind: string; consumed: number; arg: number; dst: bigint; src: bigint; len: bigint; mode: bigint; filePage: number; pages: number }
-    function prefetchStep(t: number, first: number, count: number, maxPages = 16, snap = 0, chunk = -1, slot = -1): Step {
+    interface Run { kind: string; dst: bigint; src: bigint; len: bigint; mode: bigint; filePage: number; pages: number }
+    interface Step extends Run { consumed: number; arg: number; runs: Run[] }
+    function prefetchStep(t: number, first: number, count: number, maxPages = 16): Step {
       const L = core.layout;
       const step = arena.alloc(L.STEP_SIZE);
-      core.fn.prefetchPlan(t, snap, first, count, chunk, slot, -1, maxPages, step);
+      core.fn.prefetchPlan(t, 0, first, count, -1, -1, -1, maxPages, step);
       const v = dv();
       const k = v.getUint32(step + L.STEP_KIND, true);
-      const a = step + L.STEP_ACTION;
-      const io = a + L.ACTION_IOCTL;
-      const kind = k === L.KIND_COPY ? 'copy' : k === L.KIND_ZEROPAGE ? 'zero' : k === L.STEP_NEED_CHUNK ? 'need-chunk' : k === L.STEP_NONE ? 'none' : String(k);
-      return {
-        kind, consumed: v.getUint32(step + L.STEP_CONSUMED, true), arg: v.getUint32(step + L.STEP_ARG, true),
-        dst: v.getBigUint64(io, true), src: kind === 'copy' ? v.getBigUint64(io + 8, true) : 0n,
-        len: kind === 'copy' ? v.getBigUint64(io + 16, true) : v.getBigUint64(io + 8, true),
-        mode: kind === 'copy' ? v.getBigUint64(io + 24, true) : v.getBigUint64(io + 16, true),
-        filePage: v.getUint32(a + L.ACTION_FILE_PAGE, true), pages: v.getUint32(a + L.ACTION_PAGES, true),
-      };
+      const runs: Run[] = [];
+      for (let i = 0; i < v.getUint32(step + L.STEP_COUNT, true); i++) {
+        const a = step + L.STEP_ACTION + i * L.ACTION_STRIDE;
+        const io = a + L.ACTION_IOCTL;
+        const kind = v.getUint32(a + L.ACTION_KIND, true) === L.KIND_COPY ? 'copy' : 'zero';
+        runs.push({
+          kind, dst: v.getBigUint64(io, true), src: kind === 'copy' ? v.getBigUint64(io + 8, true) : 0n,
+          len: kind === 'copy' ? v.getBigUint64(io + 16, true) : v.getBigUint64(io + 8, true),
+          mode: kind === 'copy' ? v.getBigUint64(io + 24, true) : v.getBigUint64(io + 16, true),
+          filePage: v.getUint32(a + L.ACTION_FILE_PAGE, true), pages: v.getUint32(a + L.ACTION_PAGES, true),
+        });
+      }
+      const none: Run = { kind: k === L.STEP_NONE ? 'none' : String(k), dst: 0n, src: 0n, len: 0n, mode: 0n, filePage: 0, pages: 0 };
+      return { ...(runs[0] ?? none), consumed: v.getUint32(step + L.STEP_CONSUMED, true), arg: v.getUint32(step + L.STEP_ARG, true), runs };
     }
     function done(t: number, first: number, count: number): void {
-      const step = arena.alloc(core.layout.STEP_SIZE);
+      const L = core.layout;
+      const step = arena.alloc(L.STEP_SIZE);
       core.fn.prefetchPlan(t, 0, first, count, -1, -1, -1, 1 << 20, step);
-      core.fn.prefetchDone(t, step, Number(dv().getBigUint64(step + core.layout.STEP_ACTION + core.layout.ACTION_WAKE + 8, true)));
+      for (let i = 0; i < dv().getUint32(step + L.STEP_COUNT, true); i++) {
+        const a = step + L.STEP_ACTION + i * L.ACTION_STRIDE;
+        core.fn.prefetchDone(t, a, Number(dv().getBigUint64(a + L.ACTION_WAKE + 8, true)));
+      }
     }
 
-    it('plans runs of missing pages as DONTWAKE copies, at most maxPages long, across the region split', () => {
+    it('plans runs of missing pages as DONTWAKE copies, at most maxPages pages a batch, split where regions are', () => {
       const t = twoRegions();
       const s = prefetchStep(t, 10, 12, 4);
       expect(s).to.include({ kind: 'copy', consumed: 4, dst: A + 10n * 4096n, src: BigInt(SRC + 10 * 4096), len: 4n * 4096n, mode: 1n, filePage: 10, pages: 4 });
-      // Pages 14-15 end region 0; page 16 starts region 1 at B: not contiguous, so a run ends there.
+      expect(s.runs).to.have.length(1);
+      // Pages 14-15 end region 0; page 16 starts region 1 at B: not contiguous, so the batch holds two runs.
       const s2 = prefetchStep(t, 14, 8, 16);
-      expect(s2).to.include({ kind: 'copy', consumed: 2, dst: A + 14n * 4096n, len: 2n * 4096n });
-      expect(prefetchStep(t, 16, 6, 16)).to.include({ dst: B, len: 6n * 4096n, filePage: 16 });
+      expect(s2.consumed).to.equal(8);
+      expect(s2.runs.map((r) => [r.dst, r.len, r.filePage])).to.deep.equal([[A + 14n * 4096n, 2n * 4096n, 14], [B, 6n * 4096n, 16]]);
     });
 
     it('skips pages a fault installed, prefetch installed or the guest removed', () => {
@@ -181,17 +191,9 @@ describe('WASM core', () => {
       plan(t, msgs([['fault', A + 2n * 4096n]]), 1); // demand fault: page 2 present
       core.fn.applyRemove(t, A + 5n * 4096n, A + 7n * 4096n); // pages 5, 6 removed
       done(t, 8, 2); // pages 8, 9 prefetched
-      const runs: Array<[number, number]> = [];
-      let first = 0;
-      let count = 16;
-      while (count > 0) {
-        const s = prefetchStep(t, first, count, 16);
-        first += s.consumed;
-        count -= s.consumed;
-        if (s.kind === 'copy') runs.push([s.filePage, s.pages]);
-        if (s.kind === 'none') break;
-      }
-      expect(runs).to.deep.equal([[0, 2], [3, 2], [7, 1], [10, 6]]);
+      const s = prefetchStep(t, 0, 16, 16);
+      expect(s.runs.map((r) => [r.filePage, r.pages])).to.deep.equal([[0, 2], [3, 2], [7, 1], [10, 6]]);
+      expect(s.consumed).to.equal(16);
       expect(core.fn.isPagePresent(t, 8)).to.equal(1);
       expect(core.fn.isPagePresent(t, 5)).to.equal(0);
     });
@@ -221,13 +223,14 @@ describe('WASM core', () => {
       expect([0, 1, 2].map((p) => core.fn.isPagePresent(t, p))).to.deep.equal([1, 0, 0]);
     });
 
-    it('zero pages of the zero bitmap become DONTWAKE zeropage runs, four times as long', () => {
+    it('zero pages of the zero bitmap become DONTWAKE zeropage runs; a zero page costs a quarter of the batch budget', () => {
       const bitmap = arena.alloc(64);
       dv().setUint32(bitmap, 0xffffff00, true); // pages 8-31 zero
       const t = vm([{ base: A, size: 64n * 4096n, offset: 0n, pageSize: PAGE }], bitmap);
-      expect(prefetchStep(t, 0, 64, 4)).to.include({ kind: 'copy', len: 4n * 4096n });
-      expect(prefetchStep(t, 4, 60, 4)).to.include({ kind: 'copy', len: 4n * 4096n, filePage: 4 });
-      expect(prefetchStep(t, 8, 56, 4)).to.include({ kind: 'zero', dst: A + 8n * 4096n, len: 16n * 4096n, mode: 1n });
+      expect(prefetchStep(t, 0, 64, 4)).to.include({ kind: 'copy', len: 4n * 4096n, consumed: 4 });
+      const s = prefetchStep(t, 4, 60, 8);
+      expect(s.runs.map((r) => [r.kind, r.filePage, r.pages])).to.deep.equal([['copy', 4, 4], ['zero', 8, 16]]);
+      expect(s.runs[1]).to.include({ dst: A + 8n * 4096n, mode: 1n });
     });
 
     it('counts what prefetch installed apart from demand faults', () => {

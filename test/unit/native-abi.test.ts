@@ -68,6 +68,7 @@ describe('native ABI against the kernel and libc headers', () => {
     same('pollfd.size', fd.POLLFD_SIZE);
     for (const k of ['EFD_NONBLOCK', 'EFD_CLOEXEC', 'F_GETFL', 'F_DUPFD_CLOEXEC', 'O_NONBLOCK', 'SEEK_DATA', 'SEEK_HOLE'] as const) same(k, fd[k]);
     same('SCHED_IDLE', sched.SCHED_IDLE);
+    same('SCHED_BATCH', sched.SCHED_BATCH);
     for (const [k, v] of Object.entries(epoll.EPOLL)) same(k.startsWith('CTL') || k === 'CLOEXEC' ? `EPOLL_${k}` : `EPOLL${k}`, v);
     for (const [k, v] of Object.entries(epoll.EPOLL_EVENT)) same(`epoll_event.${k}`, v);
   });
