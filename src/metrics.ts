@@ -94,6 +94,13 @@ export function buildRegistry(server: SnapfaultServer): Registry {
   computedCounter(registry, 'snapfault_chunk_cache_hits_total', 'Compressed snapshots: faults served from an already decoded chunk.', [], total('chunkHits'));
   computedCounter(registry, 'snapfault_chunk_cache_misses_total', 'Compressed snapshots: chunks read and decoded.', [], total('chunkMisses'));
   computedCounter(registry, 'snapfault_filled_around_pages_total', 'Compressed snapshots: pages installed from a decoded chunk ahead of their fault.', [], total('filledAround'));
+  computedCounter(registry, 'snapfault_prefetched_pages_total', 'Pages installed by the prefetch policy ahead of the guest, by kind: copy (snapshot bytes) or zero (zero page mapped).', ['kind'], (set) => {
+    const t = snap().total;
+    set(t.prefetched, { kind: 'copy' });
+    set(t.prefetchedZero, { kind: 'zero' });
+  });
+  computedCounter(registry, 'snapfault_prefetch_bytes_total', 'Bytes copied by the prefetch policy.', [], total('prefetchBytes'));
+  computedCounter(registry, 'snapfault_late_faults_total', 'Faults on a page that was being installed ahead of the guest (prefetch, fill-around): woken only.', [], total('late'));
   const worker = (slot: number) => (set: (v: number) => void): void => set(snap().workers.reduce((s, w) => s + w[slot], 0));
   computedCounter(registry, 'snapfault_eagain_total', 'Resolutions deferred by EAGAIN (a remove in progress).', [], worker(S.EAGAIN));
   computedCounter(registry, 'snapfault_eexist_total', 'Resolutions that found the page already present (woken instead).', [], worker(S.EEXIST));
@@ -114,6 +121,13 @@ export function buildRegistry(server: SnapfaultServer): Registry {
     collect() {
       this.reset();
       for (const v of snap().live) this.set({ pid: String(v.pid) }, v.counts.copies + v.counts.zeropages + v.counts.removedZero);
+    },
+  });
+  new Gauge({
+    name: 'snapfault_vm_prefetched_pages', help: 'Pages prefetched into each connected VM (by Firecracker pid; gone when the VM ends).', labelNames: ['pid'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const v of snap().live) this.set({ pid: String(v.pid) }, v.counts.prefetched + v.counts.prefetchedZero);
     },
   });
   new WorkerHistogram(registry, 'snapfault_fault_seconds', 'Time from reading a fault to its page being installed, inside the handler.',

@@ -66,6 +66,36 @@ describe('metrics', function () {
     expect((await fetch(url.replace('/metrics', '/other'))).status).to.equal(404);
   });
 
+  it('counts what the prefetch policy installed, per VM while it is connected', async () => {
+    const mem = tmp.file('p.img', makeImage(16 * MiB, { seed: 'metrics-prefetch' }));
+    const sock = tmp.file('p.sock');
+    h = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--prefetch', 'all', '--metrics', '127.0.0.1:0']);
+    const url = (await h.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
+    const held = startSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random', '--touches', '10', '--hold-ms', '1500']);
+    let during = '';
+    for (let i = 0; i < 40; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      during = await (await fetch(url)).text();
+      if (/snapfault_vm_prefetched_pages\{pid="\d+"\} [1-9]/.test(during)) break;
+    }
+    expect(during).to.match(/snapfault_vm_prefetched_pages\{pid="\d+"\} [1-9]\d*\n/);
+    expect((await held.result).code).to.equal(0);
+    let text = '';
+    for (let i = 0; i < 40; i++) {
+      text = await (await fetch(url)).text();
+      if (value(text, 'snapfault_vms_connected') === 0 && !/snapfault_vm_prefetched_pages\{/.test(text)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const copied = value(text, 'snapfault_prefetched_pages_total{kind="copy"}');
+    const zero = value(text, 'snapfault_prefetched_pages_total{kind="zero"}');
+    const faults = ['copy', 'zero', 'removed_zero'].reduce((n, r) => n + value(text, `snapfault_faults_total{resolution="${r}"}`), 0);
+    // Every page came in once: by the guest's fault or ahead of it (a late fault is a woken one, not a second install).
+    expect(copied + zero + faults).to.equal(4096);
+    expect(value(text, 'snapfault_prefetch_bytes_total')).to.equal(copied * 4096);
+    expect(value(text, 'snapfault_late_faults_total')).to.be.at.least(0);
+    expect(text).to.not.match(/snapfault_vm_prefetched_pages\{/);
+  });
+
   it('a bad or busy --metrics address is a one-line start-up error', async () => {
     const mem = tmp.file('n.img', makeImage(MiB));
     const r = spawnSync(SNAPFAULT, ['--metrics', 'nowhere', tmp.file('x.sock'), mem], { encoding: 'utf8' });

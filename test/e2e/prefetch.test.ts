@@ -191,7 +191,8 @@ describe('prefetch policies', function () {
     const b = spawnSync('npm', ['run', '--silent', 'example:policy'], { cwd: ROOT, encoding: 'utf8' });
     expect(b.status, b.stderr).to.equal(0);
     expect(existsSync(EXAMPLE)).to.equal(true);
-    const r = await restore(['--prefetch', EXAMPLE], ['--pattern', 'random', '--touches', '500']);
+    // The guest stays a while, so the policy has heard of every fault before the VM ends.
+    const r = await restore(['--prefetch', EXAMPLE], ['--pattern', 'random', '--touches', '500', '--hold-ms', '500']);
     expectClean(r);
     // Every fault fetches the rest of its 16-page block.
     expect(prefetched(r.log)).to.be.above(500 * 4);
