@@ -11,7 +11,7 @@ import type { FatalPolicy } from './worker/messages.js';
 import { TOOLS } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { parsePrefetch } from './prefetch/policy-spec.js';
-import { traceTool } from './trace/commands.js';
+import { traceTool, reportTool } from './trace/commands.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -67,6 +67,8 @@ Usage:
   snapfault trace show <trace> [--against <trace>] [--json]
   snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
       Recorded restores (--record): what they touched; working sets for replay.
+  snapfault report <trace> -o <file.svg>
+      A picture of a recorded restore: heat map of memory, timeline of faults.
 
 ${SERVE_OPTIONS}
   --version                 print the version
@@ -203,7 +205,7 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Pro
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
 export async function run(argv: string[]): Promise<number> {
   try {
-    const tool = argv[0] === 'trace' ? traceTool : TOOLS[argv[0]];
+    const tool = argv[0] === 'trace' ? traceTool : argv[0] === 'report' ? reportTool : TOOLS[argv[0]];
     if (tool) return await tool(argv.slice(1));
     const isServe = argv[0] === 'serve';
     let parsed: Parsed;

@@ -4,6 +4,10 @@ import { parseTool, onePositional, stringOption } from '../tool-args.js';
 import { readTrace, writeTrace } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
+import { renderReport } from './report.js';
+import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { TraceError } from '../errors.js';
 import type { Tool } from '../compressed/commands.js';
 
 const HELP = `Usage:
@@ -81,4 +85,29 @@ export const traceTool: Tool = async (argv) => {
   if (sub === 'merge') return merge(rest);
   if (sub === undefined || sub === '--help' || sub === '-h') return help();
   throw new UsageError(`trace ${sub}: expected show or merge; see snapfault trace --help`);
+};
+
+const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg>
+
+Draws a recorded restore (--record) as one self-contained SVG to open in a
+browser: a heat map of guest memory (pages faulted in, zero, prefetched,
+removed, untouched) and a timeline of faults with the prefetch progress.`;
+
+export const reportTool: Tool = async (argv) => {
+  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o' } });
+  if (values.help) {
+    process.stdout.write(`${REPORT_HELP}\n`);
+    return 0;
+  }
+  const path = onePositional(positionals, 'report', '<trace>');
+  const out = stringOption(values.output);
+  if (!out) throw new UsageError('report needs -o <file.svg>; see snapfault report --help');
+  const svg = renderReport(readTrace(path), { title: basename(path) });
+  try {
+    writeFileSync(out, svg);
+  } catch (e) {
+    throw new TraceError(`cannot write the report ${out}: ${(e as Error).message}`);
+  }
+  process.stdout.write(`${out}: report of ${path} written (${(svg.length / 1024).toFixed(0)} KiB)\n`);
+  return 0;
 };

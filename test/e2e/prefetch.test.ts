@@ -3,7 +3,7 @@
 // EEXIST races with the prefetch worker; several VMs; bad policies refused.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT, ROOT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
@@ -97,6 +97,18 @@ describe('prefetch policies', function () {
       expect(score.hitRate).to.equal(1); // replaying exactly what the same guest touches
       expect(score.hits, r.log).to.be.above(0);
       expect(score.hits + left).to.be.at.least(score.needed);
+      // And a person can look at it.
+      const svgPath = tmp.file('replayed.svg');
+      const rep = spawnSync(SNAPFAULT, ['report', out, '-o', svgPath], { encoding: 'utf8' });
+      expect(rep.status, rep.stderr).to.equal(0);
+      const svg = readFileSync(svgPath, 'utf8');
+      expect(svg).to.match(/^<svg /);
+      expect(svg).to.include('replayed.trace');
+      expect(svg).to.include('prefetched (copied)');
+      expect(svg).to.match(/class="prefetch-curve"/);
+      const bad = spawnSync(SNAPFAULT, ['report', tmp.file('none.trace'), '-o', svgPath], { encoding: 'utf8' });
+      expect(bad.status).to.equal(2);
+      expect(bad.stderr).to.match(/^snapfault: trace .*none.trace does not exist; record one with --record/);
     });
 
     it('replays from a compressed snapshot too', async () => {

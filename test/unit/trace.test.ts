@@ -6,6 +6,7 @@ import { encodeTrace, decodeTrace, RECORD, RECORD_WORDS, type Trace, type Record
 import { workingSet, mergeTraces, replayRanges } from '../../src/trace/working-set.js';
 import { summarize } from '../../src/trace/summary.js';
 import { TraceError } from '../../src/errors.js';
+import { renderReport } from '../../src/trace/report.js';
 
 const PAGES = 1024;
 
@@ -92,5 +93,62 @@ describe('working sets', () => {
     expect(s.against).to.deep.include({ needed: 6, hits: 4, wasted: 8 });
     expect(s.against!.hitRate).to.be.closeTo(4 / 12, 1e-9);
     expect(s.against!.coverage).to.be.closeTo(4 / 6, 1e-9);
+  });
+});
+
+/** Tags open and close in order (a well-formedness check enough for our own SVG). */
+function balanced(xml: string): boolean {
+  const stack: string[] = [];
+  for (const m of xml.matchAll(/<(\/?)([a-zA-Z]+)[^>]*?(\/?)>/g)) {
+    if (m[3] === '/') continue;
+    if (m[1] === '/') {
+      if (stack.pop() !== m[2]) return false;
+    } else stack.push(m[2]);
+  }
+  return stack.length === 0;
+}
+
+describe('report', () => {
+  it('draws the heat map and the timeline of a restore as one self-contained SVG', () => {
+    // 1024 pages, 128 x 64 cells: one page a cell, row by row.
+    const t = trace([
+      [0, 128, 1000, RECORD.PREFETCH_COPY], // the whole first row
+      [128, 1, 2000, RECORD.FAULT_COPY], // first cell of the second row
+      [129, 1, 2500, RECORD.FAULT_ZERO],
+      [256, 3, 9000, RECORD.REMOVED],
+      [130, 1, 3000, RECORD.FAULT_LATE],
+    ]);
+    const svg = renderReport(t, { title: 'fn <1>.trace' });
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).to.equal(true);
+    expect(svg.trimEnd().endsWith('</svg>')).to.equal(true);
+    expect(balanced(svg)).to.equal(true);
+    expect(svg).to.not.match(/(href|src)=/); // self-contained
+    expect(svg).to.include('fn &#60;1&#62;.trace');
+    expect(svg).to.include('3 faults (1 copied, 1 zero, 1 while being prefetched)');
+    expect(svg).to.include('128 pages prefetched (128 copied, 0 zero)');
+    expect(svg).to.include('3 pages removed');
+    // First row: one rectangle of 128 prefetched cells; second row: fault, zero, late; third: 3 removed.
+    const full = '" fill-opacity="1"/>';
+    const row = new RegExp(`<rect x="24" y="(\\d+)" width="896" height="7" fill="#2563eb${full}`).exec(svg);
+    expect(row, svg).to.not.equal(null);
+    const firstRowY = Number(row![1]);
+    expect(svg).to.include(`<rect x="24" y="${firstRowY + 7}" width="7" height="7" fill="#dc2626${full}`);
+    expect(svg).to.include(`<rect x="31" y="${firstRowY + 7}" width="7" height="7" fill="#f59e0b${full}`);
+    expect(svg).to.include(`<rect x="38" y="${firstRowY + 7}" width="7" height="7" fill="#9333ea${full}`);
+    expect(svg).to.include(`<rect x="24" y="${firstRowY + 14}" width="21" height="7" fill="#6b7280${full}`);
+    expect(svg).to.match(/class="prefetch-curve"/);
+    expect(svg).to.match(/class="fault-curve"/);
+    expect(svg).to.include('>3.0 ms<'); // the time axis ends at the last fault or prefetch
+  });
+
+  it('a big snapshot is drawn with several pages a cell, and stays small', () => {
+    const pages = 262144; // 1 GiB
+    const recs: Array<[number, number, number, RecordKind]> = [];
+    for (let i = 0; i < 20000; i++) recs.push([(i * 7919) % pages, 1, i * 5, i % 3 === 0 ? RECORD.PREFETCH_COPY : RECORD.FAULT_COPY]);
+    const svg = renderReport(trace(recs, pages), { title: 'big' });
+    expect(svg).to.include('32 pages a cell');
+    expect(svg).to.include('fill-opacity="0.25"'); // one page in 32: pale
+    expect(balanced(svg)).to.equal(true);
+    expect(svg.length).to.be.below(1_500_000);
   });
 });
