@@ -1,21 +1,14 @@
 // What the main thread and the prefetch worker say to each other.
+import type { VmAssignment } from '../worker/messages.js';
 
-/** A VM handed to the prefetch worker. Its uffd is a duplicate the worker closes itself. */
-export interface PrefetchAssignment {
-  id: number;
-  peerPid: number;
-  uffd: number;
-  table: number;
-  /** Compressed snapshot descriptor, or 0. */
-  snap: number;
-  /** The VM's fault feed (reactive policies), or 0. */
-  feed: number;
+/**
+ * A VM handed to the prefetch worker: what its fault worker gets, but `uffd`
+ * is a duplicate the prefetch worker closes itself.
+ */
+export type PrefetchAssignment = Pick<VmAssignment, 'id' | 'peerPid' | 'uffd' | 'table' | 'snap' | 'feed' | 't0' | 'record'> & {
   /** Pages (4 KiB) in the snapshot's memory. */
   pages: number;
-  /** Unix time of the handshake, ms (performance.timeOrigin + now()). */
-  t0: number;
-  record: boolean;
-}
+};
 
 export type ToPrefetcher =
   | { type: 'add'; vm: PrefetchAssignment }
