@@ -17,18 +17,21 @@ describe('fault injection', function () {
   const tmp = new TempDir();
   after(() => tmp.remove());
 
-  for (const kind of ['raw', 'compressed'] as const) {
-    it(`${kind}: 12 Firecrackers killed before, during and after their handshake and restore; the bystander is served; nothing leaks`, async () => {
-      const mem = tmp.file(`${kind}.img`, makeImage(16 * MiB, { seed: `inject-${kind}` }));
+  const cases = [['raw', 'none'], ['compressed', 'none'], ['raw', 'all'], ['compressed', 'all']] as const;
+  for (const [kind, prefetch] of cases) {
+    const name = `${kind}${prefetch === 'none' ? '' : `, --prefetch ${prefetch}`}`;
+    it(`${name}: 12 Firecrackers killed before, during and after their handshake and restore; the bystander is served; nothing leaks`, async () => {
+      const mem = tmp.file(`${kind}-${prefetch}.img`, makeImage(16 * MiB, { seed: `inject-${kind}` }));
       let served = mem;
       if (kind === 'compressed') {
-        served = tmp.file('inject.sfz');
+        served = tmp.file(`inject-${prefetch}.sfz`);
         await pack(mem, served);
       }
-      const sock = tmp.file(`${kind}.sock`);
+      const sock = tmp.file(`${kind}-${prefetch}.sock`);
       const server = await SnapfaultServer.start({
         socketPath: sock, memPath: served, socketMode: 0o600, allowUids: [], workers: 2, onFatal: 'kill-peer',
-        handshakeTimeoutMs: 2000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true, prefetch: { kind: 'none' }, record: null,
+        handshakeTimeoutMs: 2000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true,
+        prefetch: prefetch === 'none' ? { kind: 'none' } : { kind: 'all', trace: null }, record: null,
       });
       try {
         // Warm up once: lazily created things belong to the baseline.
@@ -37,7 +40,7 @@ describe('fault injection', function () {
         const fds = openFds();
         const bytes = server.coreBytesInUse;
         const bystander = startSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random', '--threads', '2']);
-        const dice = prng(`dice-${kind}`, 64);
+        const dice = prng(`dice-${name}`, 64);
         for (let i = 0; i < 12; i++) {
           const when = dice[i] % 4;
           const args = ['--socket', sock, '--mem', mem, '--pattern', 'random'];
