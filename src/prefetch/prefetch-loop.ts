@@ -1,6 +1,7 @@
 // The prefetch worker's loop: for every VM it serves, feed the demand faults
 // to the policy, take the ranges it wants, and install them with DONTWAKE
-// copies of at most PREFETCH_MAX_PAGES pages, each under the VM's fence.
+// copies, in batches of at most PREFETCH_MAX_PAGES pages, each batch under
+// the VM's fence.
 // Demand goes first: a copy waits while the fault worker reads, and each VM
 // gets a bounded share per round. A failure here never touches the guest's
 // bytes: prefetching for that VM stops and its faults are served on demand.
