@@ -29,6 +29,10 @@ export const PREFETCH_MAX_PAGES = 16;
 /** Bytes installed for one VM before the next VM gets its turn. */
 const ROUND_BYTES = 1 << 20;
 const URGENT_RANGES = 1024;
+/** Sleeps of an idle prefetch worker: after EAGAIN, with fault feeds to look at, with nothing at all. */
+const RETRY_MS = 1;
+const FEED_POLL_MS = 10;
+const IDLE_MS = 1000;
 const BACKGROUND_RANGES = 256;
 
 interface Cursor {
@@ -97,13 +101,14 @@ export class PrefetchLoop {
       const seen = doorbellCount(this.i32, this.b.doorbell);
       this.takeControl();
       let busy = false;
-      let poll = false;
+      let sleepMs = IDLE_MS;
       for (const vm of this.vms.values()) {
         if (this.service(vm)) busy = true;
-        // Fault workers ring only every few faults: poll the feeds meanwhile.
-        else if (vm.retryAt > 0 || (vm.a.feed !== 0 && !vm.stopped)) poll = true;
+        else if (vm.retryAt > 0) sleepMs = Math.min(sleepMs, RETRY_MS);
+        // Fault workers ring every 16 faults: look at the feeds now and then for the rest.
+        else if (vm.a.feed !== 0 && !vm.stopped) sleepMs = Math.min(sleepMs, FEED_POLL_MS);
       }
-      if (!busy && !this.stopping) sleepUntilRung(this.i32, this.b.doorbell, seen, poll ? 1 : 1000, () => !this.hasWork());
+      if (!busy && !this.stopping) sleepUntilRung(this.i32, this.b.doorbell, seen, sleepMs, () => !this.hasWork());
     }
     for (const vm of this.vms.values()) closeFd(vm.a.uffd);
   }
