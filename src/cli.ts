@@ -3,7 +3,8 @@
 // long-running handler for many VMs).
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { readFileSync, accessSync, constants as fsc } from 'node:fs';
+import { dirname } from 'node:path';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel } from './log.js';
@@ -143,6 +144,15 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   const record = values.record ?? null;
   if (record !== null && !once && !record.includes('{pid}')) {
     throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
+  }
+  if (record !== null) {
+    // Fail now, not when the first VM ends and its trace cannot be written.
+    const dir = dirname(record);
+    try {
+      accessSync(dir, fsc.W_OK);
+    } catch {
+      throw new UsageError(`--record ${record}: the folder ${dir} does not exist or is not writable; create it first`);
+    }
   }
   return {
     prefetch: parsePrefetch(values.prefetch ?? 'none'),
