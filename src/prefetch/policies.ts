@@ -69,15 +69,26 @@ class WasmPolicy implements PrefetchPolicy {
   }
 
   onFault(page: number, tUs: number, out: RangeSink): void {
-    this.collect(this.x.sf_fault(page, tUs), out);
+    this.collect(this.call(() => this.x.sf_fault(page, tUs)), out);
   }
 
   idle(out: RangeSink): boolean {
-    if (!this.x.sf_idle) return false;
-    const n = this.x.sf_idle();
+    const idle = this.x.sf_idle;
+    if (!idle) return false;
+    const n = this.call(idle);
     if (n === 0) return false;
     this.collect(n, out);
     return true;
+  }
+
+  /** Runs a policy export; a trap becomes a PolicyError naming the policy. */
+  private call(f: () => number): number {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof PolicyError) throw e;
+      throw new PolicyError(`prefetch policy ${this.name} trapped (${(e as Error).message})`);
+    }
   }
 
   private collect(count: number, out: RangeSink): void {

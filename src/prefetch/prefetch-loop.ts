@@ -114,8 +114,10 @@ export class PrefetchLoop {
   }
 
   private hasWork(): boolean {
+    const t = now();
     for (const vm of this.vms.values()) {
-      if (vm.stopped) continue;
+      // A VM backing off after EAGAIN has no work yet: spinning would keep the madvise caller off the CPU.
+      if (vm.stopped || vm.retryAt > t) continue;
       if (vm.cur.count > 0 || vm.urgent.length > 0 || vm.background.length > 0 || !vm.exhausted) return true;
       if (vm.a.feed && feedPending(this.i32, vm.a.feed)) return true;
     }
@@ -190,7 +192,7 @@ export class PrefetchLoop {
       }
       return did;
     } catch (e) {
-      this.stop(vm, e instanceof PolicyError ? e.message : `prefetch policy ${this.policy.name} failed: ${(e as Error).message}`);
+      this.stop(vm, e instanceof PolicyError ? e.message : `prefetching failed (policy ${this.policy.name}): ${(e as Error).message}`);
       return false;
     }
   }

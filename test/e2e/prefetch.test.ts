@@ -262,7 +262,7 @@ describe('prefetch policies', function () {
     expect(r.sim.code, r.log).to.equal(0);
     expect(r.sim.json?.mismatches).to.equal(0);
     expect(r.code).to.equal(0);
-    expect(r.log).to.match(/prefetch stopped: .*faults are served on demand/);
+    expect(r.log).to.match(/prefetch stopped: prefetch policy .*trap.wasm trapped \(unreachable\); faults are served on demand/);
     expect(faults(r.log)).to.equal(400);
   });
 
