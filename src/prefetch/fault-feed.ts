@@ -7,6 +7,7 @@
 export const FEED_CAPACITY = 4096; // entries, a power of two
 const HEAD = 0; // i32 index: written by the producer
 const TAIL = 1; // i32 index: written by the consumer
+const RING_AFTER = 2; // i32 index: faults to feed before ringing; written by the consumer, 0 = RING_DEFAULT
 const ENTRIES = 16; // i32 index of entry 0
 export const FEED_BYTES = (ENTRIES + FEED_CAPACITY) * 4;
 
@@ -14,6 +15,27 @@ export const FEED_BYTES = (ENTRIES + FEED_CAPACITY) * 4;
 export const DOORBELL_BYTES = 64;
 const RING = 0;
 const SLEEPING = 1;
+
+/**
+ * How many faults a fault worker feeds before it rings the prefetch worker.
+ * Waking the prefetch worker costs ~50 µs of a busy CPU here, so the policy's
+ * answers set it: a policy that asked for pages on the last faults it saw
+ * (a stream under way) is rung soon; one that asked for nothing, seldom.
+ */
+export const RING_DEFAULT = 16;
+export const RING_SOON = 2;
+export const RING_SELDOM = 256;
+
+export function ringAfter(m: Int32Array, feed: number): number {
+  return Atomics.load(m, (feed >> 2) + RING_AFTER) || RING_DEFAULT;
+}
+
+/** Prefetch worker, after a drain: `asked` whether the policy wanted pages for those faults. */
+export function adaptRing(m: Int32Array, feed: number, asked: boolean): void {
+  const at = (feed >> 2) + RING_AFTER;
+  const now = Atomics.load(m, at) || RING_DEFAULT;
+  Atomics.store(m, at, asked ? RING_SOON : Math.min(RING_SELDOM, now * 2));
+}
 
 /** Fault worker: appends a snapshot page; false when the ring is full. */
 export function feedPush(m: Int32Array, feed: number, page: number): boolean {

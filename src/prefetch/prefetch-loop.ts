@@ -11,7 +11,7 @@ import { closeFd } from '../../native/fd.js';
 import { E, addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
 import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, type FenceWords } from '../vm/fence.js';
-import { feedDrain, sleepUntilRung, doorbellCount, feedPending } from './fault-feed.js';
+import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing } from './fault-feed.js';
 import { RangeQueue } from './range-queue.js';
 import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
 import type { PreparedPolicy } from './policy-spec.js';
@@ -105,7 +105,7 @@ export class PrefetchLoop {
       for (const vm of this.vms.values()) {
         if (this.service(vm)) busy = true;
         else if (vm.retryAt > 0) sleepMs = Math.min(sleepMs, RETRY_MS);
-        // Fault workers ring every 16 faults: look at the feeds now and then for the rest.
+        // Fault workers ring only after a few faults: look at the feeds now and then for the rest.
         else if (vm.a.feed !== 0 && !vm.stopped) sleepMs = Math.min(sleepMs, FEED_POLL_MS);
       }
       if (!busy && !this.stopping) sleepUntilRung(this.i32, this.b.doorbell, seen, sleepMs, () => !this.hasWork());
@@ -175,7 +175,11 @@ export class PrefetchLoop {
     try {
       if (vm.a.feed) {
         const t = Math.round((now() - vm.a.t0) * 1000);
-        if (feedDrain(this.i32, vm.a.feed, (page) => policy.onFault(page, t, vm.urgent)) > 0) vm.exhausted = false;
+        const before = vm.urgent.length;
+        if (feedDrain(this.i32, vm.a.feed, (page) => policy.onFault(page, t, vm.urgent)) > 0) {
+          vm.exhausted = false;
+          adaptRing(this.i32, vm.a.feed, vm.urgent.length > before);
+        }
       }
       if (vm.retryAt > 0) {
         if (now() < vm.retryAt) return false;

@@ -17,14 +17,13 @@ import { chunkErrorText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
 import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
-import { feedPush, ring } from '../prefetch/fault-feed.js';
+import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
 import { RECORD } from '../trace/trace-file.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
-/** Faults fed to a prefetch policy before its worker is woken for them. */
-const RING_EVERY = 16;
+
 const now = performance.now.bind(performance);
 const epochNow = (): number => performance.timeOrigin + performance.now();
 const DONE = 0;
@@ -324,9 +323,9 @@ export class FaultLoop {
         vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what);
       }
     }
-    // Waking the prefetch worker for every fault costs a context switch each
-    // on a busy CPU; it polls the feeds every millisecond anyway.
-    if (vm.unrung >= RING_EVERY) {
+    // Waking the prefetch worker for every fault would cost more than the
+    // fault; how often to ring is the policy's to say (fault-feed.ts).
+    if (a.feed !== 0 && vm.unrung >= ringAfter(this.i32, a.feed)) {
       ring(this.i32, a.doorbell);
       vm.unrung = 0;
     }

@@ -173,6 +173,22 @@ describe('prefetch policies', function () {
     });
   }
 
+  it('replay and all across several regions (the x86 split and a hotplug region)', async () => {
+    const truth = tmp.file('regions.trace');
+    const regions = ['--regions', '40M,16M,8M'];
+    expectClean(await restore(['--record', truth], [...regions, '--pattern', 'hot', '--seed', '3']));
+    const t = readTrace(truth);
+    const pages = summarizePages(truth);
+    expect(pages.some((p) => p >= (56 * MiB) / 4096), 'the trace reaches the third region').to.equal(true);
+    expect(t.snapshotBytes).to.equal(BigInt(64 * MiB));
+    const r = await restore(['--prefetch', `replay:${truth}`], [...regions, '--pattern', 'hot', '--seed', '3']);
+    expectClean(r);
+    expect(prefetched(r.log)).to.be.above(0);
+    const all = await restore(['--prefetch', 'all'], [...regions, '--pattern', 'random', '--threads', '2']);
+    expectClean(all);
+    expect(faults(all.log) + prefetched(all.log)).to.be.at.least(PAGES);
+  });
+
   for (const mode of ['before', 'concurrent', 'after']) {
     it(`a page removed ${mode} the faults is never refilled from the snapshot by the prefetch (all, balloon)`, async () => {
       for (const file of [mem, packed]) {

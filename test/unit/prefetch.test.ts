@@ -6,7 +6,7 @@ import { preparePrefetch, parsePrefetch } from '../../src/prefetch/policy-spec.j
 import { instantiatePolicy, type PrefetchPolicy } from '../../src/prefetch/policies.js';
 import { compilePolicy } from '../../src/prefetch/policy-abi.js';
 import { RangeQueue } from '../../src/prefetch/range-queue.js';
-import { feedPush, feedDrain, FEED_BYTES, FEED_CAPACITY } from '../../src/prefetch/fault-feed.js';
+import { feedPush, feedDrain, FEED_BYTES, FEED_CAPACITY, ringAfter, adaptRing, RING_DEFAULT, RING_SOON, RING_SELDOM } from '../../src/prefetch/fault-feed.js';
 import { PolicyError, UsageError } from '../../src/errors.js';
 
 const PAGES = 1 << 18;
@@ -100,6 +100,22 @@ describe('prefetch policies', () => {
     expect(got[FEED_CAPACITY - 1]).to.equal(FEED_CAPACITY - 1);
     expect(feedPush(m, feed, 0xfffffffe)).to.equal(true);
     feedDrain(m, feed, (p) => expect(p).to.equal(0xfffffffe));
+  });
+
+  it('the policy sets how often the fault worker rings: soon while it asks for pages, seldom while it does not', () => {
+    const m = new Int32Array(new SharedArrayBuffer(FEED_BYTES + 64));
+    expect(ringAfter(m, 64)).to.equal(RING_DEFAULT);
+    adaptRing(m, 64, true);
+    expect(ringAfter(m, 64)).to.equal(RING_SOON);
+    const seen: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      adaptRing(m, 64, false);
+      seen.push(ringAfter(m, 64));
+    }
+    expect(seen).to.deep.equal([4, 8, 16, 32, 64, 128, 256, 256, 256]);
+    expect(RING_SELDOM).to.equal(256);
+    adaptRing(m, 64, true);
+    expect(ringAfter(m, 64)).to.equal(RING_SOON);
   });
 
   it('the range queue is a bounded FIFO', () => {
