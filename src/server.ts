@@ -27,6 +27,7 @@ import { Prefetcher } from './prefetch/prefetcher.js';
 import { FEED_BYTES, DOORBELL_BYTES } from './prefetch/fault-feed.js';
 import { traceOfVm } from './trace/vm-trace.js';
 import { writeTrace } from './trace/trace-file.js';
+import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
 
 export interface ServerOptions {
@@ -166,7 +167,7 @@ export class SnapfaultServer {
           step: arena.alloc(core.layout.STEP_SIZE), doorbell: server.doorbell,
         };
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
-          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onWorkerCrash(e));
+          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e));
       }
     } catch (e) {
       listener.close();
@@ -326,6 +327,19 @@ export class SnapfaultServer {
     } catch (err) {
       this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid });
     }
+  }
+
+  /**
+   * The prefetch worker died. It may have died inside a VM's fence: open
+   * every fence, or that VM's fault worker would wait for it forever. Then
+   * stop like any worker crash (the prefetch state can no longer be trusted).
+   */
+  private onPrefetcherCrash(e: Error): void {
+    const m = new Int32Array(this.core.memory.buffer);
+    for (const vm of this.vms.values()) if (vm.prefetching) leaveCopy(m, fenceWords(this.core.layout, vm.table));
+    this.opts.log.error(`the prefetch worker crashed (${e.message}); stopping`);
+    process.exitCode = 1;
+    void this.stop();
   }
 
   private onWorkerCrash(e: Error): void {

@@ -2,6 +2,7 @@
 // take them back (with their prefetch records) when they end, stop it.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { ring } from './fault-feed.js';
+import { closeFd } from '../../native/fd.js';
 import type { PrefetchWorkerData } from './prefetch-worker.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import type { PrefetchBuffers } from './prefetch-loop.js';
@@ -9,17 +10,30 @@ import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './message
 
 export class Prefetcher {
   private readonly releases = new Map<number, (records: Uint32Array | null) => void>();
+  /** The uffd duplicates the worker holds (it closes them itself, unless it dies). */
+  private readonly uffds = new Map<number, number>();
   private exited!: Promise<void>;
   private readonly i32: () => Int32Array;
+  private stopping = false;
+  private dead = false;
 
   private constructor(
-    worker: Worker,
+    /** Kept for the tests, which kill it to check the handler does not hang. */
+    readonly worker: Worker,
     private readonly port: MessagePort,
     private readonly memory: WebAssembly.Memory,
     private readonly doorbell: number,
   ) {
     this.i32 = () => new Int32Array(this.memory.buffer);
-    this.exited = new Promise((r) => worker.on('exit', () => r()));
+    this.exited = new Promise((r) => worker.on('exit', () => {
+      this.dead = true;
+      // A worker that died unasked left its descriptors open and its VMs unreleased.
+      if (!this.stopping) for (const fd of this.uffds.values()) closeFd(fd);
+      this.uffds.clear();
+      for (const resolve of this.releases.values()) resolve(null);
+      this.releases.clear();
+      r();
+    }));
   }
 
   static async start(
@@ -35,24 +49,36 @@ export class Prefetcher {
         if (m.type === 'ready') resolve();
         else if (m.type === 'warning') onWarning(m.id, m.message);
         else {
+          p.uffds.delete(m.id);
           p.releases.get(m.id)?.(m.records);
           p.releases.delete(m.id);
         }
       });
+      let failure: Error | null = null;
       worker.on('error', (e) => {
+        failure = e;
         reject(e);
-        onCrash(e);
+      });
+      // Any exit not asked for is a crash ('error' comes first when it threw).
+      worker.on('exit', (code) => {
+        if (!p.stopping) onCrash(failure ?? new Error(`it exited with code ${code}`));
       });
     });
     return p;
   }
 
   add(vm: PrefetchAssignment): void {
+    if (this.dead) {
+      closeFd(vm.uffd);
+      return;
+    }
+    this.uffds.set(vm.id, vm.uffd);
     this.post({ type: 'add', vm });
   }
 
   /** Stops prefetching into a VM; resolves with its records (if recorded) once the worker let go of it. */
   release(id: number): Promise<Uint32Array | null> {
+    if (this.dead) return Promise.resolve(null);
     return new Promise((resolve) => {
       this.releases.set(id, resolve);
       this.post({ type: 'release', id });
@@ -60,7 +86,8 @@ export class Prefetcher {
   }
 
   async stop(): Promise<void> {
-    this.post({ type: 'stop' });
+    this.stopping = true;
+    if (!this.dead) this.post({ type: 'stop' });
     await this.exited;
     this.port.close();
     for (const r of this.releases.values()) r(null);
