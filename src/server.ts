@@ -229,12 +229,12 @@ export class SnapfaultServer {
       const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
       // Recording turns fill-around off: every page the guest touches must fault to be recorded.
       const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;
-      const prefetching = this.prefetcher !== null;
+      const prefetching = this.prefetcher !== null && this.prefetcher.alive;
       const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, { compressed, prefetch: prefetching });
       blocks = [...vmt.blocks];
       const t0 = performance.timeOrigin + performance.now();
       let feed = 0;
-      if (this.policy?.kind === 'wasm') {
+      if (prefetching && this.policy?.kind === 'wasm') {
         feed = this.arena.alloc(FEED_BYTES);
         blocks.push(feed);
       }
@@ -249,7 +249,7 @@ export class SnapfaultServer {
       blocks.push(actions);
       const id = this.nextId++;
       // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
-      const prefetchUffd = this.prefetcher ? dupFd(uffd) : -1;
+      const prefetchUffd = prefetching ? dupFd(uffd) : -1;
       this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0 });
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
       log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, { vm: pid });
@@ -257,7 +257,7 @@ export class SnapfaultServer {
         id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
         snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
       });
-      this.prefetcher?.add({
+      if (prefetching) this.prefetcher?.add({
         id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
         pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
       });
@@ -330,16 +330,15 @@ export class SnapfaultServer {
   }
 
   /**
-   * The prefetch worker died. It may have died inside a VM's fence: open
-   * every fence, or that VM's fault worker would wait for it forever. Then
-   * stop like any worker crash (the prefetch state can no longer be trusted).
+   * The prefetch worker is gone (it threw, or a policy call hung and the
+   * watchdog ended it). Demand faults never depended on it: open every VM's
+   * fence (it may have gone while holding one, and a fault worker would wait
+   * for it forever) and go on serving on demand, without prefetch.
    */
   private onPrefetcherCrash(e: Error): void {
     const m = new Int32Array(this.core.memory.buffer);
     for (const vm of this.vms.values()) if (vm.prefetching) leaveCopy(m, fenceWords(this.core.layout, vm.table));
-    this.opts.log.error(`the prefetch worker crashed (${e.message}); stopping`);
-    process.exitCode = 1;
-    void this.stop();
+    this.opts.log.error(`the prefetch worker stopped: ${e.message}; prefetching is off for every VM, faults are served on demand`);
   }
 
   private onWorkerCrash(e: Error): void {

@@ -15,6 +15,18 @@ export const FEED_BYTES = (ENTRIES + FEED_CAPACITY) * 4;
 export const DOORBELL_BYTES = 64;
 const RING = 0;
 const SLEEPING = 1;
+/** Bumped on entering and on leaving a policy call: odd while one runs (the watchdog reads it). */
+const IN_POLICY = 2;
+
+/** Prefetch worker: around every call into a policy. */
+export function policyCall(m: Int32Array, doorbell: number): void {
+  Atomics.add(m, (doorbell >> 2) + IN_POLICY, 1);
+}
+
+/** Main thread: the policy-call counter (odd: a call is running). */
+export function policyCalls(m: Int32Array, doorbell: number): number {
+  return Atomics.load(m, (doorbell >> 2) + IN_POLICY);
+}
 
 /**
  * How many faults a fault worker feeds before it rings the prefetch worker.

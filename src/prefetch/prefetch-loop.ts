@@ -11,7 +11,7 @@ import { closeFd } from '../../native/fd.js';
 import { E, addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
 import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, type FenceWords } from '../vm/fence.js';
-import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing } from './fault-feed.js';
+import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing, policyCall } from './fault-feed.js';
 import { RangeQueue } from './range-queue.js';
 import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
 import type { PreparedPolicy } from './policy-spec.js';
@@ -176,7 +176,14 @@ export class PrefetchLoop {
       if (vm.a.feed) {
         const t = Math.round((now() - vm.a.t0) * 1000);
         const before = vm.urgent.length;
-        if (feedDrain(this.i32, vm.a.feed, (page) => policy.onFault(page, t, vm.urgent)) > 0) {
+        policyCall(this.i32, this.b.doorbell);
+        let fed: number;
+        try {
+          fed = feedDrain(this.i32, vm.a.feed, (page) => policy.onFault(page, t, vm.urgent));
+        } finally {
+          policyCall(this.i32, this.b.doorbell);
+        }
+        if (fed > 0) {
           vm.exhausted = false;
           adaptRing(this.i32, vm.a.feed, vm.urgent.length > before);
         }
@@ -204,7 +211,14 @@ export class PrefetchLoop {
   private nextRange(vm: PrefetchVm, policy: PrefetchPolicy): boolean {
     if (vm.urgent.pop(vm.cur) || vm.background.pop(vm.cur)) return true;
     if (vm.exhausted) return false;
-    if (policy.idle(vm.background) && vm.background.pop(vm.cur)) return true;
+    policyCall(this.i32, this.b.doorbell);
+    let more: boolean;
+    try {
+      more = policy.idle(vm.background);
+    } finally {
+      policyCall(this.i32, this.b.doorbell);
+    }
+    if (more && vm.background.pop(vm.cur)) return true;
     vm.exhausted = true;
     return false;
   }

@@ -1,12 +1,15 @@
 // The prefetch worker, seen from the main thread: start it, hand it VMs,
 // take them back (with their prefetch records) when they end, stop it.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
-import { ring } from './fault-feed.js';
+import { ring, policyCalls } from './fault-feed.js';
 import { closeFd } from '../../native/fd.js';
 import type { PrefetchWorkerData } from './prefetch-worker.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import type { PrefetchBuffers } from './prefetch-loop.js';
 import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
+
+/** A policy call running this long (to twice as long) is taken for hung. */
+export const WATCHDOG_MS = 1000;
 
 export class Prefetcher {
   private readonly releases = new Map<number, (records: Uint32Array | null) => void>();
@@ -36,6 +39,10 @@ export class Prefetcher {
     }));
   }
 
+  /**
+   * Starts the worker. `onCrash` hears when it is gone unasked: it threw, or
+   * the watchdog stopped it because one policy call ran for WATCHDOG_MS.
+   */
   static async start(
     module: WebAssembly.Module, memory: WebAssembly.Memory, policy: PreparedPolicy, buffers: PrefetchBuffers,
     onWarning: (id: number, message: string) => void, onCrash: (e: Error) => void,
@@ -61,10 +68,28 @@ export class Prefetcher {
       });
       // Any exit not asked for is a crash ('error' comes first when it threw).
       worker.on('exit', (code) => {
+        clearInterval(watchdog);
         if (!p.stopping) onCrash(failure ?? new Error(`it exited with code ${code}`));
       });
+      // A policy call cannot be interrupted from inside the worker: one that
+      // runs on (a loop in a custom module) is ended by terminating the worker.
+      let last = -1;
+      const watchdog = setInterval(() => {
+        const calls = policyCalls(p.i32(), buffers.doorbell);
+        if (calls % 2 === 1 && calls === last) {
+          failure = new Error(`prefetch policy ${policy.name} did not return within ${WATCHDOG_MS / 1000} s`);
+          void worker.terminate();
+        }
+        last = calls;
+      }, WATCHDOG_MS);
+      watchdog.unref();
     });
     return p;
+  }
+
+  /** False once the worker is gone: VMs are then served without prefetch. */
+  get alive(): boolean {
+    return !this.dead;
   }
 
   add(vm: PrefetchAssignment): void {

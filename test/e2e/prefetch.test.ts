@@ -282,6 +282,15 @@ describe('prefetch policies', function () {
     expect(faults(r.log)).to.equal(400);
   });
 
+  it('a policy call that never returns is ended by the watchdog; the VM is served on demand', async () => {
+    const r = await restore(['--prefetch', loopingModule()], ['--pattern', 'random', '--touches', '300', '--hold-ms', '3000']);
+    expect(r.sim.code, r.log).to.equal(0);
+    expect(r.sim.json?.mismatches).to.equal(0);
+    expect(r.code, r.log).to.equal(0);
+    expect(r.log).to.match(/the prefetch worker stopped: prefetch policy .*loop\.wasm did not return within 1 s; prefetching is off for every VM, faults are served on demand/);
+    expect(faults(r.log)).to.equal(300);
+  });
+
   function otherTrace(): string {
     // A valid trace of a one-page snapshot.
     const p = tmp.file('tiny.trace');
@@ -310,6 +319,13 @@ describe('prefetch policies', function () {
   function trappingModule(): string {
     const p = tmp.file('trap.wasm');
     writeFileSync(p, wat2wasm([exportFn('sf_abi_version', 0, [0x41, 1]), exportFn('sf_init', 1, [0x41, 0]), exportFn('sf_fault', 2, [0x00])]));
+    return p;
+  }
+
+  /** A module whose sf_fault loops forever: (loop (br 0)) unreachable. */
+  function loopingModule(): string {
+    const p = tmp.file('loop.wasm');
+    writeFileSync(p, wat2wasm([exportFn('sf_abi_version', 0, [0x41, 1]), exportFn('sf_init', 1, [0x41, 0]), exportFn('sf_fault', 2, [0x03, 0x40, 0x0c, 0x00, 0x0b, 0x00])]));
     return p;
   }
 
