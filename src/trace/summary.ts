@@ -1,7 +1,7 @@
 // What `snapfault trace show` prints: a trace's pages, bytes and time span,
 // and, against a trace of what the guest really touched, how well the
 // prefetch guessed (hits, waste, coverage).
-import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, TRACE_FLAG_FILL_AROUND, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, recordedWhilePrefetching, type Trace } from './trace-file.js';
 import { workingSet, prefetchedSet } from './working-set.js';
 
 export interface TraceSummary {
@@ -39,7 +39,7 @@ export function summarize(t: Trace, reference?: Trace): TraceSummary {
   const s: TraceSummary = {
     snapshotBytes: Number(t.snapshotBytes), records: r.length / RECORD_WORDS, touchedPages: 0, touchedBytes: 0,
     faults: { copy: 0, zero: 0, late: 0 }, prefetchedPages: 0, prefetchedZeroPages: 0, removedPages: 0,
-    lastFaultMs: 0, lastPrefetchMs: 0, recordedWhilePrefetching: (t.flags & (TRACE_FLAG_PREFETCHED | TRACE_FLAG_FILL_AROUND)) !== 0,
+    lastFaultMs: 0, lastPrefetchMs: 0, recordedWhilePrefetching: recordedWhilePrefetching(t),
   };
   for (let o = 0; o < r.length; o += RECORD_WORDS) {
     const pages = r[o + 1];

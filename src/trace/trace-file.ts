@@ -32,7 +32,12 @@ export const TOUCH_KINDS: ReadonlySet<number> = new Set([RECORD.FAULT_COPY, RECO
 export const PREFETCH_KINDS: ReadonlySet<number> = new Set([RECORD.PREFETCH_COPY, RECORD.PREFETCH_ZERO]);
 
 export const TRACE_FLAG_PREFETCHED = 1; // a prefetch policy ran: pages it installed in time never faulted
-export const TRACE_FLAG_FILL_AROUND = 2; // compressed fill-around ran: pages it installed never faulted
+// (Recording turns compressed fill-around off, so no flag is needed for it.)
+
+/** True when pages were installed ahead of the guest: then the trace's faults are not its whole working set. */
+export function recordedWhilePrefetching(t: { flags: number }): boolean {
+  return (t.flags & TRACE_FLAG_PREFETCHED) !== 0;
+}
 
 export interface Trace {
   /** Bytes of the snapshot's memory (the original file size for a compressed snapshot). */
