@@ -27,6 +27,7 @@ import { Prefetcher } from './prefetch/prefetcher.js';
 import { FEED_BYTES, DOORBELL_BYTES } from './prefetch/fault-feed.js';
 import { traceOfVm } from './trace/vm-trace.js';
 import { writeTrace } from './trace/trace-file.js';
+import { epochMs } from './trace/clock.js';
 import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
 
@@ -232,7 +233,7 @@ export class SnapfaultServer {
       const prefetching = this.prefetcher !== null && this.prefetcher.alive;
       const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, { compressed, prefetch: prefetching });
       blocks = [...vmt.blocks];
-      const t0 = performance.timeOrigin + performance.now();
+      const t0 = epochMs();
       let feed = 0;
       if (prefetching && this.policy?.kind === 'wasm') {
         feed = this.arena.alloc(FEED_BYTES);

@@ -16,6 +16,7 @@ import { RangeQueue } from './range-queue.js';
 import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import { Recorder } from '../trace/recorder.js';
+import { epochMs, usSince } from '../trace/clock.js';
 import { RECORD } from '../trace/trace-file.js';
 import { chunkErrorText } from '../compressed/chunk-error.js';
 import { PolicyError } from '../errors.js';
@@ -62,7 +63,7 @@ export interface PrefetchBuffers {
   doorbell: number;
 }
 
-const now = (): number => performance.timeOrigin + performance.now();
+const now = epochMs;
 
 /**
  * Fault injection for the tests only: hold every planned prefetch copy this
@@ -174,7 +175,7 @@ export class PrefetchLoop {
     const policy = vm.policy;
     try {
       if (vm.a.feed) {
-        const t = Math.round((now() - vm.a.t0) * 1000);
+        const t = usSince(vm.a.t0);
         const before = vm.urgent.length;
         policyCall(this.i32, this.b.doorbell);
         let fed: number;
@@ -316,7 +317,7 @@ export class PrefetchLoop {
     const done = rc >= 0 ? len : Math.max(0, result);
     if (done > 0) {
       this.core.fn.prefetchDone(vm.a.table, act, done);
-      vm.rec?.push(filePage, done / 4096, Math.round((now() - vm.a.t0) * 1000), isCopy ? RECORD.PREFETCH_COPY : RECORD.PREFETCH_ZERO);
+      vm.rec?.push(filePage, done / 4096, usSince(vm.a.t0), isCopy ? RECORD.PREFETCH_COPY : RECORD.PREFETCH_ZERO);
     }
     if (rc >= 0) return done;
     // Put back what was not done, from its first page.

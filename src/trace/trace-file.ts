@@ -53,6 +53,12 @@ export function recordCount(t: Trace): number {
   return t.records.length / RECORD_WORDS;
 }
 
+/** Offsets of the records in time order (records of different threads interleave; ties keep file order). */
+export function recordsByTime(records: Uint32Array): number[] {
+  const idx = Array.from({ length: records.length / RECORD_WORDS }, (_, i) => i * RECORD_WORDS);
+  return idx.sort((a, b) => records[a + 2] - records[b + 2] || a - b);
+}
+
 export function encodeTrace(t: Trace): Buffer {
   const n = recordCount(t);
   const b = Buffer.alloc(HEADER_BYTES + n * RECORD_BYTES);

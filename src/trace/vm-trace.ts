@@ -2,13 +2,14 @@
 // worker's, and the pages the guest had removed, read from the VM table.
 import type { Core } from '../core/wasm-core.js';
 import type { GuestRegion } from '../handshake/regions.js';
-import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, recordsByTime, type Trace } from './trace-file.js';
+import { usSince } from './clock.js';
 
 export function traceOfVm(
   core: Core, table: number, regions: readonly GuestRegion[], snapshotBytes: bigint, t0: number,
   faults: Uint32Array | null, prefetched: Uint32Array | null, prefetching: boolean,
 ): Trace {
-  const endUs = Math.round((performance.timeOrigin + performance.now() - t0) * 1000);
+  const endUs = usSince(t0);
   const removed = removedRuns(core, table, regions);
   const parts = [faults ?? new Uint32Array(0), prefetched ?? new Uint32Array(0)];
   const records = new Uint32Array(parts[0].length + parts[1].length + removed.length / 2 * RECORD_WORDS);
@@ -49,10 +50,7 @@ function removedRuns(core: Core, table: number, regions: readonly GuestRegion[])
 }
 
 function sortByTime(records: Uint32Array): Uint32Array {
-  const n = records.length / RECORD_WORDS;
-  const idx = Array.from({ length: n }, (_, i) => i);
-  idx.sort((a, b) => records[a * RECORD_WORDS + 2] - records[b * RECORD_WORDS + 2] || a - b);
   const out = new Uint32Array(records.length);
-  idx.forEach((from, to) => out.set(records.subarray(from * RECORD_WORDS, (from + 1) * RECORD_WORDS), to * RECORD_WORDS));
+  recordsByTime(records).forEach((from, i) => out.set(records.subarray(from, from + RECORD_WORDS), i * RECORD_WORDS));
   return out;
 }

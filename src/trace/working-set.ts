@@ -1,7 +1,7 @@
 // What a trace says about the guest: the pages it touched, in the order it
 // first touched them; merging the working sets of several runs; and the
 // ranges a replay installs them in.
-import { RECORD_WORDS, RECORD, TOUCH_KINDS, PREFETCH_KINDS, recordCount, type Trace } from './trace-file.js';
+import { RECORD_WORDS, RECORD, TOUCH_KINDS, PREFETCH_KINDS, recordsByTime, type Trace } from './trace-file.js';
 import { TraceError } from '../errors.js';
 
 /** Pages the guest touched, each once, in first-touch order. */
@@ -9,7 +9,7 @@ export function workingSet(t: Trace): Uint32Array {
   const pages = Number(t.snapshotBytes / 4096n);
   const seen = new Uint8Array(pages);
   const out: number[] = [];
-  for (const o of byTime(t)) {
+  for (const o of recordsByTime(t.records)) {
     if (!TOUCH_KINDS.has(t.records[o + 3])) continue;
     const first = t.records[o];
     for (let p = first; p < first + t.records[o + 1]; p++) {
@@ -28,12 +28,6 @@ export function prefetchedSet(t: Trace): Uint8Array {
     if (PREFETCH_KINDS.has(t.records[o + 3])) seen.fill(1, t.records[o], t.records[o] + t.records[o + 1]);
   }
   return seen;
-}
-
-/** Record offsets in time order (records of different threads interleave). */
-function byTime(t: Trace): number[] {
-  const idx = Array.from({ length: recordCount(t) }, (_, i) => i * RECORD_WORDS);
-  return idx.sort((a, b) => t.records[a + 2] - t.records[b + 2] || a - b);
 }
 
 export interface MergeOptions {

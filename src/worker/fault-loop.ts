@@ -19,13 +19,13 @@ import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './wor
 import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
 import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
+import { usSince } from '../trace/clock.js';
 import { RECORD } from '../trace/trace-file.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
 
 const now = performance.now.bind(performance);
-const epochNow = (): number => performance.timeOrigin + performance.now();
 const DONE = 0;
 const AGAIN = 1;
 const GONE = 2;
@@ -312,7 +312,7 @@ export class FaultLoop {
   private tell(vm: ServedVm, n: number): void {
     const a = vm.a;
     const L = this.L;
-    const tUs = vm.rec ? Math.round((epochNow() - a.t0) * 1000) : 0;
+    const tUs = vm.rec ? usSince(a.t0) : 0;
     for (let k = 0; k < n; k++) {
       const act = a.actions + k * L.ACTION_STRIDE;
       const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
