@@ -13,7 +13,8 @@
  * Build: gcc -O2 -pthread -Wall -Wextra -o build/fc-sim test/fc-sim/fc_sim.c
  *
  * Exit codes: 0 ok, 1 usage/setup error, 2 connect/sendmsg failed,
- *             3 verification mismatches, 4 --timeout-ms expired.
+ *             3 verification mismatches, 4 --timeout-ms expired,
+ *             5 a vCPU thread made no progress for --churn-stuck-ms (--churn-ms).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,6 +52,7 @@
 #define EXIT_CONNECT 2
 #define EXIT_MISMATCH 3
 #define EXIT_TIMEOUT 4
+#define EXIT_STUCK 5
 #define MAX_REGIONS 64
 #define MAX_BALLOONS 256
 #define MAX_PRINTED_MISMATCHES 10
@@ -81,6 +83,12 @@ static int64_t opt_die_after = -1;
 static bool opt_print_ready;
 static const char *opt_regions;
 static uint64_t opt_timeout_ms;
+static uint64_t opt_churn_ms;       /* 0: no churn */
+static uint64_t opt_churn_at;       /* byte offset of the churn window in guest memory */
+static uint64_t opt_churn_window = 512; /* pages */
+static uint64_t opt_churn_max = 8;  /* pages per remove, at most */
+static uint64_t opt_churn_stuck_ms = 5000;
+static int opt_churn_removers = 1;
 
 static const char *pattern_names[] = {"seq", "random", "hot"};
 
@@ -420,7 +428,16 @@ static void usage(FILE *f)
 	    "  --hold-ms N            after printing, keep the socket open N ms\n"
 	    "  --die-after N          raise(SIGKILL) after N touches in total\n"
 	    "  --print-pid-ready      print 'ready <pid>' on stderr once the handshake is sent\n"
-	    "  --timeout-ms N         exit 4 if not finished after N ms (default: no timeout)\n",
+	    "  --timeout-ms N         exit 4 if not finished after N ms (default: no timeout)\n"
+	    "  --churn-ms N           balloon churn for N ms instead of a touch pattern: one thread keeps\n"
+	    "                         MADV_DONTNEED-ing random 1..--churn-max page ranges of a window every\n"
+	    "                         20-220 us while --threads threads keep reading random pages of it;\n"
+	    "                         with --verify every read page is the file's bytes or zeros once removed\n"
+	    "  --churn-at OFF         byte offset of the window in guest memory (default 0)\n"
+	    "  --churn-window N       pages in the window (default 512)\n"
+	    "  --churn-max N          pages a remove takes at most (default 8)\n"
+	    "  --churn-removers N     threads removing at once (default 1)\n"
+	    "  --churn-stuck-ms N     exit 5 once a reading thread made no progress for N ms (default 5000)\n",
 	    f);
 }
 
@@ -429,7 +446,8 @@ static void parse_options(int argc, char **argv)
 	enum {
 		O_SOCKET = 256, O_MEM, O_PAGE_SIZE, O_SHAPE, O_PAD, O_RAW, O_NO_FD, O_NO_SEND,
 		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_BALLOON, O_BMODE,
-		O_HOLD, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_HELP
+		O_HOLD, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
+		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_HELP
 	};
 	static const struct option opts[] = {
 	    {"socket", required_argument, 0, O_SOCKET},
@@ -453,6 +471,12 @@ static void parse_options(int argc, char **argv)
 	    {"print-pid-ready", no_argument, 0, O_READY},
 	    {"regions", required_argument, 0, O_REGIONS},
 	    {"timeout-ms", required_argument, 0, O_TIMEOUT},
+	    {"churn-ms", required_argument, 0, O_CHURN},
+	    {"churn-at", required_argument, 0, O_CHURN_AT},
+	    {"churn-window", required_argument, 0, O_CHURN_WINDOW},
+	    {"churn-max", required_argument, 0, O_CHURN_MAX},
+	    {"churn-stuck-ms", required_argument, 0, O_CHURN_STUCK},
+	    {"churn-removers", required_argument, 0, O_CHURN_REMOVERS},
 	    {"help", no_argument, 0, O_HELP},
 	    {0, 0, 0, 0}};
 	int c;
@@ -525,6 +549,18 @@ static void parse_options(int argc, char **argv)
 		case O_READY: opt_print_ready = true; break;
 		case O_REGIONS: opt_regions = optarg; break;
 		case O_TIMEOUT: opt_timeout_ms = parse_u64_opt("timeout-ms", optarg); break;
+		case O_CHURN: opt_churn_ms = parse_u64_opt("churn-ms", optarg); break;
+		case O_CHURN_AT: opt_churn_at = parse_size_opt("churn-at", optarg); break;
+		case O_CHURN_WINDOW: opt_churn_window = parse_u64_opt("churn-window", optarg); break;
+		case O_CHURN_MAX: opt_churn_max = parse_u64_opt("churn-max", optarg); break;
+		case O_CHURN_STUCK: opt_churn_stuck_ms = parse_u64_opt("churn-stuck-ms", optarg); break;
+		case O_CHURN_REMOVERS: {
+			uint64_t t = parse_u64_opt("churn-removers", optarg);
+			if (t < 1 || t > 64)
+				die(EXIT_SETUP, "--churn-removers must be 1..64, got %s", optarg);
+			opt_churn_removers = (int)t;
+			break;
+		}
 		case O_HELP: usage(stdout); exit(0);
 		default:
 			if (optopt)
@@ -538,6 +574,10 @@ static void parse_options(int argc, char **argv)
 		die(EXIT_SETUP, "--socket PATH is required (see --help)");
 	if (!opt_mem && (!opt_regions || opt_verify))
 		die(EXIT_SETUP, "--mem FILE is required (unless --regions is given and --verify is not)");
+	if (opt_churn_ms && (opt_churn_window == 0 || opt_churn_max == 0 || opt_churn_stuck_ms == 0))
+		die(EXIT_SETUP, "--churn-window, --churn-max and --churn-stuck-ms must be at least 1");
+	if (opt_churn_ms && opt_balloon)
+		die(EXIT_SETUP, "--churn-ms cannot be combined with --balloon");
 	if (opt_no_send && (opt_raw || opt_no_fd))
 		die(EXIT_SETUP, "--no-send cannot be combined with --raw-handshake or --no-fd");
 }
@@ -870,6 +910,232 @@ static uint64_t *build_pattern(uint64_t *n_out)
 	return pages;
 }
 
+/* ----------------------------------------------------------------- churn */
+
+/*
+ * Balloon churn, as free-page reporting makes it: one thread keeps removing
+ * small random ranges of a window of guest memory while the vCPU threads keep
+ * reading random pages of it, so REMOVE events race faults on the same pages.
+ * A read that never returns is a frozen vCPU (exit 5); a page that is neither
+ * the snapshot's bytes nor zeros after a remove is a wrong byte (exit 3).
+ */
+static uint64_t churn_first;           /* first global page of the window */
+static const uint8_t *churn_file;      /* the memory file, mapped read-only */
+static atomic_uchar *churn_removed;    /* per window page: set before its first madvise */
+static atomic_bool churn_stop;
+static atomic_uint_fast64_t churn_removes;
+
+struct churn_reader {
+	pthread_t tid;
+	int index;
+	uint64_t seed;
+	atomic_uint_fast64_t last_ns; /* when the last read returned */
+	atomic_uint_fast64_t page;    /* the window page being read */
+	uint64_t reads;
+};
+
+/*
+ * Checks the page at window index w word by word: each word is the file's or,
+ * once the page was removed, zero (a remove racing the check zeroes a suffix).
+ * `whole`: the page must be entirely one or the other (nothing races it).
+ */
+static void churn_check(uint64_t w, bool whole)
+{
+	uint64_t g = churn_first + w;
+	const uint64_t *got = (const uint64_t *)page_addr(g, NULL);
+	const uint64_t *want = (const uint64_t *)(churn_file + g * opt_page_size);
+	uint64_t words = opt_page_size / 8, zeros = 0, bad_at = UINT64_MAX;
+	for (uint64_t i = 0; i < words; i++) {
+		uint64_t v = got[i];
+		if (v == want[i])
+			continue;
+		if (v == 0) {
+			zeros++;
+			continue;
+		}
+		bad_at = i;
+		break;
+	}
+	bool removed = atomic_load(&churn_removed[w]);
+	const char *why = NULL;
+	if (bad_at != UINT64_MAX)
+		why = "a word that is neither the file's nor zero";
+	else if (zeros && !removed)
+		why = "zeros in a page that was never removed";
+	else if (whole && zeros && zeros != words && !is_zero((const uint8_t *)got, opt_page_size))
+		why = "a page partly the file's and partly zeros";
+	if (!why)
+		return;
+	atomic_fetch_add(&mismatches, 1);
+	if (atomic_fetch_add(&printed_mismatches, 1) < MAX_PRINTED_MISMATCHES)
+		fprintf(stderr, "mismatch at window page %" PRIu64 " (guest page %" PRIu64 "): %s\n", w, g, why);
+}
+
+static void *churn_reader_main(void *arg)
+{
+	struct churn_reader *r = arg;
+	pthread_barrier_wait(&start_barrier);
+	while (!atomic_load(&churn_stop)) {
+		uint64_t w = rng_below(&r->seed, opt_churn_window);
+		atomic_store(&r->page, w);
+		volatile uint8_t *p = page_addr(churn_first + w, NULL);
+		(void)*p;
+		atomic_store(&r->last_ns, now_ns());
+		r->reads++;
+		if (opt_verify)
+			churn_check(w, false);
+	}
+	return NULL;
+}
+
+struct churn_remover {
+	pthread_t tid;
+	uint64_t seed;
+	uint64_t deadline;
+};
+
+static void *churn_remover_main(void *arg)
+{
+	struct churn_remover *cr = arg;
+	uint64_t seed = cr->seed;
+	uint64_t deadline = cr->deadline;
+	pthread_barrier_wait(&start_barrier);
+	while (now_ns() < deadline) {
+		uint64_t w = rng_below(&seed, opt_churn_window);
+		uint64_t len = 1 + rng_below(&seed, opt_churn_max);
+		if (w + len > opt_churn_window)
+			len = opt_churn_window - w;
+		int reg;
+		uint8_t *addr = page_addr(churn_first + w, &reg);
+		uint64_t left_in_region = regions[reg].first_page + regions[reg].npages - (churn_first + w);
+		if (len > left_in_region)
+			len = left_in_region;
+		for (uint64_t i = 0; i < len; i++)
+			atomic_store(&churn_removed[w + i], 1);
+		if (madvise(addr, len * opt_page_size, MADV_DONTNEED) != 0)
+			die(EXIT_SETUP, "churn: madvise(MADV_DONTNEED, %p, %" PRIu64 ") failed: %s",
+			    (void *)addr, len * opt_page_size, strerror(errno));
+		atomic_fetch_add(&churn_removes, 1);
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(20000 + rng_below(&seed, 200000))};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void *churn_final_main(void *arg)
+{
+	struct churn_reader *r = arg;
+	for (uint64_t w = 0; w < opt_churn_window; w++) {
+		atomic_store(&r->page, w);
+		volatile uint8_t *p = page_addr(churn_first + w, NULL);
+		(void)*p;
+		atomic_store(&r->last_ns, now_ns());
+		r->reads++;
+		if (opt_verify)
+			churn_check(w, true);
+	}
+	return NULL;
+}
+
+/* A read that does not return is a vCPU frozen by its handler: exit 5. */
+static void churn_watch(struct churn_reader *r)
+{
+	uint64_t t = now_ns(), last = atomic_load(&r->last_ns);
+	if (last == UINT64_MAX || t <= last || t - last <= opt_churn_stuck_ms * 1000000ull)
+		return;
+	uint64_t w = atomic_load(&r->page);
+	fprintf(stderr, "fc-sim: vCPU thread %d made no progress for %" PRIu64 " ms reading window page %" PRIu64
+		" (guest page %" PRIu64 "): its fault is never resolved\n", r->index, (t - last) / 1000000, w, churn_first + w);
+	fflush(stderr);
+	_exit(EXIT_STUCK);
+}
+
+static int run_churn(uint64_t t_handshake)
+{
+	churn_first = opt_churn_at / opt_page_size;
+	if (opt_churn_at % opt_page_size || churn_first + opt_churn_window > total_pages)
+		die(EXIT_SETUP, "--churn-at %" PRIu64 " with --churn-window %" PRIu64 " must be page-aligned and inside guest memory (%" PRIu64 " pages)",
+		    opt_churn_at, opt_churn_window, total_pages);
+	if (opt_verify) {
+		if (mem_fd < 0)
+			die(EXIT_SETUP, "--churn-ms with --verify needs --mem");
+		void *m = mmap(NULL, total_size, PROT_READ, MAP_SHARED, mem_fd, 0);
+		if (m == MAP_FAILED)
+			die(EXIT_SETUP, "mmap of the memory file failed: %s", strerror(errno));
+		churn_file = m;
+	}
+	churn_removed = calloc(opt_churn_window, sizeof(*churn_removed));
+	struct churn_reader *rd = calloc((size_t)opt_threads, sizeof(*rd));
+	if (!churn_removed || !rd)
+		die(EXIT_SETUP, "out of memory");
+	if (pthread_barrier_init(&start_barrier, NULL, (unsigned)opt_threads + (unsigned)opt_churn_removers + 1) != 0)
+		die(EXIT_SETUP, "pthread_barrier_init failed");
+	uint64_t deadline = now_ns() + opt_churn_ms * 1000000ull;
+	for (int i = 0; i < opt_threads; i++) {
+		rd[i].index = i;
+		rd[i].seed = opt_seed * 7919 + (uint64_t)i;
+		atomic_store(&rd[i].last_ns, now_ns());
+		int e = pthread_create(&rd[i].tid, NULL, churn_reader_main, &rd[i]);
+		if (e)
+			die(EXIT_SETUP, "pthread_create: %s", strerror(e));
+	}
+	struct churn_remover rm[64];
+	for (int i = 0; i < opt_churn_removers; i++) {
+		rm[i].seed = (opt_seed ^ 0x5eed) + (uint64_t)i * 104729;
+		rm[i].deadline = deadline;
+		int e = pthread_create(&rm[i].tid, NULL, churn_remover_main, &rm[i]);
+		if (e)
+			die(EXIT_SETUP, "pthread_create: %s", strerror(e));
+	}
+	pthread_barrier_wait(&start_barrier);
+	uint64_t t_start = now_ns();
+	for (int i = 0; i < opt_threads; i++)
+		atomic_store(&rd[i].last_ns, t_start);
+	for (;;) {
+		sleep_ms(20);
+		uint64_t t = now_ns();
+		if (t >= deadline)
+			atomic_store(&churn_stop, true);
+		bool stopping = atomic_load(&churn_stop), all_done = stopping;
+		for (int i = 0; i < opt_threads; i++) {
+			if (atomic_load(&rd[i].last_ns) == UINT64_MAX)
+				continue; /* joined */
+			churn_watch(&rd[i]);
+			if (stopping && pthread_tryjoin_np(rd[i].tid, NULL) == 0)
+				atomic_store(&rd[i].last_ns, UINT64_MAX);
+			else
+				all_done = false;
+		}
+		if (all_done)
+			break;
+	}
+	for (int i = 0; i < opt_churn_removers; i++)
+		pthread_join(rm[i].tid, NULL);
+	uint64_t t_end = now_ns();
+	uint64_t reads = 0;
+	for (int i = 0; i < opt_threads; i++)
+		reads += rd[i].reads;
+	/* Nothing races now: every page of the window is touched once more (a page
+	 * the handler wrongly believes installed would freeze this pass) and is
+	 * wholly the file's or, once removed, zeros. */
+	struct churn_reader last = {.index = opt_threads};
+	atomic_store(&last.last_ns, now_ns());
+	int e = pthread_create(&last.tid, NULL, churn_final_main, &last);
+	if (e)
+		die(EXIT_SETUP, "pthread_create: %s", strerror(e));
+	while (pthread_tryjoin_np(last.tid, NULL) != 0) {
+		sleep_ms(20);
+		churn_watch(&last);
+	}
+	reads += last.reads;
+	uint64_t mm = atomic_load(&mismatches);
+	printf("{\"touches\":%" PRIu64 ",\"removes\":%" PRIu64 ",\"elapsed_ns\":%" PRIu64 ",\"mismatches\":%" PRIu64
+	       ",\"threads\":%d,\"pattern\":\"churn\",\"since_handshake_ns\":%" PRIu64 "}\n",
+	       reads, (uint64_t)atomic_load(&churn_removes), t_end - t_start, mm, opt_threads, t_end - t_handshake);
+	fflush(stdout);
+	return mm ? EXIT_MISMATCH : 0;
+}
+
 /* ----------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -897,6 +1163,12 @@ int main(int argc, char **argv)
 	if (opt_print_ready)
 		fprintf(stderr, "ready %d\n", (int)getpid());
 	/* sock and uffd stay open until exit, like Firecracker's */
+	if (opt_churn_ms) {
+		int rc = run_churn(t_handshake);
+		if (opt_hold_ms)
+			sleep_ms(opt_hold_ms);
+		return rc;
+	}
 
 	uint8_t *scratch = NULL;
 	if (opt_verify || nballoons) {
