@@ -6,7 +6,7 @@
 import {
   SNAP_FD, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
   CHUNK_ENTRY, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_CHECKSUM, CHUNK_RAW_FLAG,
-  CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED,
+  CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED, SLOT_SET_LOCK, TAG_LOADING,
   CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE,
   VM_STAT_CHUNK_HITS, VM_STAT_CHUNK_MISSES, ZERO_SCAN_PAGE,
 } from './layout';
@@ -35,15 +35,17 @@ export function slotData(cache: usize, slot: u32): usize {
   return <usize>load<u32>(cache + CACHE_DATA) + <usize>slot * <usize>load<u32>(cache + CACHE_SLOT_BYTES);
 }
 
-function lock(h: usize): void {
-  while (atomic.cmpxchg<u32>(h + SLOT_LOCK, 0, 1) != 0) {
-    atomic.wait<u32>(h + SLOT_LOCK, 1, 1000000); // 1 ms at most, then try again
+// Locks hold their owner's id (a thread's, never 0), so the locks of a thread
+// that died holding them can be found and opened (cacheReleaseOwner).
+function lock(word: usize, owner: u32): void {
+  while (atomic.cmpxchg<u32>(word, 0, owner) != 0) {
+    atomic.wait<u32>(word, atomic.load<u32>(word), 1000000); // 1 ms at most, then try again
   }
 }
 
-function unlock(h: usize): void {
-  atomic.store<u32>(h + SLOT_LOCK, 0);
-  atomic.notify(h + SLOT_LOCK, 1);
+function unlock(word: usize): void {
+  atomic.store<u32>(word, 0);
+  atomic.notify(word, 1);
 }
 
 /** Decoded length of chunk c. */
@@ -83,47 +85,86 @@ export function loadChunk(snap: usize, c: u32, dst: usize, scratch: usize, scrat
 /**
  * A slot holding chunk c, decoded and checked, locked for the caller (give it
  * back with chunkRelease); or a negative CHUNK_ERR (nothing is locked then).
+ * Concurrent misses of one chunk decode it once: the first claims a way
+ * (tagged loading) under the set's lock, the others wait for that way's lock.
  */
-export function chunkAcquire(vm: usize, snap: usize, c: u32, scratch: usize, scratchLen: u32): i32 {
+export function chunkAcquire(vm: usize, snap: usize, c: u32, scratch: usize, scratchLen: u32, owner: u32): i32 {
   const cache = <usize>load<u32>(snap + SNAP_CACHE);
   const ways = load<u32>(cache + CACHE_WAYS);
   const first = (c % load<u32>(cache + CACHE_SETS)) * ways;
+  const setLock = slotHeader(cache, first) + SLOT_SET_LOCK;
   const tag = c + 1;
-  for (let w: u32 = 0; w < ways; w++) {
-    const h = slotHeader(cache, first + w);
-    if (atomic.load<u32>(h + SLOT_TAG) != tag) continue;
-    lock(h);
-    if (atomic.load<u32>(h + SLOT_TAG) == tag) {
-      store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
-      if (vm != 0) bump(vm, VM_STAT_CHUNK_HITS);
-      return <i32>(first + w);
+  for (;;) {
+    // A hit, or a load of c in progress: its lock is free once it is done.
+    for (let w: u32 = 0; w < ways; w++) {
+      const h = slotHeader(cache, first + w);
+      if ((atomic.load<u32>(h + SLOT_TAG) & ~TAG_LOADING) != tag) continue;
+      lock(h + SLOT_LOCK, owner);
+      if (atomic.load<u32>(h + SLOT_TAG) == tag) {
+        store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
+        if (vm != 0) bump(vm, VM_STAT_CHUNK_HITS);
+        return <i32>(first + w);
+      }
+      unlock(h + SLOT_LOCK); // replaced meanwhile, or its load failed
     }
-    unlock(h); // replaced meanwhile: a miss after all
-  }
-  // Miss: evict the least recently used way of the set.
-  let victim = first;
-  let oldest = u32.MAX_VALUE;
-  for (let w: u32 = 0; w < ways; w++) {
-    const used = load<u32>(slotHeader(cache, first + w) + SLOT_USED);
-    if (used < oldest) {
-      oldest = used;
-      victim = first + w;
+    // A miss: claim the least recently used way, unless another thread claimed one for c first.
+    lock(setLock, owner);
+    let claimed = false;
+    for (let w: u32 = 0; w < ways; w++) {
+      if ((atomic.load<u32>(slotHeader(cache, first + w) + SLOT_TAG) & ~TAG_LOADING) == tag) claimed = true;
     }
+    if (claimed) {
+      unlock(setLock);
+      continue;
+    }
+    let victim = first;
+    let oldest = u32.MAX_VALUE;
+    for (let w: u32 = 0; w < ways; w++) {
+      const used = load<u32>(slotHeader(cache, first + w) + SLOT_USED);
+      if (used < oldest) {
+        oldest = used;
+        victim = first + w;
+      }
+    }
+    const h = slotHeader(cache, victim);
+    lock(h + SLOT_LOCK, owner);
+    atomic.store<u32>(h + SLOT_TAG, tag | TAG_LOADING);
+    unlock(setLock);
+    const err = loadChunk(snap, c, slotData(cache, victim), scratch, scratchLen);
+    if (err != 0) {
+      atomic.store<u32>(h + SLOT_TAG, 0);
+      unlock(h + SLOT_LOCK);
+      return err;
+    }
+    store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
+    atomic.store<u32>(h + SLOT_TAG, tag);
+    if (vm != 0) bump(vm, VM_STAT_CHUNK_MISSES);
+    return <i32>victim;
   }
-  const h = slotHeader(cache, victim);
-  lock(h);
-  atomic.store<u32>(h + SLOT_TAG, 0);
-  const err = loadChunk(snap, c, slotData(cache, victim), scratch, scratchLen);
-  if (err != 0) {
-    unlock(h);
-    return err;
+}
+
+/**
+ * Opens every lock of the cache that `owner` holds: a thread that died
+ * holding them (a terminated prefetch worker). A slot it was loading holds
+ * part of a chunk and is emptied. Returns the locks opened.
+ */
+export function cacheReleaseOwner(cache: usize, owner: u32): u32 {
+  const slots = load<u32>(cache + CACHE_SETS) * load<u32>(cache + CACHE_WAYS);
+  let opened: u32 = 0;
+  for (let i: u32 = 0; i < slots; i++) {
+    const h = slotHeader(cache, i);
+    if (atomic.load<u32>(h + SLOT_SET_LOCK) == owner) {
+      unlock(h + SLOT_SET_LOCK);
+      opened++;
+    }
+    if (atomic.load<u32>(h + SLOT_LOCK) != owner) continue;
+    if ((atomic.load<u32>(h + SLOT_TAG) & TAG_LOADING) != 0) atomic.store<u32>(h + SLOT_TAG, 0);
+    unlock(h + SLOT_LOCK);
+    opened++;
   }
-  store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
-  atomic.store<u32>(h + SLOT_TAG, tag);
-  if (vm != 0) bump(vm, VM_STAT_CHUNK_MISSES);
-  return <i32>victim;
+  return opened;
 }
 
 export function chunkRelease(snap: usize, slot: u32): void {
-  unlock(slotHeader(<usize>load<u32>(snap + SNAP_CACHE), slot));
+  unlock(slotHeader(<usize>load<u32>(snap + SNAP_CACHE), slot) + SLOT_LOCK);
 }

@@ -56,18 +56,35 @@ export const REGION_PRESENT: u32 = 40; // u32 offset of the present-pages bitmap
 
 export const VM_TABLE_SIZE: u32 = VM_REGIONS + VM_MAX_REGIONS * REGION_STRIDE;
 
+// The kernel's ioctl structs (linux/userfaultfd.h; test/unit/native-abi checks them against the header).
+export const UFFDIO_COPY_DST: u32 = 0; // u64
+export const UFFDIO_COPY_SRC: u32 = 8; // u64
+export const UFFDIO_COPY_LEN: u32 = 16; // u64
+export const UFFDIO_COPY_MODE: u32 = 24; // u64
+export const UFFDIO_COPY_COPY: u32 = 32; // s64: bytes copied, or a negative errno
+export const UFFDIO_COPY_SIZE: u32 = 40;
+export const UFFDIO_ZEROPAGE_START: u32 = 0; // u64 (range.start)
+export const UFFDIO_ZEROPAGE_LEN: u32 = 8; // u64 (range.len)
+export const UFFDIO_ZEROPAGE_MODE: u32 = 16; // u64
+export const UFFDIO_ZEROPAGE_ZEROPAGE: u32 = 24; // s64: bytes mapped, or a negative errno
+export const UFFDIO_ZEROPAGE_SIZE: u32 = 32;
+export const UFFDIO_RANGE_START: u32 = 0; // u64
+export const UFFDIO_RANGE_LEN: u32 = 8; // u64
+export const UFFDIO_RANGE_SIZE: u32 = 16;
+
 // Action: what the host must do for one fault; the ioctl struct is ready to pass.
-export const ACTION_STRIDE: u32 = 72;
+export const ACTION_STRIDE: u32 = 80;
 export const ACTION_KIND: u32 = 0; // u32
 export const ACTION_MSG_INDEX: u32 = 4; // u32: the uffd_msg this action answers
 export const ACTION_IOCTL: u32 = 8; // uffdio_copy (40 bytes) or uffdio_zeropage (32 bytes)
 export const ACTION_WAKE: u32 = 48; // uffdio_range for UFFDIO_WAKE after EEXIST
 export const ACTION_FILE_PAGE: u32 = 64; // u32: the snapshot page (4 KiB units) at dst, for traces and policies
 export const ACTION_PAGES: u32 = 68; // u32: 4 KiB pages the action installs
+export const ACTION_STAT: u32 = 72; // u32: the VM table counter the action counts in once done (settle)
+export const ACTION_LATE: u32 = 76; // u32: 1 if the page was installed or claimed already when the fault was planned
 export const KIND_COPY: u32 = 1;
 export const KIND_ZEROPAGE: u32 = 2;
 export const KIND_UNMAPPED: u32 = 3; // a fault outside every region: fatal for the VM
-export const KIND_WAKE: u32 = 6; // the page is in already (prefetch, fill-around): only wake the faulting thread
 
 export const ZERO_SCAN_PAGE: u32 = 4096;
 
@@ -110,9 +127,13 @@ export const CACHE_DATA: u32 = 12; // u32 offset of slot 0's data
 export const CACHE_CLOCK: u32 = 16; // u32 use counter
 export const CACHE_SLOTS: u32 = 64;
 export const SLOT_STRIDE: u32 = 16;
-export const SLOT_LOCK: u32 = 0; // u32 0 free, 1 held
-export const SLOT_TAG: u32 = 4; // u32 chunk + 1, 0 when empty
+export const SLOT_LOCK: u32 = 0; // u32 0 free, else the holder's owner id (OWNER_*)
+export const SLOT_TAG: u32 = 4; // u32 chunk + 1 (TAG_LOADING set while it is decoded), 0 when empty
 export const SLOT_USED: u32 = 8; // u32 clock value of the last use
+export const SLOT_SET_LOCK: u32 = 12; // u32, in a set's first slot: held while a miss claims a way of the set
+export const TAG_LOADING: u32 = 0x80000000;
+// Lock owners: fault workers 1..OWNER_PREFETCH-1, and the prefetch worker.
+export const OWNER_PREFETCH: u32 = 0xfffe;
 
 // Errors of chunk loading (negative results).
 export const CHUNK_ERR_IO: i32 = -1;

@@ -4,16 +4,16 @@
 // read between the check of the bitmaps here and the ioctls that follow.
 import {
   VM_SRC_BASE, VM_ZERO_BITMAP, VM_STAT_PREFETCHED, VM_STAT_PREFETCH_ZERO, VM_STAT_PREFETCH_BYTES,
-  REGION_BASE, REGION_FILE_OFFSET, REGION_PAGE_SHIFT, REGION_REMOVED, REGION_PRESENT,
+  REGION_BASE, REGION_FILE_OFFSET, REGION_PAGE_SHIFT,
   SNAP_INDEX, SNAP_PAGES, SNAP_PAGES_PER_CHUNK, SNAP_CACHE, SNAP_MEM_BASE, PAGE_ZERO,
-  ACTION_STRIDE, ACTION_KIND, ACTION_IOCTL, ACTION_WAKE, ACTION_FILE_PAGE, ACTION_PAGES, KIND_COPY, KIND_ZEROPAGE,
+  ACTION_STRIDE, ACTION_KIND, ACTION_WAKE, KIND_COPY, KIND_ZEROPAGE,
   STEP_CONSUMED, STEP_KIND, STEP_ARG, STEP_COUNT, STEP_STAGING, STEP_ACTION, STEP_MAX_ACTIONS,
-  STEP_NONE, STEP_ACTIONS, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE, MODE_DONTWAKE,
+  STEP_NONE, STEP_ACTIONS, STEP_NEED_CHUNK, STEP_NEED_ASSEMBLE, MODE_DONTWAKE, UFFDIO_RANGE_START,
 } from './layout';
-import { testBit, setBits } from './bitmap';
-import { regionOfFilePage } from './chunk_fill';
-import { findRegion } from './page_index';
+import { testBit } from './bitmap';
+import { regionOfFilePage, isPresent, isRemovedPage, markInstalled } from './page_state';
 import { slotData } from './chunk_cache';
+import { writeCopy, writeZeropage, describe } from './action';
 
 const SRC_ZERO: u64 = 0xffffffffffffffff;
 
@@ -53,7 +53,7 @@ export function prefetchPlan(
     const rOff = load<u64>(r + REGION_FILE_OFFSET);
     const bit = ((page << 12) - rOff) >> shift;
     const dst = load<u64>(r + REGION_BASE) + (bit << shift);
-    const eligible = !testBit(load<u32>(r + REGION_PRESENT), bit) && !testBit(load<u32>(r + REGION_REMOVED), bit);
+    const eligible = !isPresent(r, bit) && !isRemovedPage(r, bit);
     if (shift != 12) {
       // A huge page: a copy of its own, from the file or from an assembled staging page.
       const hugeFirst = (rOff + (bit << shift)) >> 12;
@@ -141,25 +141,11 @@ function flushRun(step: usize, n: u32, dst: u64, src: u64, pages: u32, firstPage
   else writeAction(a, KIND_COPY, dst, src, len, <u32>firstPage, pages);
 }
 
-/** uffdio_copy { dst, src, len, mode, copy } or uffdio_zeropage { range, mode, zeropage }, DONTWAKE. */
+/** A DONTWAKE copy or zeropage: the fault worker wakes its own faults. */
 function writeAction(a: usize, kind: u32, dst: u64, src: u64, len: u64, filePage: u32, pages: u32): void {
-  store<u32>(a + ACTION_KIND, kind);
-  const io = a + ACTION_IOCTL;
-  store<u64>(io, dst);
-  if (kind == KIND_COPY) {
-    store<u64>(io + 8, src);
-    store<u64>(io + 16, len);
-    store<u64>(io + 24, MODE_DONTWAKE);
-    store<i64>(io + 32, 0);
-  } else {
-    store<u64>(io + 8, len);
-    store<u64>(io + 16, MODE_DONTWAKE);
-    store<i64>(io + 24, 0);
-  }
-  store<u64>(a + ACTION_WAKE, dst);
-  store<u64>(a + ACTION_WAKE + 8, len);
-  store<u32>(a + ACTION_FILE_PAGE, filePage);
-  store<u32>(a + ACTION_PAGES, pages);
+  if (kind == KIND_COPY) writeCopy(a, dst, src, len, MODE_DONTWAKE);
+  else writeZeropage(a, dst, len, MODE_DONTWAKE);
+  describe(a, filePage, pages, 0, false);
 }
 
 /**
@@ -168,31 +154,11 @@ function writeAction(a: usize, kind: u32, dst: u64, src: u64, len: u64, filePage
  */
 export function prefetchDone(vm: usize, a: usize, doneBytes: u32): u32 {
   const bytes = <u64>doneBytes;
-  const dst = load<u64>(a + ACTION_WAKE);
-  const r = findRegion(vm, dst);
-  if (r == 0 || bytes == 0) return 0;
-  const shift = <u64>load<u32>(r + REGION_PAGE_SHIFT);
-  const bit = (dst - load<u64>(r + REGION_BASE)) >> shift;
-  setBits(load<u32>(r + REGION_PRESENT), bit, bit + (bytes >> shift), true);
+  if (bytes == 0) return 0;
+  markInstalled(vm, load<u64>(a + ACTION_WAKE + UFFDIO_RANGE_START), bytes);
   const pages = bytes >> 12;
   const counter = load<u32>(a + ACTION_KIND) == KIND_ZEROPAGE ? VM_STAT_PREFETCH_ZERO : VM_STAT_PREFETCHED;
   store<u64>(vm + counter, load<u64>(vm + counter) + pages);
   if (counter == VM_STAT_PREFETCHED) store<u64>(vm + VM_STAT_PREFETCH_BYTES, load<u64>(vm + VM_STAT_PREFETCH_BYTES) + bytes);
   return <u32>pages;
-}
-
-/** Marks the page at `addr` present: a prefetch copy found it there already (EEXIST). */
-export function markPresent(vm: usize, addr: u64): void {
-  const r = findRegion(vm, addr);
-  if (r == 0) return;
-  const bit = (addr - load<u64>(r + REGION_BASE)) >> <u64>load<u32>(r + REGION_PAGE_SHIFT);
-  setBits(load<u32>(r + REGION_PRESENT), bit, bit + 1, true);
-}
-
-/** 1 when the snapshot page (4 KiB units) is installed in the VM, or being installed; policies ask. */
-export function isPagePresent(vm: usize, page: u32): u32 {
-  const r = regionOfFilePage(vm, <u64>page);
-  if (r == 0) return 0;
-  const bit = ((<u64>page << 12) - load<u64>(r + REGION_FILE_OFFSET)) >> <u64>load<u32>(r + REGION_PAGE_SHIFT);
-  return testBit(load<u32>(r + REGION_PRESENT), bit) ? 1 : 0;
 }

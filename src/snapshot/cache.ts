@@ -63,6 +63,20 @@ export class SnapshotCache {
     return entry.snap;
   }
 
+  /**
+   * Opens the decoded-chunk cache locks `owner` holds in every compressed
+   * snapshot: a thread that died holding them (chunk_cache.ts). The locks opened.
+   */
+  releaseLocks(owner: number): number {
+    const L = this.core.layout;
+    const dv = new DataView(this.core.memory.buffer);
+    let opened = 0;
+    for (const e of [...this.current.values(), ...this.retired]) {
+      if (e.snap instanceof CompressedSnapshot) opened += this.core.fn.cacheReleaseOwner(dv.getUint32(e.snap.descriptor + L.SNAP_CACHE, true), owner);
+    }
+    return opened;
+  }
+
   release(snap: ServedSnapshot): void {
     for (const e of [...this.current.values(), ...this.retired]) {
       if (e.snap !== snap) continue;

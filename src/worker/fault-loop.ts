@@ -26,9 +26,11 @@ import { RECORD } from '../trace/trace-file.js';
 const EAGAIN_YIELDS = 32;
 
 const now = performance.now.bind(performance);
+/** What issuing an action came to: installed, found installed (EEXIST, woken), deferred (EAGAIN), or the VM ended. */
 const DONE = 0;
 const AGAIN = 1;
 const GONE = 2;
+const EXISTED = 3;
 
 interface ServedVm {
   a: VmAssignment;
@@ -81,6 +83,7 @@ export class FaultLoop {
     private readonly scratchBytes: number,
     private readonly staging: number,
     stats: number,
+    private readonly owner: number,
   ) {
     this.activityIndex = activity >> 2;
     this.st = new Float64Array(core.memory.buffer, stats, S.SIZE);
@@ -218,12 +221,11 @@ export class FaultLoop {
         }
         const res = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act)
           : kind === L.KIND_ASSEMBLE ? this.assembleHuge(vm, act)
-            : kind === L.KIND_WAKE ? this.wake(vm, act)
-              : this.issue(vm, act, kind === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE);
+            : this.issueAndSettle(vm, act);
         if (res === DONE) continue;
         if (res === GONE) return;
         // EAGAIN: a REMOVE is queued or in progress (mmap_changing): keep this
-        // fault and everything after it, read the queue, and retry after a yield.
+        // fault and every fault after it, read the queue, and retry after a yield.
         vm.eagain++;
         this.st[S.EAGAIN]++;
         done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
@@ -244,9 +246,7 @@ export class FaultLoop {
         st[S.LATENCY_BUCKETS + bucketOf(LATENCY_BOUNDS_S, seconds)] += count;
       }
       if (done < vm.pending) {
-        const keep = vm.pending - done;
-        new Uint8Array(this.core.memory.buffer).copyWithin(a.msgs, a.msgs + done * msgSize, a.msgs + vm.pending * msgSize);
-        vm.pending = keep;
+        vm.pending = this.core.fn.keepFaults(a.msgs, done, vm.pending);
         if (!vm.deferred) vm.yields = 0;
         this.setDeferred(vm, true);
         vm.yields++;
@@ -269,15 +269,13 @@ export class FaultLoop {
     const a = vm.a;
     const L = this.L;
     const fn = this.core.fn;
-    const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
-    const k = this.dv.getUint32(act + L.ACTION_IOCTL + 8, true);
-    const msgIndex = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+    const k = Number(this.dv.getBigUint64(act + L.ACTION_IOCTL + L.UFFDIO_COPY_SRC, true));
     const ppc = this.dv.getUint32(a.snap + L.SNAP_PAGES_PER_CHUNK, true);
     const chunk = Math.floor(k / ppc);
-    const slot = fn.chunkAcquire(a.table, a.snap, chunk, this.scratch, this.scratchBytes);
+    const slot = fn.chunkAcquire(a.table, a.snap, chunk, this.scratch, this.scratchBytes, this.owner);
     if (slot < 0) return this.chunkFailed(vm, chunk, slot);
     try {
-      const n = fn.fillFromChunk(a.table, a.snap, slot, k, dst, msgIndex, a.fill);
+      const n = fn.fillFromChunk(a.table, a.snap, slot, act, a.fill);
       return this.issueCopies(vm, a.fill, n);
     } finally {
       fn.chunkRelease(a.snap, slot);
@@ -288,24 +286,11 @@ export class FaultLoop {
   private assembleHuge(vm: ServedVm, act: number): number {
     const a = vm.a;
     const L = this.L;
-    const firstPage = this.dv.getBigUint64(act + L.ACTION_IOCTL + 8, true);
-    const rc = this.core.fn.assembleHuge(a.table, a.snap, firstPage, this.staging, this.scratch, this.scratchBytes);
+    const firstPage = this.dv.getBigUint64(act + L.ACTION_IOCTL + L.UFFDIO_COPY_SRC, true);
+    const rc = this.core.fn.assembleHuge(a.table, a.snap, firstPage, this.staging, this.scratch, this.scratchBytes, this.owner);
     if (rc < 0) return this.chunkFailed(vm, this.dv.getUint32(this.staging, true), rc);
-    // Turn the action into a copy from the staging buffer and issue it.
-    this.dv.setBigUint64(act + L.ACTION_IOCTL + 8, BigInt(this.base + this.staging), true);
-    this.dv.setBigUint64(act + L.ACTION_IOCTL + 16, BigInt(HUGE_PAGE), true);
-    this.dv.setBigUint64(act + L.ACTION_IOCTL + 24, 0n, true);
-    this.dv.setBigUint64(act + L.ACTION_IOCTL + 32, 0n, true);
-    this.i32[(act + L.ACTION_KIND) >> 2] = L.KIND_COPY;
+    this.core.fn.copyAssembled(act, BigInt(this.base + this.staging), BigInt(HUGE_PAGE));
     return this.issueCopies(vm, act, 1);
-  }
-
-  /** A fault on a page installed meanwhile (prefetch, fill-around): wake the threads waiting on it. */
-  private wake(vm: ServedVm, act: number): number {
-    const rc = ioctlRaw(vm.a.uffd, UFFDIO.WAKE, this.base + act + this.L.ACTION_WAKE);
-    if (rc >= 0 || rc === -E.EAGAIN) return DONE;
-    this.end(vm, 'exited', 'Firecracker exited');
-    return GONE;
   }
 
   /** Feeds the first `n` actions' pages to the prefetch policy and to the trace. */
@@ -319,7 +304,8 @@ export class FaultLoop {
       const kind = this.i32[(act + L.ACTION_KIND) >> 2];
       if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) vm.unrung++;
       if (vm.rec) {
-        const what = kind === L.KIND_WAKE ? RECORD.FAULT_LATE : kind === L.KIND_ZEROPAGE ? RECORD.FAULT_ZERO : RECORD.FAULT_COPY;
+        const late = this.i32[(act + L.ACTION_LATE) >> 2] !== 0;
+        const what = late ? RECORD.FAULT_LATE : kind === L.KIND_ZEROPAGE ? RECORD.FAULT_ZERO : RECORD.FAULT_COPY;
         vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what);
       }
     }
@@ -332,45 +318,66 @@ export class FaultLoop {
   }
 
   /**
-   * Issues the ioctl of one planned action: DONE (done, or the page was
-   * there already), AGAIN (EAGAIN), or GONE (the VM has ended).
+   * Issues the ioctl of one planned action: DONE (installed), EXISTED (the
+   * page was there already: its waiters are woken), AGAIN (EAGAIN), or GONE
+   * (the VM has ended).
    */
-  private issue(vm: ServedVm, act: number, request: number): number {
+  private issue(vm: ServedVm, act: number): number {
     const a = vm.a;
     const L = this.L;
+    const request = this.i32[(act + L.ACTION_KIND) >> 2] === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE;
     const rc = ioctlRaw(a.uffd, request, this.base + act + L.ACTION_IOCTL);
     if (rc >= 0) return DONE;
     if (rc === -E.EEXIST) {
-      // Filled already (by a racing fault): make sure nobody still sleeps on it.
+      // Installed already (prefetch, fill-around, a racing fault): make sure nobody still sleeps on it.
       vm.eexist++;
       this.st[S.EEXIST]++;
-      ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
-      return DONE;
+      const woke = ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
+      if (woke >= 0) return EXISTED;
+      return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');
     }
     if (rc === -E.EAGAIN) return AGAIN;
+    return this.ioctlFailed(vm, act, rc, 'resolving the fault');
+  }
+
+  /** Ends the VM after a failed ioctl: Firecracker has gone (ESRCH, ENOENT), or the fault cannot be served. */
+  private ioctlFailed(vm: ServedVm, act: number, rc: number, what: string): number {
     if (rc === -E.ESRCH || rc === -E.ENOENT) {
       this.end(vm, 'exited', 'Firecracker exited');
       return GONE;
     }
-    const dst = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
+    const dst = this.dv.getBigUint64(act + this.L.ACTION_WAKE + this.L.UFFDIO_RANGE_START, true);
     const why = rc === -E.EFAULT
       ? 'the snapshot bytes could not be read (was the memory file truncated while serving?)'
       : `errno ${-rc}`;
-    this.fatal(vm, `resolving the fault at 0x${dst.toString(16)} failed: ${why}`);
+    this.fatal(vm, `${what} at 0x${dst.toString(16)} failed: ${why}`);
     return GONE;
   }
 
-  /** Issues `n` planned copies at `acts`; on EAGAIN takes back the filled marks of those not done. */
+  /** Issues one action and counts it once it is done (settle). */
+  private issueAndSettle(vm: ServedVm, act: number): number {
+    const r = this.issue(vm, act);
+    if (r !== DONE && r !== EXISTED) return r;
+    this.core.fn.settle(vm.a.table, act, r === DONE ? 1 : 0);
+    return DONE;
+  }
+
+  /**
+   * Issues `n` planned copies at `acts`, the faulting page's first; on EAGAIN
+   * gives back the pages of those not done. Once the faulting page is in, the
+   * fault is served: fill-around cut short is not retried.
+   */
   private issueCopies(vm: ServedVm, acts: number, n: number): number {
     const L = this.L;
     for (let j = 0; j < n; j++) {
-      const r = this.issue(vm, acts + j * L.ACTION_STRIDE, UFFDIO.COPY);
+      const r = this.issueAndSettle(vm, acts + j * L.ACTION_STRIDE);
       if (r === DONE) continue;
       if (r === AGAIN) {
         for (let k = j; k < n; k++) {
-          const x = acts + k * L.ACTION_STRIDE + L.ACTION_IOCTL;
-          this.core.fn.unmarkFilled(vm.a.table, this.dv.getBigUint64(x, true), this.dv.getBigUint64(x + 16, true));
+          const w = acts + k * L.ACTION_STRIDE + L.ACTION_WAKE;
+          this.core.fn.giveBack(vm.a.table, this.dv.getBigUint64(w + L.UFFDIO_RANGE_START, true), this.dv.getBigUint64(w + L.UFFDIO_RANGE_LEN, true));
         }
+        if (j > 0) return DONE;
       }
       return r;
     }

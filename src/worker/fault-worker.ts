@@ -20,6 +20,8 @@ export interface FaultWorkerData {
   staging: number;
   /** This worker's WORKER_STAT block. */
   stats: number;
+  /** Who holds a chunk-cache lock (chunk_cache.ts): this worker's number, from 1. */
+  owner: number;
 }
 
 const data = workerData as FaultWorkerData;
@@ -27,7 +29,7 @@ const parent = parentPort;
 if (!parent) throw new Error('fault-worker must run as a worker thread');
 const send = (m: FromWorker): void => parent.postMessage(m);
 const core = instantiateCore(data.module, data.memory, hostPread(data.memory));
-const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging, data.stats);
+const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging, data.stats, data.owner);
 send({ type: 'ready' });
 loop.run();
 data.port.close();

@@ -46,7 +46,8 @@ export class FaultWorkerPool {
   private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: WorkerBuffers): Promise<void> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
-    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, ...b };
+    // Its id as a chunk-cache lock owner (chunk_cache.ts): 1, 2, ...
+    const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, owner: this.workers.length + 1, ...b };
     const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     let resolveExit!: () => void;
     const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };

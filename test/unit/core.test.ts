@@ -93,9 +93,9 @@ describe('WASM core', () => {
 
   it('a remove spanning regions and partial words marks exactly its pages', () => {
     const t = vm([{ base: A, size: 100n * 4096n, offset: 0n, pageSize: PAGE }]);
-    core.fn.applyRemove(t, A + 3n * 4096n, A + 70n * 4096n);
+    core.fn.markRemoved(t, A + 3n * 4096n, A + 70n * 4096n);
     for (let p = 0n; p < 100n; p++) expect(core.fn.isRemoved(t, A + p * 4096n), `page ${p}`).to.equal(p >= 3n && p < 70n ? 1 : 0);
-    core.fn.applyRemove(t, A - 4096n * 10n, A + 1n); // partial page at the start, range begins before the region
+    core.fn.markRemoved(t, A - 4096n * 10n, A + 1n); // partial page at the start, range begins before the region
     expect(core.fn.isRemoved(t, A)).to.equal(1);
     expect(core.fn.isRemoved(t, A + 4096n)).to.equal(0);
   });
@@ -189,7 +189,7 @@ describe('WASM core', () => {
     it('skips pages a fault installed, prefetch installed or the guest removed', () => {
       const t = twoRegions();
       plan(t, msgs([['fault', A + 2n * 4096n]]), 1); // demand fault: page 2 present
-      core.fn.applyRemove(t, A + 5n * 4096n, A + 7n * 4096n); // pages 5, 6 removed
+      core.fn.markRemoved(t, A + 5n * 4096n, A + 7n * 4096n); // pages 5, 6 removed
       done(t, 8, 2); // pages 8, 9 prefetched
       const s = prefetchStep(t, 0, 16, 16);
       expect(s.runs.map((r) => [r.filePage, r.pages])).to.deep.equal([[0, 2], [3, 2], [7, 1], [10, 6]]);
@@ -198,19 +198,73 @@ describe('WASM core', () => {
       expect(core.fn.isPagePresent(t, 5)).to.equal(0);
     });
 
-    it('a fault on a page prefetch installed only wakes; a REMOVE makes it missing (and zero) again', () => {
+    it('a fault on a page prefetch installed gets the real ioctl all the same (EEXIST wakes it), counted late once settled', () => {
       const t = twoRegions();
       done(t, 3, 1);
       const L = core.layout;
       const acts = arena.alloc(2 * L.ACTION_STRIDE);
       expect(core.fn.plan(t, msgs([['fault', A + 3n * 4096n + 5n]]), 1, acts)).to.equal(1);
-      expect(dv().getUint32(acts + L.ACTION_KIND, true)).to.equal(L.KIND_WAKE);
+      expect(dv().getUint32(acts + L.ACTION_KIND, true)).to.equal(L.KIND_COPY);
       expect(dv().getBigUint64(acts + L.ACTION_WAKE, true)).to.equal(A + 3n * 4096n);
+      expect(dv().getUint32(acts + L.ACTION_LATE, true)).to.equal(1);
+      expect(dv().getBigUint64(t + L.VM_STAT_LATE, true)).to.equal(0n); // nothing counts before it is done
+      core.fn.settle(t, acts, 0);
       expect(dv().getBigUint64(t + L.VM_STAT_LATE, true)).to.equal(1n);
-      core.fn.applyRemove(t, A + 3n * 4096n, A + 4n * 4096n);
+      expect(dv().getBigUint64(t + L.VM_STAT_COPY, true)).to.equal(1n);
+      expect(dv().getBigUint64(t + L.VM_STAT_BYTES, true)).to.equal(0n); // EEXIST copied nothing
+      core.fn.markRemoved(t, A + 3n * 4096n, A + 4n * 4096n);
       expect(core.fn.isPagePresent(t, 3)).to.equal(0);
       expect(plan(t, msgs([['fault', A + 3n * 4096n]]), 1)[0].kind).to.equal('zero');
       expect(prefetchStep(t, 3, 1).kind).to.equal('none');
+    });
+
+    it('a page whose install a REMOVE zapped is installed again on its next fault, never only woken (the livelock)', () => {
+      const t = twoRegions();
+      // One read: a fault on page 3 and a REMOVE of it. The zeropage goes in after the
+      // REMOVE was read, and the madvise then zaps it: the page is missing, its bit set.
+      const first = plan(t, msgs([['fault', A + 3n * 4096n], ['remove', A + 3n * 4096n, A + 4n * 4096n]]), 2);
+      expect(first.map((a) => a.kind)).to.deep.equal(['zero']);
+      expect(core.fn.isPagePresent(t, 3)).to.equal(1);
+      // The guest faults on it again, with no REMOVE in between: a real zeropage, not a bare wake.
+      for (let i = 0; i < 3; i++) {
+        const again = plan(t, msgs([['fault', A + 3n * 4096n]]), 1);
+        expect(again.map((a) => [a.kind, a.dst, a.len])).to.deep.equal([['zero', A + 3n * 4096n, 4096n]]);
+      }
+    });
+
+    it('keepFaults keeps only the faults after EAGAIN: the removes were applied and are not applied or counted again', () => {
+      const t = twoRegions();
+      const L = core.layout;
+      const m = msgs([['fault', A], ['remove', A + 8n * 4096n, A + 9n * 4096n], ['fault', A + 4096n], ['remove', A, A + 4096n], ['fault', A + 2n * 4096n]]);
+      const acts = arena.alloc(5 * L.ACTION_STRIDE);
+      expect(core.fn.plan(t, m, 5, acts)).to.equal(3);
+      expect(dv().getBigUint64(t + L.VM_STAT_REMOVE_EVENTS, true)).to.equal(2n);
+      // EAGAIN on the second fault (message 2): keep messages 2.. but only the faults.
+      expect(core.fn.keepFaults(m, 2, 5)).to.equal(2);
+      expect(dv().getBigUint64(m + L.MSG_PF_ADDRESS, true)).to.equal(A + 4096n);
+      expect(dv().getBigUint64(m + L.MSG_SIZE + L.MSG_PF_ADDRESS, true)).to.equal(A + 2n * 4096n);
+      core.fn.plan(t, m, 2, acts);
+      expect(dv().getBigUint64(t + L.VM_STAT_REMOVE_EVENTS, true)).to.equal(2n);
+    });
+
+    it('giveBack on a 2 MiB page clears its one bit and nothing past the bitmap', () => {
+      const L = core.layout;
+      const H = BigInt(HUGE);
+      const t = vm([{ base: A, size: 8n * H, offset: 0n, pageSize: HUGE }]);
+      const r = t + L.VM_REGIONS;
+      const present = dv().getUint32(r + L.REGION_PRESENT, true);
+      const sentinel = present + 4; // the 8-bit bitmap takes one u32 word: whatever follows must stay (512 bits cleared at page 2 would hit bytes 128-191)
+      const after = new Uint8Array(core.memory.buffer, sentinel, 256);
+      const saved = after.slice();
+      after.fill(0xff);
+      for (let p = 0n; p < 8n; p++) core.fn.markPresent(t, A + p * H);
+      expect(dv().getUint32(present, true)).to.equal(0xff);
+      core.fn.giveBack(t, A + 2n * H, H);
+      expect(dv().getUint32(present, true)).to.equal(0xfb);
+      core.fn.giveBack(t, A + 5n * H, 3n * H);
+      expect(dv().getUint32(present, true)).to.equal(0x1b);
+      expect(after.every((b) => b === 0xff)).to.equal(true);
+      after.set(saved);
     });
 
     it('unmarkPlanned gives back the pages of actions not issued (EAGAIN), so neither side skips them', () => {
