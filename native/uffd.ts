@@ -13,6 +13,9 @@ const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, uintptr_t arg)')
   fd: number, req: number, arg: number) => number;
 
 /** ioctl(2) with a raw struct address; returns rc, or -errno on failure. */
+/** An ioctl on a uffd with its argument at a raw address: the result, or a negative errno. */
+export type IoctlFn = (fd: number, req: number, arg: number) => number;
+
 export function ioctlRaw(fd: number, req: number, arg: number): number {
   const rc = ioctlFn(fd, req, arg);
   return rc < 0 ? -errno() : rc;

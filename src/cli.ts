@@ -212,8 +212,11 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Pro
   }
 }
 
+/** What a caller of run() may set beside the command line: seams for tests that inject faults. */
+export type RunSeams = Pick<ServerOptions, 'prefetchWorker'>;
+
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
-export async function run(argv: string[]): Promise<number> {
+export async function run(argv: string[], seams: RunSeams = {}): Promise<number> {
   try {
     const tool = argv[0] === 'trace' ? traceTool : argv[0] === 'report' ? reportTool : TOOLS[argv[0]];
     if (tool) return await tool(argv.slice(1));
@@ -236,13 +239,13 @@ export async function run(argv: string[]): Promise<number> {
     if (isServe) {
       if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}; see snapfault serve --help`);
       if (!values.socket || !values.mem) throw new UsageError('serve needs --socket PATH and --mem FILE; see snapfault serve --help');
-      return await serve(serverOptions(values, values.socket, values.mem, false), metricsOption(values));
+      return await serve({ ...serverOptions(values, values.socket, values.mem, false), ...seams }, metricsOption(values));
     }
     if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
     if (positionals.length !== 2) {
       throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
     }
-    return await serve(serverOptions(values, positionals[0], positionals[1], true), metricsOption(values));
+    return await serve({ ...serverOptions(values, positionals[0], positionals[1], true), ...seams }, metricsOption(values));
   } catch (e) {
     if (e instanceof SnapfaultError) {
       process.stderr.write(`snapfault: ${e.message}\n`);

@@ -52,6 +52,8 @@ export interface ServerOptions {
   /** Record each VM's restore to this trace file; `{pid}` becomes Firecracker's pid. */
   record: string | null;
   log: Logger;
+  /** The prefetch worker's entry module; tests pass one that injects faults (test/helpers/faulty-prefetch-worker.ts). */
+  prefetchWorker?: URL;
 }
 
 /** How a served VM ended, or why its handshake was refused. */
@@ -90,6 +92,8 @@ export interface MetricsSnapshot {
 }
 
 const MSG_CAPACITY = 64;
+/** Outcomes kept for a library user to look at; the totals in the metrics cover every VM. */
+export const RECENT_OUTCOMES = 64;
 
 export class SnapfaultServer {
   private readonly vms = new Map<number, LiveVm>();
@@ -108,6 +112,7 @@ export class SnapfaultServer {
   private readonly finishing = new Set<Promise<void>>();
   /** With `once`: resolves when the one VM has ended or was refused. */
   readonly firstOutcome: Promise<VmOutcome>;
+  /** The most recent RECENT_OUTCOMES VM outcomes, oldest first: a `serve` running for months keeps no more. */
   readonly outcomes: VmOutcome[] = [];
 
   private constructor(
@@ -168,7 +173,7 @@ export class SnapfaultServer {
           step: arena.alloc(core.layout.STEP_SIZE), doorbell: server.doorbell,
         };
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
-          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e));
+          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e), opts.prefetchWorker);
       }
     } catch (e) {
       listener.close();
@@ -337,8 +342,10 @@ export class SnapfaultServer {
    * for it forever) and go on serving on demand, without prefetch.
    */
   private onPrefetcherCrash(e: Error): void {
+    // It may have died holding a fence, or a chunk it was copying from: fault workers would wait on either forever.
     const m = new Int32Array(this.core.memory.buffer);
     for (const vm of this.vms.values()) if (vm.prefetching) leaveCopy(m, fenceWords(this.core.layout, vm.table));
+    this.cache.releaseLocks(this.core.layout.OWNER_PREFETCH);
     this.opts.log.error(`the prefetch worker stopped: ${e.message}; prefetching is off for every VM, faults are served on demand`);
   }
 
@@ -350,6 +357,7 @@ export class SnapfaultServer {
 
   private record(o: VmOutcome): void {
     this.outcomes.push(o);
+    if (this.outcomes.length > RECENT_OUTCOMES) this.outcomes.shift();
     if (this.opts.once) this.resolveOnce?.(o);
   }
 

@@ -6,7 +6,7 @@
 // gets a bounded share per round. A failure here never touches the guest's
 // bytes: prefetching for that VM stops and its faults are served on demand.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
+import { UFFDIO, type IoctlFn } from '../../native/uffd.js';
 import { closeFd } from '../../native/fd.js';
 import { E, addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
@@ -65,13 +65,6 @@ export interface PrefetchBuffers {
 
 const now = epochMs;
 
-/**
- * Fault injection for the tests only: hold every planned prefetch copy this
- * long before issuing it, widening the window a REMOVE could slip into.
- */
-const STALL_MS = Number(process.env.SNAPFAULT_TEST_PREFETCH_STALL_MS ?? 0);
-const stallWord = new Int32Array(new SharedArrayBuffer(4));
-
 export class PrefetchLoop {
   private readonly vms = new Map<number, PrefetchVm>();
   private stopping = false;
@@ -88,6 +81,8 @@ export class PrefetchLoop {
     private readonly send: (m: FromPrefetcher) => void,
     private readonly policy: PreparedPolicy,
     private readonly b: PrefetchBuffers,
+    /** The ioctl copies go through: the native one (tests pass one that injects faults). */
+    private readonly ioctl: IoctlFn,
   ) {
     this.L = core.layout;
     this.base = addressOf(new Uint8Array(core.memory.buffer));
@@ -252,24 +247,25 @@ export class PrefetchLoop {
           vm.cur.first += consumed;
           vm.cur.count -= consumed;
           if (kind === L.STEP_NONE) return 0;
-          if (kind === L.STEP_ACTIONS) {
-            if (STALL_MS > 0) Atomics.wait(stallWord, 0, 0, STALL_MS);
-            return this.issueBatch(vm);
-          }
+          if (kind === L.STEP_ACTIONS) return this.issueBatch(vm);
         } finally {
           leaveCopy(this.i32, vm.fence);
         }
         // Decoding and assembling happen outside the fence: they take long.
         if (kind === L.STEP_NEED_CHUNK) {
           if (slot >= 0) fn.chunkRelease(a.snap, slot);
-          slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes);
+          slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes, L.OWNER_PREFETCH);
           if (slot < 0) {
             this.stop(vm, `chunk ${arg} of the compressed snapshot ${chunkErrorText(L, slot)}`);
             return -1;
           }
           chunk = arg;
         } else {
-          const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes);
+          // Assembling acquires chunks itself: a slot still held could be the one it must evict.
+          if (slot >= 0) fn.chunkRelease(a.snap, slot);
+          slot = -1;
+          chunk = -1;
+          const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes, L.OWNER_PREFETCH);
           if (rc < 0) {
             this.stop(vm, `chunk ${this.dv.getUint32(staging, true)} of the compressed snapshot ${chunkErrorText(L, rc)}`);
             return -1;
@@ -306,14 +302,14 @@ export class PrefetchLoop {
     const L = this.L;
     const io = act + L.ACTION_IOCTL;
     const isCopy = this.i32[(act + L.ACTION_KIND) >> 2] === L.KIND_COPY;
-    const rc = ioctlRaw(vm.a.uffd, isCopy ? UFFDIO.COPY : UFFDIO.ZEROPAGE, this.base + io);
+    const rc = this.ioctl(vm.a.uffd, isCopy ? UFFDIO.COPY : UFFDIO.ZEROPAGE, this.base + io);
     // Lengths here are at most 2 MiB: the low 32 bits of each u64/i64 say it all.
     const i32 = this.i32;
-    const len = i32[(act + L.ACTION_WAKE + 8) >> 2];
+    const len = i32[(act + L.ACTION_WAKE + L.UFFDIO_RANGE_LEN) >> 2];
     const filePage = i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
     const pages = i32[(act + L.ACTION_PAGES) >> 2];
     // uffdio_copy.copy / uffdio_zeropage.zeropage: bytes done, or a negative errno.
-    const result = i32[(io + (isCopy ? 32 : 24)) >> 2];
+    const result = i32[(io + (isCopy ? L.UFFDIO_COPY_COPY : L.UFFDIO_ZEROPAGE_ZEROPAGE)) >> 2];
     const done = rc >= 0 ? len : Math.max(0, result);
     if (done > 0) {
       this.core.fn.prefetchDone(vm.a.table, act, done);
@@ -327,7 +323,7 @@ export class PrefetchLoop {
     if (rc === -E.EEXIST || (rc === -E.EAGAIN && done > 0 && done < len && result > 0)) {
       if (rc === -E.EEXIST) {
         // That page is in already (a demand fault won the race): skip it.
-        this.core.fn.markPresent(vm.a.table, this.dv.getBigUint64(io, true) + BigInt(done));
+        this.core.fn.markPresent(vm.a.table, this.dv.getBigUint64(act + L.ACTION_WAKE + L.UFFDIO_RANGE_START, true) + BigInt(done));
         from += unit;
       }
       vm.cur.first = Math.min(from, end);

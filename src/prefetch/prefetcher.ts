@@ -3,7 +3,7 @@
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { ring, policyCalls } from './fault-feed.js';
 import { closeFd } from '../../native/fd.js';
-import type { PrefetchWorkerData } from './prefetch-worker.js';
+import type { PrefetchWorkerData } from './prefetch-thread.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import type { PrefetchBuffers } from './prefetch-loop.js';
 import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
@@ -21,8 +21,7 @@ export class Prefetcher {
   private dead = false;
 
   private constructor(
-    /** Kept for the tests, which kill it to check the handler does not hang. */
-    readonly worker: Worker,
+    worker: Worker,
     private readonly port: MessagePort,
     private readonly memory: WebAssembly.Memory,
     private readonly doorbell: number,
@@ -46,10 +45,12 @@ export class Prefetcher {
   static async start(
     module: WebAssembly.Module, memory: WebAssembly.Memory, policy: PreparedPolicy, buffers: PrefetchBuffers,
     onWarning: (id: number, message: string) => void, onCrash: (e: Error) => void,
+    /** The worker's entry module: prefetch-worker.js (tests pass one that injects faults). */
+    entry: URL = new URL('./prefetch-worker.js', import.meta.url),
   ): Promise<Prefetcher> {
     const { port1, port2 } = new MessageChannel();
     const data: PrefetchWorkerData = { module, memory, port: port2, policy, ...buffers };
-    const worker = new Worker(new URL('./prefetch-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const worker = new Worker(entry, { workerData: data, transferList: [port2] });
     const p = new Prefetcher(worker, port1, memory, buffers.doorbell);
     await new Promise<void>((resolve, reject) => {
       worker.on('message', (m: FromPrefetcher) => {
