@@ -4,7 +4,6 @@
 // a UFFDIO_COPY from a page not yet mapped takes a minor fault in the
 // kernel, which measured ~2 µs of a ~5 µs 4 KiB copy here.
 import { workerData, parentPort } from 'node:worker_threads';
-import { openSync, closeSync } from 'node:fs';
 import { instantiateCore } from '../core/wasm-core.js';
 import { preadInto } from '../../native/fd.js';
 import { setIdlePriority } from '../../native/sched.js';
@@ -14,7 +13,12 @@ import { tryMadvise, MADV } from '../../native/mmap.js';
 export interface ZeroScanData {
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
-  path: string;
+  /**
+   * The snapshot's own descriptor (threads share the fd table). Not its path:
+   * a file renamed over the path since would be scanned in its place. The
+   * snapshot stops the scan before it closes the fd.
+   */
+  fd: number;
   extents: Array<[number, number]>;
   bitmap: number;
   scratch: number;
@@ -58,15 +62,13 @@ function waitForQuiet(): void {
   lastSeen = seen;
 }
 
-let fd = -1;
 let populate = d.mapping !== 0;
 try {
-  fd = openSync(d.path, 'r');
   for (const [start, end] of d.extents) {
     for (let pos = start - (start % 4096); pos < end; ) {
       waitForQuiet();
       const want = Math.min(d.scratchSize, end - pos);
-      const n = preadInto(fd, base + d.scratch, want, pos);
+      const n = preadInto(d.fd, base + d.scratch, want, pos);
       if (n <= 0) throw new Error(n === 0 ? 'the file ended early' : `pread failed (errno ${-n})`);
       const whole = n - (n % 4096);
       if (whole === 0) break;
@@ -79,7 +81,5 @@ try {
   }
 } catch (e) {
   result.error = (e as Error).message;
-} finally {
-  if (fd >= 0) closeSync(fd);
 }
 parentPort?.postMessage(result);

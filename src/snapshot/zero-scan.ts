@@ -12,10 +12,11 @@ export interface ZeroScan {
   stop(): Promise<void>;
 }
 
+/** Scans snap through its own fd: stop the scan (and wait) before closing snap. */
 export function startZeroScan(snap: RawSnapshot, module: WebAssembly.Module, memory: WebAssembly.Memory, arena: Arena, activity: number): ZeroScan {
   const scratch = arena.alloc(SCRATCH, 4096);
   const data: ZeroScanData = {
-    module, memory, path: snap.path, extents: snap.dataExtents(), bitmap: snap.zeroBitmap, scratch, scratchSize: SCRATCH, activity,
+    module, memory, fd: snap.fd, extents: snap.dataExtents(), bitmap: snap.zeroBitmap, scratch, scratchSize: SCRATCH, activity,
     mapping: snap.srcBase,
   };
   const worker = new Worker(new URL('./zero-scan-worker.js', import.meta.url), { workerData: data });
