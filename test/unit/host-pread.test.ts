@@ -95,7 +95,7 @@ describe('host pread', () => {
         const want = expected(o, c);
         expect(bytesAt(o, o.dst, want.length).equals(want), `chunk ${c} bytes`).to.equal(true);
 
-        const slot = o.core.fn.chunkAcquire(0, o.snap.descriptor, c, o.scratch, o.scratchLen);
+        const slot = o.core.fn.chunkAcquire(0, o.snap.descriptor, c, o.scratch, o.scratchLen, 1);
         expect(slot, `chunkAcquire(${c})`).to.be.at.least(0);
         const cache = new DataView(o.core.memory.buffer).getUint32(o.snap.descriptor + o.core.layout.SNAP_CACHE, true);
         expect(bytesAt(o, o.core.fn.slotData(cache, slot), want.length).equals(want), `cached chunk ${c} bytes`).to.equal(true);
@@ -118,13 +118,48 @@ describe('host pread', () => {
         const off = Number(new DataView(o.core.memory.buffer).getBigUint64(o.table + last * CHUNK_ENTRY_BYTES, true));
         truncateSync(copy, off + 100);
         expect(o.core.fn.loadChunk(o.snap.descriptor, last, o.dst, o.scratch, o.scratchLen)).to.equal(o.core.layout.CHUNK_ERR_IO);
-        expect(o.core.fn.chunkAcquire(0, o.snap.descriptor, last, o.scratch, o.scratchLen)).to.equal(o.core.layout.CHUNK_ERR_IO);
+        expect(o.core.fn.chunkAcquire(0, o.snap.descriptor, last, o.scratch, o.scratchLen, 1)).to.equal(o.core.layout.CHUNK_ERR_IO);
         expect(o.core.fn.loadChunk(o.snap.descriptor, 0, o.dst, o.scratch, o.scratchLen), 'chunk 0 is whole').to.equal(0);
       } finally {
         o.snap.close();
       }
       // Whole again for the next reader.
       dir.file('truncated.snapfault', readFileSync(packed));
+    }
+  });
+
+  it('the locks of a thread that died holding them are opened: a slot it used stays, a slot it was loading is emptied', () => {
+    const o = open(packed, preadInto);
+    try {
+      const L = o.core.layout;
+      const fn = o.core.fn;
+      const dv = new DataView(o.core.memory.buffer);
+      const cache = dv.getUint32(o.snap.descriptor + L.SNAP_CACHE, true);
+      const header = (slot: number): number => cache + L.CACHE_SLOTS + slot * L.SLOT_STRIDE;
+      // The prefetch worker holds chunk 0 (copying from it) and dies.
+      const used = fn.chunkAcquire(0, o.snap.descriptor, 0, o.scratch, o.scratchLen, L.OWNER_PREFETCH);
+      expect(used).to.be.at.least(0);
+      expect(dv.getUint32(header(used) + L.SLOT_LOCK, true)).to.equal(L.OWNER_PREFETCH);
+      // ... and had claimed a slot for chunk 1 and was decoding into it.
+      const loading = used === 0 ? 1 : 0;
+      dv.setUint32(header(loading) + L.SLOT_LOCK, L.OWNER_PREFETCH, true);
+      dv.setUint32(header(loading) + L.SLOT_TAG, (2 | L.TAG_LOADING) >>> 0, true);
+      expect(fn.cacheReleaseOwner(cache, L.OWNER_PREFETCH)).to.equal(2);
+      expect(dv.getUint32(header(used) + L.SLOT_LOCK, true)).to.equal(0);
+      expect(dv.getUint32(header(used) + L.SLOT_TAG, true)).to.equal(1); // whole: still a hit
+      expect(dv.getUint32(header(loading) + L.SLOT_LOCK, true)).to.equal(0);
+      expect(dv.getUint32(header(loading) + L.SLOT_TAG, true)).to.equal(0); // half decoded: never served
+      // A fault worker now gets both without waiting, chunk 1 decoded anew and checked.
+      const again = fn.chunkAcquire(0, o.snap.descriptor, 0, o.scratch, o.scratchLen, 1);
+      expect(again).to.equal(used);
+      fn.chunkRelease(o.snap.descriptor, again);
+      const reloaded = fn.chunkAcquire(0, o.snap.descriptor, 1, o.scratch, o.scratchLen, 1);
+      expect(reloaded).to.be.at.least(0);
+      expect(bytesAt(o, fn.slotData(cache, reloaded), expected(o, 1).length).equals(expected(o, 1))).to.equal(true);
+      fn.chunkRelease(o.snap.descriptor, reloaded);
+      expect(fn.cacheReleaseOwner(cache, L.OWNER_PREFETCH)).to.equal(0);
+    } finally {
+      o.snap.close();
     }
   });
 });
