@@ -2,7 +2,7 @@
 // person to open in a browser: a heat map of guest memory (what each part of
 // the snapshot became: faulted in, zero, prefetched, removed, untouched) and
 // a timeline of faults with the prefetch progress beside it.
-import { RECORD, RECORD_WORDS, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, FIELD, recordTimeUs, type Trace } from './trace-file.js';
 import { summarize } from './summary.js';
 
 /** Page states, in the order a cell shows them when several meet in it. */
@@ -38,10 +38,11 @@ function pageStates(t: Trace): Int8Array {
   const rank = new Map<number, number>();
   STATES.forEach((s, i) => s.kinds.forEach((k) => rank.set(k, i)));
   for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
-    const r = rank.get(t.records[o + 3]);
+    const r = rank.get(t.records[o + FIELD.KIND]);
     if (r === undefined) continue;
-    const end = Math.min(pages, t.records[o] + t.records[o + 1]);
-    for (let p = t.records[o]; p < end; p++) if (state[p] === -1 || r < state[p]) state[p] = r;
+    const first = t.records[o + FIELD.PAGE];
+    const end = Math.min(pages, first + t.records[o + FIELD.PAGES]);
+    for (let p = first; p < end; p++) if (state[p] === -1 || r < state[p]) state[p] = r;
   }
   return state;
 }
@@ -106,10 +107,10 @@ function timeline(t: Trace, top: number): { svg: string; height: number } {
   const faults: Array<[number, number]> = [];
   const prefetch: Array<[number, number]> = [];
   for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
-    const kind = t.records[o + 3];
-    const ms = t.records[o + 2] / 1000;
+    const kind = t.records[o + FIELD.KIND];
+    const ms = recordTimeUs(t.records, o) / 1000;
     if (kind === RECORD.FAULT_COPY || kind === RECORD.FAULT_ZERO || kind === RECORD.FAULT_LATE) faults.push([ms, 1]);
-    else if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) prefetch.push([ms, t.records[o + 1]]);
+    else if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) prefetch.push([ms, t.records[o + FIELD.PAGES]]);
   }
   const end = Math.max(1, ...faults.map((f) => f[0]), ...prefetch.map((p) => p[0]));
   const cumulative = (xs: Array<[number, number]>): Array<[number, number]> => {
