@@ -242,6 +242,18 @@ describe('report', () => {
     expect(svg).to.include('>3.0 ms<'); // the time axis ends at the last fault or prefetch
   });
 
+  it('a restore followed for hours, with more faults than fit a call\'s arguments, is drawn on a time axis in minutes', () => {
+    const hour = 3_600_000_000; // µs
+    const recs: Rec[] = [[1, 1, 1000, RECORD.FAULT_COPY], [2, 1, hour, RECORD.FAULT_COPY], [3, 1, 3 * hour, RECORD.FAULT_ZERO]];
+    for (let i = 0; i < 300_000; i++) recs.push([i % PAGES, 1, 2000 + i, RECORD.FAULT_LATE]);
+    const svg = renderReport(trace(recs), { title: 'long' });
+    expect(svg).to.include('>180 min<');
+    expect(svg).to.include('>36 min<');
+    expect(svg).to.include('faults per 1.5 min');
+    expect(svg).to.include('last at 10800000.0 ms');
+    expect(balanced(svg)).to.equal(true);
+  });
+
   it('a big snapshot is drawn with several pages a cell, and stays small', () => {
     const pages = 262144; // 1 GiB
     const recs: Array<[number, number, number, RecordKind]> = [];
