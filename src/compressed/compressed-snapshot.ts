@@ -72,6 +72,8 @@ export class CompressedSnapshot {
         if (msg.startsWith('is truncated')) throw new SnapshotError(path, `${msg}: was it copied completely?`);
         return fail(msg);
       }
+      // Always below the memory limit (snapshot/limits.ts): decodeHeader refuses 2^32 - 1 pages or more,
+      // and the page index, 4 bytes a page, must fit the 2 GiB shared memory besides.
       const L = core.layout;
       const alloc = (n: number, align?: number): number => {
         const b = arena.alloc(n, align);

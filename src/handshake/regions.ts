@@ -3,6 +3,7 @@
 // bytes despite its name) to 1.12+ (`page_size`), and ignores unknown fields.
 import { HandshakeError } from '../errors.js';
 import { parseJson64, JsonSyntaxError, type Json } from './json64.js';
+import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from '../snapshot/limits.js';
 
 /** One guest memory region, exact to the bit. */
 export interface GuestRegion {
@@ -80,7 +81,7 @@ export function parseRegions(text: string, maxRegions: number): GuestRegion[] {
   });
 }
 
-/** Checks regions against each other and the snapshot's size. */
+/** Checks regions against each other, the snapshot's size and the memory limit. */
 export function validateRegions(regions: readonly GuestRegion[], snapshotSize: bigint, snapshotName: string): void {
   regions.forEach((r, i) => {
     const ps = BigInt(r.pageSize);
@@ -90,6 +91,10 @@ export function validateRegions(regions: readonly GuestRegion[], snapshotSize: b
       if (v % ps !== 0n) throw new HandshakeError('alignment', `region ${i}: ${name} ${v} is not a multiple of its page size ${ps}`);
     }
     if (r.base + r.size > U64_MAX) throw new HandshakeError('bounds', `region ${i} wraps around the address space`);
+    // Here too, not only when the snapshot is opened: whatever the snapshot, no region may number pages past 32 bits (limits.ts).
+    if (reachesMemoryLimit(r.offset + r.size)) {
+      throw new HandshakeError('bounds', `region ${i} ends at byte ${r.offset + r.size} of the snapshot, 16 TiB or more: ${MEMORY_LIMIT_TEXT}`);
+    }
     if (r.offset + r.size > snapshotSize) {
       throw new HandshakeError('bounds',
         `region ${i} needs bytes ${r.offset}..${r.offset + r.size} of the snapshot, but ${snapshotName} holds ${snapshotSize}: is this the snapshot this VM was taken with?`);

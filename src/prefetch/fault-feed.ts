@@ -49,7 +49,7 @@ export function adaptRing(m: Int32Array, feed: number, asked: boolean): void {
   Atomics.store(m, at, asked ? RING_SOON : Math.min(RING_SELDOM, now * 2));
 }
 
-/** Fault worker: appends a snapshot page; false when the ring is full. */
+/** Fault worker: appends a snapshot page (a u32: snapshot/limits.ts keeps them below 2^32); false when the ring is full. */
 export function feedPush(m: Int32Array, feed: number, page: number): boolean {
   const base = feed >> 2;
   const head = Atomics.load(m, base + HEAD);

@@ -5,6 +5,7 @@ import { openSnapshotFile } from './open-file.js';
 import { mmapFile, munmap, type Mapping } from '../../native/mmap.js';
 import { dataExtents } from '../../native/fd.js';
 import { SnapshotError } from '../errors.js';
+import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from './limits.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 
@@ -46,6 +47,8 @@ export class RawSnapshot {
       if (st.size % SCAN_PAGE !== 0) {
         throw new SnapshotError(path, `its size ${st.size} is not a multiple of 4096: not a Firecracker memory file, or truncated`);
       }
+      // Before mapping it and sizing its zero bitmap: past the limit, page numbers would wrap (limits.ts).
+      if (reachesMemoryLimit(BigInt(st.size))) throw new SnapshotError(path, `is ${st.size} bytes, 16 TiB or more: ${MEMORY_LIMIT_TEXT}`);
       // No MADV_RANDOM: it would turn off fault-around, and every copied page would cost the handler a minor fault.
       const mapping = mmapFile(fd, st.size, path);
       const snap = new RawSnapshot(path, fd, mapping, st.size, fileIdentity(st), arena);

@@ -1,7 +1,7 @@
 // `snapfault trace show` and `snapfault trace merge`.
 import { UsageError } from '../errors.js';
 import { parseTool, onePositional, stringOption } from '../tool-args.js';
-import { readTrace, writeTrace } from './trace-file.js';
+import { readTrace, writeTrace, recordCount } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
 import { renderReport } from './report.js';
@@ -69,7 +69,7 @@ async function merge(argv: string[]): Promise<number> {
   }
   const merged = mergeTraces(positionals.map(readTrace), positionals, { minRuns });
   writeTrace(out, merged);
-  const pages = merged.records.length / 4;
+  const pages = recordCount(merged);
   process.stdout.write(`${out}: ${pages} pages (${mib(pages * 4096)}) touched in at least ${minRuns} of ${positionals.length} run(s)\n`);
   return 0;
 }

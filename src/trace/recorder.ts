@@ -1,22 +1,20 @@
 // A growing list of trace records in a thread's own memory (never on the
-// shared heap): four u32 per record, handed over whole when the VM ends.
-import { RECORD_WORDS, type RecordKind } from './trace-file.js';
+// shared heap): RECORD_WORDS u32 per record, handed over whole when the VM ends.
+import { RECORD_WORDS, setRecord, type RecordKind } from './trace-file.js';
 
 export class Recorder {
   private buf = new Uint32Array(4096 * RECORD_WORDS);
   private n = 0;
 
+  /** `tUs`: µs since the handshake, any size (it is stored as a u64). */
   push(page: number, pages: number, tUs: number, kind: RecordKind): void {
     if ((this.n + 1) * RECORD_WORDS > this.buf.length) {
       const bigger = new Uint32Array(this.buf.length * 2);
       bigger.set(this.buf);
       this.buf = bigger;
     }
-    const o = this.n++ * RECORD_WORDS;
-    this.buf[o] = page;
-    this.buf[o + 1] = pages;
-    this.buf[o + 2] = tUs;
-    this.buf[o + 3] = kind;
+    // Each thread reads the clock on its own: a record a hair before the handshake is taken as at it.
+    setRecord(this.buf, this.n++ * RECORD_WORDS, page, pages, Math.max(0, Math.round(tUs)), kind);
   }
 
   get count(): number {

@@ -2,7 +2,7 @@
 // person to open in a browser: a heat map of guest memory (what each part of
 // the snapshot became: faulted in, zero, prefetched, removed, untouched) and
 // a timeline of faults with the prefetch progress beside it.
-import { RECORD, RECORD_WORDS, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, FIELD, recordTimeUs, type Trace } from './trace-file.js';
 import { summarize } from './summary.js';
 
 /** Page states, in the order a cell shows them when several meet in it. */
@@ -38,10 +38,11 @@ function pageStates(t: Trace): Int8Array {
   const rank = new Map<number, number>();
   STATES.forEach((s, i) => s.kinds.forEach((k) => rank.set(k, i)));
   for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
-    const r = rank.get(t.records[o + 3]);
+    const r = rank.get(t.records[o + FIELD.KIND]);
     if (r === undefined) continue;
-    const end = Math.min(pages, t.records[o] + t.records[o + 1]);
-    for (let p = t.records[o]; p < end; p++) if (state[p] === -1 || r < state[p]) state[p] = r;
+    const first = t.records[o + FIELD.PAGE];
+    const end = Math.min(pages, first + t.records[o + FIELD.PAGES]);
+    for (let p = first; p < end; p++) if (state[p] === -1 || r < state[p]) state[p] = r;
   }
   return state;
 }
@@ -99,6 +100,26 @@ function heatMap(t: Trace, top: number): { svg: string; height: number } {
   return { svg: [caption, frame, ...out].join('\n'), height };
 }
 
+/** Time units for labels, largest first: a trace may span µs or days. */
+const UNITS: ReadonlyArray<{ name: string; ms: number }> = [
+  { name: 'h', ms: 3_600_000 }, { name: 'min', ms: 60_000 }, { name: 's', ms: 1000 }, { name: 'ms', ms: 1 }, { name: 'µs', ms: 0.001 },
+];
+
+/** The unit of a time axis ending at `endMs`: ms up to 10 s, as before, then s, min, h. */
+function axisUnit(endMs: number): { name: string; ms: number } {
+  return UNITS.find((u) => u.ms <= 1 || endMs >= 10 * u.ms) ?? UNITS[3];
+}
+
+function axisLabel(ms: number, unit: { name: string; ms: number }): string {
+  const v = ms / unit.ms;
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${unit.name}`;
+}
+
+/** A span in the largest unit it makes at least 1 of. */
+function span(ms: number): string {
+  return axisLabel(ms, UNITS.find((u) => ms >= u.ms) ?? UNITS[UNITS.length - 1]);
+}
+
 function timeline(t: Trace, top: number): { svg: string; height: number } {
   const h = 220;
   const left = PAD + 56;
@@ -106,12 +127,16 @@ function timeline(t: Trace, top: number): { svg: string; height: number } {
   const faults: Array<[number, number]> = [];
   const prefetch: Array<[number, number]> = [];
   for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
-    const kind = t.records[o + 3];
-    const ms = t.records[o + 2] / 1000;
+    const kind = t.records[o + FIELD.KIND];
+    const ms = recordTimeUs(t.records, o) / 1000;
     if (kind === RECORD.FAULT_COPY || kind === RECORD.FAULT_ZERO || kind === RECORD.FAULT_LATE) faults.push([ms, 1]);
-    else if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) prefetch.push([ms, t.records[o + 1]]);
+    else if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) prefetch.push([ms, t.records[o + FIELD.PAGES]]);
   }
-  const end = Math.max(1, ...faults.map((f) => f[0]), ...prefetch.map((p) => p[0]));
+  // A loop, not Math.max(...spread): a VM served for days has more records than arguments fit on the stack.
+  let end = 1;
+  for (const [ms] of faults) end = Math.max(end, ms);
+  for (const [ms] of prefetch) end = Math.max(end, ms);
+  const unit = axisUnit(end);
   const cumulative = (xs: Array<[number, number]>): Array<[number, number]> => {
     xs.sort((a, b) => a[0] - b[0]);
     let n = 0;
@@ -142,12 +167,12 @@ function timeline(t: Trace, top: number): { svg: string; height: number } {
   const ticks: string[] = [];
   for (let i = 0; i <= 5; i++) {
     const ms = (end * i) / 5;
-    ticks.push(`<line x1="${x(ms)}" y1="${top + h}" x2="${x(ms)}" y2="${top + h + 4}" stroke="#374151"/><text x="${x(ms)}" y="${top + h + 16}" text-anchor="middle">${ms.toFixed(ms < 10 ? 1 : 0)} ms</text>`);
+    ticks.push(`<line x1="${x(ms)}" y1="${top + h}" x2="${x(ms)}" y2="${top + h + 4}" stroke="#374151"/><text x="${x(ms)}" y="${top + h + 16}" text-anchor="middle">${axisLabel(ms, unit)}</text>`);
     const n = (max * i) / 5;
     ticks.push(`<text x="${left - 6}" y="${y(n) + 4}" text-anchor="end">${Math.round(n)}</text><line x1="${left}" y1="${y(n)}" x2="${left + width}" y2="${y(n)}" stroke="#e5e7eb"/>`);
   }
   const svg = [
-    `<text x="${PAD}" y="${top - 10}" class="h">Over time, from the handshake: pages faulted in (red; bars: faults per ${((end / buckets) * 1000).toFixed(0)} µs) and pages prefetched (blue), cumulative</text>`,
+    `<text x="${PAD}" y="${top - 10}" class="h">Over time, from the handshake: pages faulted in (red; bars: faults per ${span(end / buckets)}) and pages prefetched (blue), cumulative</text>`,
     ...ticks,
     bars,
     `<line x1="${left}" y1="${top + h}" x2="${left + width}" y2="${top + h}" stroke="#374151"/><line x1="${left}" y1="${top}" x2="${left}" y2="${top + h}" stroke="#374151"/>`,

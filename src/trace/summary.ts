@@ -1,7 +1,7 @@
 // What `snapfault trace show` prints: a trace's pages, bytes and time span,
 // and, against a trace of what the guest really touched, how well the
 // prefetch guessed (hits, waste, coverage).
-import { RECORD, RECORD_WORDS, recordedWhilePrefetching, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, FIELD, recordTimeUs, recordedWhilePrefetching, type Trace } from './trace-file.js';
 import { workingSet, prefetchedSet } from './working-set.js';
 
 export interface TraceSummary {
@@ -42,9 +42,10 @@ export function summarize(t: Trace, reference?: Trace): TraceSummary {
     lastFaultMs: 0, lastPrefetchMs: 0, recordedWhilePrefetching: recordedWhilePrefetching(t),
   };
   for (let o = 0; o < r.length; o += RECORD_WORDS) {
-    const pages = r[o + 1];
-    const ms = r[o + 2] / 1000;
-    switch (r[o + 3]) {
+    const pages = r[o + FIELD.PAGES];
+    const ms = recordTimeUs(r, o) / 1000;
+    const kind = r[o + FIELD.KIND];
+    switch (kind) {
       case RECORD.FAULT_COPY: s.faults.copy++; break;
       case RECORD.FAULT_ZERO: s.faults.zero++; break;
       case RECORD.FAULT_LATE: s.faults.late++; break;
@@ -52,7 +53,6 @@ export function summarize(t: Trace, reference?: Trace): TraceSummary {
       case RECORD.PREFETCH_ZERO: s.prefetchedZeroPages += pages; break;
       case RECORD.REMOVED: s.removedPages += pages; break;
     }
-    const kind = r[o + 3];
     if (kind <= RECORD.FAULT_LATE) s.lastFaultMs = Math.max(s.lastFaultMs, ms);
     if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) s.lastPrefetchMs = Math.max(s.lastPrefetchMs, ms);
   }

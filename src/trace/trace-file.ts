@@ -5,10 +5,20 @@ import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { TraceError } from '../errors.js';
 
 export const TRACE_MAGIC = 'SFTRACE1';
-export const TRACE_VERSION = 1;
+/**
+ * Version written. Version 1 records held the time as u32 µs, which wraps
+ * after 71.6 minutes, while a VM may run for days: version 2 widens it to u64.
+ * Version 1 files are still read, their times as they are.
+ */
+export const TRACE_VERSION = 2;
 export const HEADER_BYTES = 64;
-export const RECORD_WORDS = 4;
+/** A record in memory, as in a version 2 file: page, pages, time (u64 µs: low word, high word), kind, reserved (zero). */
+export const RECORD_WORDS = 6;
+export const FIELD = { PAGE: 0, PAGES: 1, TIME_LO: 2, TIME_HI: 3, KIND: 4, RESERVED: 5 } as const;
 const RECORD_BYTES = RECORD_WORDS * 4;
+const V1_RECORD_BYTES = 16; // page, pages, time (u32 µs), kind
+/** Times from 2^53 µs (285 years) on would not be exact as numbers: no recording makes them, so such a record is corrupt. */
+const MAX_TIME_HI = 2 ** 21;
 
 /** What a record says happened to its pages. */
 export const RECORD = {
@@ -45,7 +55,7 @@ export interface Trace {
   /** Unix time of the handshake, ms. */
   startedMs: number;
   flags: number;
-  /** RECORD_WORDS u32 per record: page, pages, µs since the handshake, kind. */
+  /** RECORD_WORDS u32 per record (see FIELD): page, pages, µs since the handshake, kind. */
   records: Uint32Array;
 }
 
@@ -53,10 +63,25 @@ export function recordCount(t: Trace): number {
   return t.records.length / RECORD_WORDS;
 }
 
+/** The time of the record at word offset `o`: µs since the handshake. */
+export function recordTimeUs(records: Uint32Array, o: number): number {
+  return records[o + FIELD.TIME_HI] * 2 ** 32 + records[o + FIELD.TIME_LO];
+}
+
+/** Writes a record at word offset `o`; `tUs` is a whole number of µs from 0 to 2^53. */
+export function setRecord(records: Uint32Array, o: number, page: number, pages: number, tUs: number, kind: number): void {
+  records[o + FIELD.PAGE] = page;
+  records[o + FIELD.PAGES] = pages;
+  records[o + FIELD.TIME_LO] = tUs % 2 ** 32;
+  records[o + FIELD.TIME_HI] = Math.floor(tUs / 2 ** 32);
+  records[o + FIELD.KIND] = kind;
+  records[o + FIELD.RESERVED] = 0;
+}
+
 /** Offsets of the records in time order (records of different threads interleave; ties keep file order). */
 export function recordsByTime(records: Uint32Array): number[] {
   const idx = Array.from({ length: records.length / RECORD_WORDS }, (_, i) => i * RECORD_WORDS);
-  return idx.sort((a, b) => records[a + 2] - records[b + 2] || a - b);
+  return idx.sort((a, b) => recordTimeUs(records, a) - recordTimeUs(records, b) || a - b);
 }
 
 export function encodeTrace(t: Trace): Buffer {
@@ -91,20 +116,30 @@ export function decodeTrace(b: Buffer, name: string): Trace {
     throw new TraceError(`${name} is not a snapfault trace (no ${TRACE_MAGIC} header); record one with --record`);
   }
   const version = b.readUInt32LE(8);
-  if (version !== TRACE_VERSION) throw new TraceError(`${name} is a version ${version} trace; this snapfault reads version ${TRACE_VERSION}`);
-  if (b.readUInt32LE(12) !== RECORD_BYTES) throw new TraceError(`${name}: unexpected record size ${b.readUInt32LE(12)}`);
+  if (version !== TRACE_VERSION && version !== 1) throw new TraceError(`${name} is a version ${version} trace; this snapfault reads versions 1 and ${TRACE_VERSION}`);
+  const recordBytes = version === 1 ? V1_RECORD_BYTES : RECORD_BYTES;
+  if (b.readUInt32LE(12) !== recordBytes) throw new TraceError(`${name}: unexpected record size ${b.readUInt32LE(12)}`);
   const n = b.readBigUInt64LE(24);
-  if (BigInt(b.length - HEADER_BYTES) !== n * BigInt(RECORD_BYTES)) {
+  if (BigInt(b.length - HEADER_BYTES) !== n * BigInt(recordBytes)) {
     throw new TraceError(`${name} is truncated or has trailing bytes: the header says ${n} records, the file holds ${b.length - HEADER_BYTES} bytes of them`);
   }
   const snapshotBytes = b.readBigUInt64LE(16);
   const records = new Uint32Array(Number(n) * RECORD_WORDS);
-  new Uint8Array(records.buffer).set(b.subarray(HEADER_BYTES));
+  if (version === 1) {
+    // Into the version 2 layout, times as they are (they may have wrapped).
+    for (let i = 0, at = HEADER_BYTES; i < Number(n); i++, at += V1_RECORD_BYTES) {
+      setRecord(records, i * RECORD_WORDS, b.readUInt32LE(at), b.readUInt32LE(at + 4), b.readUInt32LE(at + 8), b.readUInt32LE(at + 12));
+    }
+  } else {
+    new Uint8Array(records.buffer).set(b.subarray(HEADER_BYTES));
+  }
   const pages = snapshotBytes / 4096n;
   for (let o = 0; o < records.length; o += RECORD_WORDS) {
-    const kind = records[o + 3];
-    if (kind < RECORD.FAULT_COPY || kind > RECORD.REMOVED || records[o + 1] === 0 || BigInt(records[o]) + BigInt(records[o + 1]) > pages) {
-      throw new TraceError(`${name}: record ${o / RECORD_WORDS} is corrupt (page ${records[o]}, ${records[o + 1]} pages, kind ${kind}); record the trace again`);
+    const kind = records[o + FIELD.KIND];
+    const first = records[o + FIELD.PAGE];
+    const count = records[o + FIELD.PAGES];
+    if (kind < RECORD.FAULT_COPY || kind > RECORD.REMOVED || count === 0 || BigInt(first) + BigInt(count) > pages || records[o + FIELD.TIME_HI] >= MAX_TIME_HI) {
+      throw new TraceError(`${name}: record ${o / RECORD_WORDS} is corrupt (page ${first}, ${count} pages, kind ${kind}, at ${recordTimeUs(records, o)} µs); record the trace again`);
     }
   }
   return { snapshotBytes, startedMs: Number(b.readBigUInt64LE(32)), flags: b.readUInt32LE(40), records };

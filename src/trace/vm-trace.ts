@@ -2,7 +2,7 @@
 // worker's, and the pages the guest had removed, read from the VM table.
 import type { Core } from '../core/wasm-core.js';
 import type { GuestRegion } from '../handshake/regions.js';
-import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, recordsByTime, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, TRACE_FLAG_PREFETCHED, recordsByTime, setRecord, type Trace } from './trace-file.js';
 import { usSince } from './clock.js';
 
 export function traceOfVm(
@@ -16,12 +16,7 @@ export function traceOfVm(
   records.set(parts[0]);
   records.set(parts[1], parts[0].length);
   let o = parts[0].length + parts[1].length;
-  for (let i = 0; i < removed.length; i += 2, o += RECORD_WORDS) {
-    records[o] = removed[i];
-    records[o + 1] = removed[i + 1];
-    records[o + 2] = endUs;
-    records[o + 3] = RECORD.REMOVED;
-  }
+  for (let i = 0; i < removed.length; i += 2, o += RECORD_WORDS) setRecord(records, o, removed[i], removed[i + 1], endUs, RECORD.REMOVED);
   return { snapshotBytes, startedMs: t0, flags: prefetching ? TRACE_FLAG_PREFETCHED : 0, records: sortByTime(records) };
 }
 

@@ -1,7 +1,7 @@
 // What a trace says about the guest: the pages it touched, in the order it
 // first touched them; merging the working sets of several runs; and the
 // ranges a replay installs them in.
-import { RECORD_WORDS, RECORD, TOUCH_KINDS, PREFETCH_KINDS, recordsByTime, type Trace } from './trace-file.js';
+import { RECORD_WORDS, RECORD, FIELD, TOUCH_KINDS, PREFETCH_KINDS, recordsByTime, setRecord, type Trace } from './trace-file.js';
 import { TraceError } from '../errors.js';
 
 /** Pages the guest touched, each once, in first-touch order. */
@@ -10,9 +10,9 @@ export function workingSet(t: Trace): Uint32Array {
   const seen = new Uint8Array(pages);
   const out: number[] = [];
   for (const o of recordsByTime(t.records)) {
-    if (!TOUCH_KINDS.has(t.records[o + 3])) continue;
-    const first = t.records[o];
-    for (let p = first; p < first + t.records[o + 1]; p++) {
+    if (!TOUCH_KINDS.has(t.records[o + FIELD.KIND])) continue;
+    const first = t.records[o + FIELD.PAGE];
+    for (let p = first; p < first + t.records[o + FIELD.PAGES]; p++) {
       if (seen[p]) continue;
       seen[p] = 1;
       out.push(p);
@@ -25,7 +25,8 @@ export function workingSet(t: Trace): Uint32Array {
 export function prefetchedSet(t: Trace): Uint8Array {
   const seen = new Uint8Array(Number(t.snapshotBytes / 4096n));
   for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
-    if (PREFETCH_KINDS.has(t.records[o + 3])) seen.fill(1, t.records[o], t.records[o] + t.records[o + 1]);
+    const first = t.records[o + FIELD.PAGE];
+    if (PREFETCH_KINDS.has(t.records[o + FIELD.KIND])) seen.fill(1, first, first + t.records[o + FIELD.PAGES]);
   }
   return seen;
 }
@@ -63,13 +64,8 @@ export function mergeTraces(traces: readonly Trace[], names: readonly string[], 
   for (let p = 0; p < pages; p++) if (runs[p] >= minRuns) keep.push(p);
   keep.sort((a, b) => rank[a] / runs[a] - rank[b] / runs[b] || a - b);
   const records = new Uint32Array(keep.length * RECORD_WORDS);
-  keep.forEach((p, i) => {
-    const o = i * RECORD_WORDS;
-    records[o] = p;
-    records[o + 1] = 1;
-    records[o + 2] = i; // merged traces keep order, not time
-    records[o + 3] = RECORD.FAULT_COPY;
-  });
+  // Merged traces keep order, not time: a record's time is its rank.
+  keep.forEach((p, i) => setRecord(records, i * RECORD_WORDS, p, 1, i, RECORD.FAULT_COPY));
   return { snapshotBytes: bytes, startedMs: Date.now(), flags: 0, records };
 }
 

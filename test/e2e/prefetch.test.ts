@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY_PREFETCH } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, runSim, startSim, Proc, type SimResult } from '../helpers/processes.js';
-import { readTrace, RECORD } from '../../src/trace/trace-file.js';
+import { readTrace, RECORD, RECORD_WORDS, FIELD } from '../../src/trace/trace-file.js';
 import { summarize } from '../../src/trace/summary.js';
 import { pack } from '../../src/compressed/pack.js';
 
@@ -82,7 +82,7 @@ describe('prefetch policies', function () {
       expect(s.faults.copy + s.faults.zero).to.equal(s.touchedPages);
       expect(s.prefetchedPages + s.prefetchedZeroPages).to.equal(0);
       expect(s.recordedWhilePrefetching).to.equal(false);
-      for (let o = 0; o < t.records.length; o += 4) expect(t.records[o]).to.be.below(PAGES);
+      for (let o = 0; o < t.records.length; o += RECORD_WORDS) expect(t.records[o + FIELD.PAGE]).to.be.below(PAGES);
     });
 
     it('replay installs the recorded working set ahead of the guest: few demand faults left, every byte right', async () => {
@@ -148,7 +148,7 @@ describe('prefetch policies', function () {
   function summarizePages(path: string): number[] {
     const t = readTrace(path);
     const out: number[] = [];
-    for (let o = 0; o < t.records.length; o += 4) if (t.records[o + 3] <= RECORD.FAULT_LATE) out.push(t.records[o]);
+    for (let o = 0; o < t.records.length; o += RECORD_WORDS) if (t.records[o + FIELD.KIND] <= RECORD.FAULT_LATE) out.push(t.records[o + FIELD.PAGE]);
     return out;
   }
 

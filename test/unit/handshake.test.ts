@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { parseJson64, jsonLooksComplete } from '../../src/handshake/json64.js';
-import { parseRegions, validateRegions } from '../../src/handshake/regions.js';
+import { parseRegions, validateRegions, HUGE_PAGE } from '../../src/handshake/regions.js';
 import { HandshakeError } from '../../src/errors.js';
 
 const region = (o: Record<string, unknown>): string =>
@@ -113,5 +113,19 @@ describe('handshake regions', () => {
     refused(() => validateRegions([r(base, 64 * MiB, 0), r(base + 32 * MiB, 64 * MiB, 64 * MiB)], snap, 'mem'), 'overlap', /regions 0 and 1/);
     refused(() => validateRegions([r(base, 64 * MiB, 96 * MiB)], snap, 'mem'), 'bounds', /mem holds 134217728/);
     refused(() => validateRegions([r((1n << 64n) - 4096n, 8192, 0)], snap, 'mem'), 'bounds', /wraps/);
+  });
+
+  it('refuses regions reaching 16 TiB of the snapshot (2^32 pages of 4 KiB), whatever the snapshot holds', () => {
+    const r = (offset: bigint, size: bigint, pageSize = 4096) => ({ base: 0x7f0000000000n, size, offset, pageSize });
+    const TiB16 = 1n << 44n;
+    const huge = 1n << 50n; // a snapshot size that would let every region through
+    // Up to 2^32 - 1 pages: both a page number and a page count still fit a u32.
+    validateRegions([r(TiB16 - 8192n, 4096n)], huge, 'mem');
+    validateRegions([r(0n, TiB16 - 2n * BigInt(MiB), HUGE_PAGE)], huge, 'mem');
+    refused(() => validateRegions([r(TiB16 - 4096n, 4096n)], huge, 'mem'), 'bounds', /region 0 ends at byte 17592186044416 of the snapshot, 16 TiB or more: .*2\^32 pages/);
+    refused(() => validateRegions([r(0n, TiB16)], huge, 'mem'), 'bounds', /16 TiB or more/);
+    refused(() => validateRegions([r(TiB16 - 2n * BigInt(MiB), 4n * BigInt(MiB), HUGE_PAGE)], huge, 'mem'), 'bounds', /16 TiB or more/);
+    // Named before the snapshot's own size: the limit is what no snapshot can lift.
+    refused(() => validateRegions([r(0n, TiB16)], BigInt(128 * MiB), 'mem'), 'bounds', /16 TiB or more/);
   });
 });

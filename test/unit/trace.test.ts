@@ -2,18 +2,49 @@
 // and the score of a prefetch against what the guest touched.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { encodeTrace, decodeTrace, RECORD, RECORD_WORDS, type Trace, type RecordKind } from '../../src/trace/trace-file.js';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  encodeTrace, decodeTrace, readTrace, writeTrace, recordTimeUs, setRecord, RECORD, RECORD_WORDS, FIELD, TRACE_VERSION, type Trace, type RecordKind,
+} from '../../src/trace/trace-file.js';
+import { Recorder } from '../../src/trace/recorder.js';
 import { workingSet, mergeTraces, replayRanges } from '../../src/trace/working-set.js';
 import { summarize } from '../../src/trace/summary.js';
 import { TraceError } from '../../src/errors.js';
 import { renderReport } from '../../src/trace/report.js';
+import { SNAPFAULT } from '../helpers/paths.js';
 
 const PAGES = 1024;
+/** The first time a version 1 trace could not hold: 2^32 µs, 71.6 minutes after the handshake. */
+const WRAP = 2 ** 32;
 
-function trace(records: Array<[number, number, number, RecordKind]>, pages = PAGES): Trace {
+type Rec = [page: number, pages: number, timeUs: number, kind: RecordKind];
+
+function trace(records: Rec[], pages = PAGES): Trace {
   const r = new Uint32Array(records.length * RECORD_WORDS);
-  records.forEach((x, i) => r.set(x, i * RECORD_WORDS));
+  records.forEach(([page, n, t, kind], i) => setRecord(r, i * RECORD_WORDS, page, n, t, kind));
   return { snapshotBytes: BigInt(pages * 4096), startedMs: 1_700_000_000_000, flags: 0, records: r };
+}
+
+const fields = (t: Trace): Rec[] => Array.from({ length: t.records.length / RECORD_WORDS }, (_, i) => {
+  const o = i * RECORD_WORDS;
+  return [t.records[o + FIELD.PAGE], t.records[o + FIELD.PAGES], recordTimeUs(t.records, o), t.records[o + FIELD.KIND] as RecordKind];
+});
+
+/** A version 1 file, as snapfault wrote them before: 16-byte records with a u32 time. */
+function encodeV1(records: Rec[], pages = PAGES, flags = 0): Buffer {
+  const b = Buffer.alloc(64 + 16 * records.length);
+  b.write('SFTRACE1', 0, 'latin1');
+  b.writeUInt32LE(1, 8);
+  b.writeUInt32LE(16, 12);
+  b.writeBigUInt64LE(BigInt(pages * 4096), 16);
+  b.writeBigUInt64LE(BigInt(records.length), 24);
+  b.writeBigUInt64LE(1_700_000_000_000n, 32);
+  b.writeUInt32LE(flags, 40);
+  records.forEach((r, i) => r.forEach((v, k) => b.writeUInt32LE(v, 64 + 16 * i + 4 * k)));
+  return b;
 }
 
 const touches = (pages: number[]): Trace => trace(pages.map((p, i) => [p, 1, i * 10, RECORD.FAULT_COPY]));
@@ -25,14 +56,49 @@ describe('trace files', () => {
     expect(back.snapshotBytes).to.equal(t.snapshotBytes);
     expect(back.startedMs).to.equal(t.startedMs);
     expect([...back.records]).to.deep.equal([...t.records]);
+    expect(encodeTrace(t).readUInt32LE(8)).to.equal(TRACE_VERSION);
+  });
+
+  it('keep times past 2^32 µs (71.6 minutes), through the recorder, the bytes and the file', () => {
+    const rec = new Recorder();
+    const times = [0, WRAP - 1, WRAP, WRAP + 123, 30 * 86_400e6 + 7]; // the last: 30 days
+    times.forEach((t, i) => rec.push(i, 1, t, RECORD.FAULT_COPY));
+    rec.push(9, 1, -3, RECORD.FAULT_ZERO); // another thread's clock a hair behind: taken as the handshake
+    const t: Trace = { snapshotBytes: BigInt(PAGES * 4096), startedMs: 1_700_000_000_000, flags: 0, records: rec.take() };
+    expect(fields(t).map((r) => r[2])).to.deep.equal([...times, 0]);
+    const dir = mkdtempSync(join(tmpdir(), 'snapfault-trace-'));
+    try {
+      writeTrace(join(dir, 'long.trace'), t);
+      const back = readTrace(join(dir, 'long.trace'));
+      expect(fields(back)).to.deep.equal(fields(t));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('still read version 1 files, their times as they are', () => {
+    const recs: Rec[] = [[5, 1, 10, RECORD.FAULT_COPY], [7, 512, WRAP - 1, RECORD.PREFETCH_COPY], [0, 3, 30, RECORD.REMOVED]];
+    const v1 = decodeTrace(encodeV1(recs, PAGES, 1), 'old.trace');
+    expect(v1.snapshotBytes).to.equal(BigInt(PAGES * 4096));
+    expect(v1.startedMs).to.equal(1_700_000_000_000);
+    expect(v1.flags).to.equal(1);
+    expect(fields(v1)).to.deep.equal(recs);
+    expect([...workingSet(v1)]).to.deep.equal([5]);
+    // Written again, it is a version 2 file with the same records.
+    const again = encodeTrace(v1);
+    expect(again.readUInt32LE(8)).to.equal(2);
+    expect(fields(decodeTrace(again, 'new.trace'))).to.deep.equal(recs);
+    expect(() => decodeTrace(encodeV1(recs).subarray(0, 64 + 40), 'old.trace')).to.throw(TraceError, /truncated/);
   });
 
   const bad: Array<[string, (b: Buffer) => Buffer, RegExp]> = [
     ['another file', (b) => Buffer.concat([Buffer.from('GARBAGE!'), b.subarray(8)]), /is not a snapfault trace/],
-    ['a later version', (b) => (b.writeUInt32LE(2, 8), b), /version 2 trace/],
+    ['a later version', (b) => (b.writeUInt32LE(3, 8), b), /version 3 trace; this snapfault reads versions 1 and 2/],
+    ['a version 1 header on version 2 records', (b) => (b.writeUInt32LE(1, 8), b), /unexpected record size 24/],
     ['a truncated file', (b) => b.subarray(0, b.length - 3), /truncated or has trailing bytes/],
     ['a page past the snapshot', (b) => (b.writeUInt32LE(PAGES, 64), b), /record 0 is corrupt/],
-    ['an unknown kind', (b) => (b.writeUInt32LE(99, 64 + 12), b), /record 0 is corrupt/],
+    ['an unknown kind', (b) => (b.writeUInt32LE(99, 64 + 16), b), /record 0 is corrupt/],
+    ['a time from 2^53 µs on', (b) => (b.writeUInt32LE(2 ** 21, 64 + 12), b), /record 0 is corrupt/],
   ];
   for (const [what, damage, message] of bad) {
     it(`refuses ${what} with a TraceError`, () => {
@@ -41,20 +107,25 @@ describe('trace files', () => {
     });
   }
 
-  it('fuzz: any damage is refused with a TraceError or decodes to records inside the snapshot', () => {
-    const good = encodeTrace(trace([[5, 1, 10, RECORD.FAULT_COPY], [100, 512, 20, RECORD.PREFETCH_COPY], [0, 3, 30, RECORD.REMOVED]]));
-    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), fc.nat(good.length), (pokes, cut) => {
-      const b = Buffer.from(good.subarray(0, Math.max(cut, 1)));
-      for (const [at, v] of pokes) if (at < b.length) b[at] = v;
-      try {
-        const t = decodeTrace(b, 'fuzz');
-        const pages = Number(t.snapshotBytes / 4096n);
-        for (let o = 0; o < t.records.length; o += RECORD_WORDS) expect(t.records[o] + t.records[o + 1]).to.be.at.most(pages);
-      } catch (e) {
-        expect(e).to.be.instanceOf(TraceError);
-      }
-    }), { numRuns: 2000 });
-  });
+  const fuzzRecords: Rec[] = [[5, 1, 10, RECORD.FAULT_COPY], [100, 512, WRAP + 20, RECORD.PREFETCH_COPY], [0, 3, 30, RECORD.REMOVED]];
+  for (const [version, good] of [['2', encodeTrace(trace(fuzzRecords))], ['1', encodeV1(fuzzRecords.map(([p, n, t, k]) => [p, n, t % WRAP, k]))]] as const) {
+    it(`fuzz (version ${version}): any damage is refused with a TraceError or decodes to records inside the snapshot, with exact times`, () => {
+      fc.assert(fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), fc.nat(good.length), (pokes, cut) => {
+        const b = Buffer.from(good.subarray(0, Math.max(cut, 1)));
+        for (const [at, v] of pokes) if (at < b.length) b[at] = v;
+        try {
+          const t = decodeTrace(b, 'fuzz');
+          const pages = Number(t.snapshotBytes / 4096n);
+          for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
+            expect(t.records[o + FIELD.PAGE] + t.records[o + FIELD.PAGES]).to.be.at.most(pages);
+            expect(Number.isSafeInteger(recordTimeUs(t.records, o))).to.equal(true);
+          }
+        } catch (e) {
+          expect(e).to.be.instanceOf(TraceError);
+        }
+      }), { numRuns: 2000 });
+    });
+  }
 });
 
 describe('working sets', () => {
@@ -76,6 +147,36 @@ describe('working sets', () => {
     // 3: positions 2/4, 1/3, 0/2 -> mean 0.28; 4: 3/4, 0/3 -> 0.375
     expect(pages(mergeTraces([a, b, c], ['a', 'b', 'c'], { minRuns: 2 }))).to.deep.equal([3, 4]);
     expect(() => mergeTraces([a, trace([[1, 1, 0, RECORD.FAULT_COPY]], 2048)], ['a', 'z'], { minRuns: 1 })).to.throw(TraceError, /merge traces of one snapshot only/);
+  });
+
+  it('order by the whole time: touches past 2^32 µs come after earlier ones, in working sets, merge, trace merge and trace show', () => {
+    // Cut to 32 bits, page 10's time would be 1 and page 30's would come before page 20's.
+    const t = trace([
+      [10, 1, WRAP + 1, RECORD.FAULT_COPY], [20, 1, 1000, RECORD.FAULT_COPY], [30, 1, WRAP + 5e9, RECORD.FAULT_ZERO],
+      [40, 4, WRAP + 2000, RECORD.PREFETCH_COPY], [20, 1, 2000, RECORD.FAULT_LATE],
+    ]);
+    expect([...workingSet(t)]).to.deep.equal([20, 10, 30]);
+    expect([...workingSet(mergeTraces([t], ['t'], { minRuns: 1 }))]).to.deep.equal([20, 10, 30]);
+    const s = summarize(t);
+    expect(s.lastFaultMs).to.equal((WRAP + 5e9) / 1000);
+    expect(s.lastPrefetchMs).to.equal((WRAP + 2000) / 1000);
+    const dir = mkdtempSync(join(tmpdir(), 'snapfault-trace-'));
+    try {
+      const long = join(dir, 'long.trace');
+      const merged = join(dir, 'merged.trace');
+      writeTrace(long, t);
+      const m = spawnSync(SNAPFAULT, ['trace', 'merge', long, long, '-o', merged], { encoding: 'utf8' });
+      expect(m.status, m.stderr).to.equal(0);
+      expect([...workingSet(readTrace(merged))]).to.deep.equal([20, 10, 30]);
+      const json = spawnSync(SNAPFAULT, ['trace', 'show', long, '--json'], { encoding: 'utf8' });
+      expect(json.status, json.stderr).to.equal(0);
+      expect(JSON.parse(json.stdout)).to.deep.include({ lastFaultMs: (WRAP + 5e9) / 1000, lastPrefetchMs: (WRAP + 2000) / 1000, touchedPages: 3 });
+      const text = spawnSync(SNAPFAULT, ['trace', 'show', long], { encoding: 'utf8' });
+      expect(text.stdout).to.include('last at 9294967.3 ms');
+      expect(text.stdout).to.include('4 pages copied, 0 zero pages mapped; last at 4294969.3 ms');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('replay ranges join neighbours within a window and keep the windows in order', () => {
@@ -139,6 +240,18 @@ describe('report', () => {
     expect(svg).to.match(/class="prefetch-curve"/);
     expect(svg).to.match(/class="fault-curve"/);
     expect(svg).to.include('>3.0 ms<'); // the time axis ends at the last fault or prefetch
+  });
+
+  it('a restore followed for hours, with more faults than fit a call\'s arguments, is drawn on a time axis in minutes', () => {
+    const hour = 3_600_000_000; // µs
+    const recs: Rec[] = [[1, 1, 1000, RECORD.FAULT_COPY], [2, 1, hour, RECORD.FAULT_COPY], [3, 1, 3 * hour, RECORD.FAULT_ZERO]];
+    for (let i = 0; i < 300_000; i++) recs.push([i % PAGES, 1, 2000 + i, RECORD.FAULT_LATE]);
+    const svg = renderReport(trace(recs), { title: 'long' });
+    expect(svg).to.include('>180 min<');
+    expect(svg).to.include('>36 min<');
+    expect(svg).to.include('faults per 1.5 min');
+    expect(svg).to.include('last at 10800000.0 ms');
+    expect(balanced(svg)).to.equal(true);
   });
 
   it('a big snapshot is drawn with several pages a cell, and stays small', () => {
