@@ -18,31 +18,42 @@ describe('SnapfaultServer in process', function () {
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
       handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true, prefetch: { kind: 'none' }, record: null, allowUids: [],
     });
-    const idleBytes = server.coreBytesInUse;
-    let ticks = 0;
-    let worst = 0;
-    let last = performance.now();
-    const timer = setInterval(() => {
-      const now = performance.now();
-      worst = Math.max(worst, now - last);
-      last = now;
-      ticks++;
-    }, 5);
-    const sim = startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--threads', '2', '--verify']);
-    const r = await sim.result;
-    clearInterval(timer);
-    expect(r.code, r.stderr).to.equal(0);
-    const elapsedMs = r.json!.elapsed_ns / 1e6;
-    // The loop kept ticking through the restore; the bound is generous, a blocked loop would miss it by far.
-    expect(ticks).to.be.at.least(Math.floor(elapsedMs / 50));
-    expect(worst).to.be.below(250);
-    for (let i = 0; i < 100 && server.outcomes.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
-    expect(server.outcomes).to.have.length(1);
-    expect(server.outcomes[0].reason).to.equal('exited');
-    expect(server.outcomes[0].stats?.copies).to.equal(16384);
-    // The VM's page table, bitmaps and buffers were all given back.
-    expect(server.coreBytesInUse).to.equal(idleBytes);
-    await server.stop();
+    // A failure must still stop the workers: one blocked in epoll_wait keeps the process from exiting.
+    try {
+      const idleBytes = server.coreBytesInUse;
+      const pages = 16384;
+      // At each turn of the main loop, how far the restore has got. Measured
+      // against the worker's progress rather than the clock: a busy machine
+      // (or a CPU quota) slows the worker and the loop alike, while a loop
+      // blocked by the fault path sees nothing between none and all.
+      const served = (): number => {
+        const t = server.metricsSnapshot().total;
+        return t.copies + t.zeropages + t.removedZero;
+      };
+      const seen: number[] = [];
+      const timer = setInterval(() => seen.push(served()), 5);
+      const sim = startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--threads', '2', '--verify']);
+      const r = await sim.result;
+      clearInterval(timer);
+      seen.push(served());
+      expect(r.code, r.stderr).to.equal(0);
+      expect(seen.at(-1)).to.equal(pages);
+      const midway = seen.filter((n) => n > 0 && n < pages).length;
+      let widest = 0;
+      for (let i = 1; i < seen.length; i++) widest = Math.max(widest, seen[i] - seen[i - 1]);
+      const what = `${seen.length} turns of the loop saw ${seen.join(' ')} faults served`;
+      expect(midway, what).to.be.at.least(5);
+      // No single stall of the loop spans half the restore.
+      expect(widest, what).to.be.at.most(pages / 2);
+      for (let i = 0; i < 100 && server.outcomes.length === 0; i++) await new Promise((res) => setTimeout(res, 20));
+      expect(server.outcomes).to.have.length(1);
+      expect(server.outcomes[0].reason).to.equal('exited');
+      expect(server.outcomes[0].stats?.copies).to.equal(pages);
+      // The VM's page table, bitmaps and buffers were all given back.
+      expect(server.coreBytesInUse).to.equal(idleBytes);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('a prefetch worker that dies inside a fence: the fence is opened, the VM goes on on demand, the next VM is served without prefetch', async () => {

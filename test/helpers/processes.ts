@@ -131,9 +131,3 @@ export function startSim(args: string[]): { proc: Proc; result: Promise<SimResul
 export function runSim(args: string[]): Promise<SimResult> {
   return startSim(args).result;
 }
-
-/** Open fds of a process, by listing /proc/PID/fd. */
-export async function openFds(pid: number): Promise<number> {
-  const { readdirSync } = await import('node:fs');
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
