@@ -3,7 +3,8 @@
 import { expect } from 'chai';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSim } from '../helpers/processes.js';
-import { SnapfaultServer } from '../../src/server.js';
+import { SnapfaultServer, RECENT_OUTCOMES } from '../../src/server.js';
+import { pack } from '../../src/compressed/pack.js';
 import { createLogger } from '../../src/log.js';
 
 describe('SnapfaultServer in process', function () {
@@ -56,35 +57,65 @@ describe('SnapfaultServer in process', function () {
     }
   });
 
-  it('a prefetch worker that dies inside a fence: the fence is opened, the VM goes on on demand, the next VM is served without prefetch', async () => {
-    const mem = tmp.file('crash.img', makeImage(32 << 20, { seed: 'crash', zeroFraction: 0 }));
-    const sock = tmp.file('crash.sock');
-    // Every prefetch copy is held 300 ms inside the fence: the worker is killed there.
-    process.env.SNAPFAULT_TEST_PREFETCH_STALL_MS = '300';
-    const lines: string[] = [];
-    const log = createLogger('silent');
-    log.error = (msg: string) => void lines.push(msg);
+  // The prefetch worker (test/helpers/faulty-prefetch-worker.ts) ends itself at its first copy: inside
+  // the VM's fence, and, from a compressed snapshot, holding the cache slot of the chunk it copies from.
+  for (const compressed of [false, true]) {
+    it(`a prefetch worker that dies inside a fence${compressed ? ' holding a cache slot' : ''}: both are opened, the VM goes on on demand, the next VM is served without prefetch`, async () => {
+      const mem = tmp.file(`crash${compressed}.img`, makeImage(32 << 20, { seed: 'crash', zeroFraction: 0 }));
+      let served = mem;
+      if (compressed) {
+        served = tmp.file('crash.sfz');
+        await pack(mem, served);
+      }
+      const sock = tmp.file(`crash${compressed}.sock`);
+      const lines: string[] = [];
+      const log = createLogger('silent');
+      log.error = (msg: string) => void lines.push(msg);
+      process.env.SF_TEST_PREFETCH_DIE = '1';
+      let server: SnapfaultServer;
+      try {
+        server = await SnapfaultServer.start({
+          socketPath: sock, memPath: served, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
+          handshakeTimeoutMs: 5000, zeroScan: false, once: false, log, cacheMiB: 64, fillAround: true,
+          prefetch: { kind: 'all', trace: null }, record: null, allowUids: [],
+          prefetchWorker: new URL('../helpers/faulty-prefetch-worker.js', import.meta.url),
+        });
+      } finally {
+        delete process.env.SF_TEST_PREFETCH_DIE; // the worker has its copy of the environment
+      }
+      try {
+        // Every page, so the chunk the worker died holding is faulted on too.
+        const r = await startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--verify', '--timeout-ms', '20000']).result;
+        expect(r.code, r.stderr).to.equal(0);
+        expect(r.json?.mismatches).to.equal(0);
+        expect(lines.join('\n')).to.match(/the prefetch worker stopped: it exited with code 70; prefetching is off for every VM, faults are served on demand/);
+        const next = await startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--verify', '--touches', '500', '--timeout-ms', '20000']).result;
+        expect(next.code, next.stderr).to.equal(0);
+        for (let i = 0; i < 200 && server.connectedVms > 0; i++) await new Promise((res) => setTimeout(res, 10));
+        expect(server.connectedVms).to.equal(0);
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+
+  it(`keeps only the last ${RECENT_OUTCOMES} VM outcomes however many VMs it served`, async () => {
+    const mem = tmp.file('many.img', makeImage(1 << 20, { seed: 'many', zeroFraction: 0 }));
+    const sock = tmp.file('many.sock');
     const server = await SnapfaultServer.start({
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
-      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log, cacheMiB: 64, fillAround: true,
-      prefetch: { kind: 'all', trace: null }, record: null, allowUids: [],
+      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true,
+      prefetch: { kind: 'none' }, record: null, allowUids: [],
     });
-    delete process.env.SNAPFAULT_TEST_PREFETCH_STALL_MS;
     try {
-      const sim = startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--verify', '--touches', '2000']);
-      for (let i = 0; i < 200 && server.connectedVms === 0; i++) await new Promise((r) => setTimeout(r, 10));
-      await new Promise((r) => setTimeout(r, 100)); // now inside a stalled copy, holding the fence
-      const prefetcher = (server as unknown as { prefetcher: { worker: { terminate(): Promise<number> } } }).prefetcher;
-      await prefetcher.worker.terminate();
-      // Without opening the fence the guest's next fault would never be served.
-      const r = await sim.result;
-      expect(r.code, r.stderr).to.equal(0);
-      expect(r.json?.mismatches).to.equal(0);
-      expect(lines.join('\n')).to.match(/the prefetch worker stopped: .*prefetching is off for every VM, faults are served on demand/);
-      const next = await startSim(['--socket', sock, '--mem', mem, '--pattern', 'random', '--verify', '--touches', '500']).result;
-      expect(next.code, next.stderr).to.equal(0);
+      const vms = RECENT_OUTCOMES + 6;
+      for (let i = 0; i < vms; i++) {
+        const r = await startSim(['--socket', sock, '--mem', mem, '--touches', '1']).result;
+        expect(r.code, r.stderr).to.equal(0);
+      }
       for (let i = 0; i < 200 && server.connectedVms > 0; i++) await new Promise((res) => setTimeout(res, 10));
-      expect(server.connectedVms).to.equal(0);
+      expect(server.outcomes).to.have.length(RECENT_OUTCOMES);
+      expect(server.metricsSnapshot().ended.get('exited')).to.equal(vms);
     } finally {
       await server.stop();
     }
