@@ -94,14 +94,15 @@ function unmapped(a: usize, addr: u64, n: u32): u32 {
 }
 
 /**
- * Counts a done action: its resolution, the bytes it copied (`copied`: 0
- * when the page was there already, EEXIST), and a late fault.
+ * Counts a done action: a late fault (its page was installed ahead) as late,
+ * any other by its resolution; and the bytes it copied (`copied`: 0 when the
+ * page was there already, EEXIST).
  */
 export function settle(vm: usize, a: usize, copied: bool): void {
   const stat = load<u32>(a + ACTION_STAT);
-  if (stat != 0) bump(vm, stat, stat == VM_STAT_FILLED_AROUND ? <u64>load<u32>(a + ACTION_PAGES) : 1);
-  if (copied && load<u32>(a + ACTION_KIND) == KIND_COPY) bump(vm, VM_STAT_BYTES, load<u64>(a + ACTION_IOCTL + UFFDIO_COPY_LEN));
   if (load<u32>(a + ACTION_LATE) != 0) bump(vm, VM_STAT_LATE, 1);
+  else if (stat != 0) bump(vm, stat, stat == VM_STAT_FILLED_AROUND ? <u64>load<u32>(a + ACTION_PAGES) : 1);
+  if (copied && load<u32>(a + ACTION_KIND) == KIND_COPY) bump(vm, VM_STAT_BYTES, load<u64>(a + ACTION_IOCTL + UFFDIO_COPY_LEN));
 }
 
 /**
