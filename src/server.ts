@@ -106,6 +106,8 @@ export class SnapfaultServer {
   private stopped = false;
   private resolveOnce: ((o: VmOutcome) => void) | null = null;
   private prefetcher: Prefetcher | null = null;
+  /** Created once everything a VM needs is ready (start). */
+  private listener!: SocketListener;
   private policy: PreparedPolicy | null = null;
   private doorbell = 0;
   /** VMs that ended and wait for the prefetch worker to let go of them. */
@@ -120,7 +122,6 @@ export class SnapfaultServer {
     private readonly core: Core,
     private readonly arena: Arena,
     private readonly cache: SnapshotCache,
-    private readonly listener: SocketListener,
     private pool: FaultWorkerPool | null,
   ) {
     this.firstOutcome = new Promise((r) => (this.resolveOnce = r));
@@ -145,14 +146,7 @@ export class SnapfaultServer {
       throw e;
     }
     for (const note of prepared?.notes ?? []) opts.log.warn(note);
-    let listener: SocketListener;
-    try {
-      listener = SocketListener.create(opts.socketPath, opts.socketMode);
-    } catch (e) {
-      await cache.close();
-      throw e;
-    }
-    const server = new SnapfaultServer(opts, core, arena, cache, listener, null);
+    const server = new SnapfaultServer(opts, core, arena, cache, null);
     try {
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
       const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
@@ -175,13 +169,17 @@ export class SnapfaultServer {
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
           (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e), opts.prefetchWorker);
       }
+      // Ready means serving: the socket appears only now, with the workers
+      // started, the core compiled and the snapshot open, so a Firecracker
+      // that connects the moment it exists is served at once.
+      server.listener = SocketListener.create(opts.socketPath, opts.socketMode);
     } catch (e) {
-      listener.close();
       await server.pool?.stop();
+      await server.prefetcher?.stop();
       await cache.close();
       throw e;
     }
-    listener.start((fd) => void server.onConnection(fd));
+    server.listener.start((fd) => void server.onConnection(fd));
     opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)` +
       (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''));
     return server;
