@@ -16,6 +16,8 @@ export async function benchCore(): Promise<Array<{ name: string; c: Sample; snap
   const realistic = benchImage('realistic');
   const cases: Case[] = [
     { name: 'random touches, same CPU', image: random, pattern: 'random', pinned: true, snapfaultArgs: ['--zero-scan', 'off'] },
+    // As a platform starts it: default options, the client connecting the moment the socket exists.
+    { name: 'random touches, same CPU, client at once, default options', image: random, pattern: 'random', pinned: true, snapfaultArgs: [] },
     { name: 'sequential touches, same CPU', image: random, pattern: 'seq', pinned: true, snapfaultArgs: ['--zero-scan', 'off'] },
     // As a long-running handler serves it: the zero-page scan has finished before the VM connects.
     { name: 'random touches, realistic image (scanned), same CPU', image: realistic, pattern: 'random', pinned: true, snapfaultArgs: [], ready: /zero-page scan of .* pages are zero/ },

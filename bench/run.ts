@@ -1,17 +1,19 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression, prefetch or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// compression, prefetch, firecracker (the real one, from the kit) or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchCore } from './core.js';
 import { benchCompression } from './compression.js';
 import { benchCodec } from './codec.js';
 import { benchLoad } from './load.js';
 import { benchPrefetch } from './prefetch.js';
+import { benchFirecracker } from './firecracker.js';
 import { BENCH_DIR } from './harness.js';
 
 async function main(): Promise<void> {
   const only = process.env.BENCH_ONLY;
+  mkdirSync(BENCH_DIR, { recursive: true });
   process.stdout.write(`# snapfault benchmarks, ${new Date().toISOString()}\n\n`);
   if (!only || only === 'core') {
     const core = await benchCore();
@@ -21,6 +23,10 @@ async function main(): Promise<void> {
   if (!only || only === 'prefetch') {
     const prefetch = await benchPrefetch();
     writeFileSync(join(BENCH_DIR, 'prefetch.json'), JSON.stringify(prefetch, null, 2));
+  }
+  if (!only || only === 'firecracker') {
+    const fc = await benchFirecracker();
+    if (fc) writeFileSync(join(BENCH_DIR, 'firecracker.json'), JSON.stringify(fc, null, 2));
   }
   if (only === 'codec') await benchCodec();
   if (only === 'load') await benchLoad();

@@ -7,7 +7,12 @@ import { existsSync } from 'node:fs';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
-import { KIT, kitProblem, ensureSnapshot, restore, SNAPSHOT_MEM, GUEST_MIB, VM_MIB, type Restore } from '../helpers/firecracker.js';
+import { KIT, kitProblem, KitSnapshot, type Restore } from '../helpers/firecracker.js';
+
+/** Small enough to restore in a second or two. */
+const snapshot = new KitSnapshot(16, 128);
+const SNAPSHOT_MEM = snapshot.mem;
+const restore = (handler: string[], env: NodeJS.ProcessEnv = {}): Promise<Restore> => snapshot.restore(handler, env);
 import { pack } from '../../src/compressed/pack.js';
 
 const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
@@ -32,8 +37,8 @@ describe('real Firecracker', function () {
       console.log(`    real Firecracker: SKIPPED: ${problem}`);
       this.skip();
     }
-    console.log(`    real Firecracker: kit ${KIT}, snapshot of a ${VM_MIB} MiB VM with a ${GUEST_MIB} MiB guest buffer (made once per build, ~45 s)`);
-    await ensureSnapshot();
+    console.log(`    real Firecracker: kit ${KIT}, snapshot of a ${snapshot.vmMib} MiB VM with a ${snapshot.guestMib} MiB guest buffer (made once per build, ~65 s)`);
+    await snapshot.ensure();
     packed = tmp.file('mem.sfz');
     await pack(SNAPSHOT_MEM, packed);
   });

@@ -1,19 +1,13 @@
 // The real Firecracker kit (../shared/firecracker, or $SNAPFAULT_FC_KIT): a
 // snapshot made once per build and kept under build/fc/, and restores through
 // any handler with the kit's run-restore.sh, whose guest checks every byte.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './paths.js';
 
 export const KIT = process.env.SNAPFAULT_FC_KIT ?? join(ROOT, '..', 'shared', 'firecracker');
 const WORK = join(ROOT, 'build', 'fc');
-/** Guest buffer and VM memory of the test snapshot, MiB: small enough to restore in a second or two. */
-export const GUEST_MIB = 16;
-export const VM_MIB = 128;
-export const SNAPDIR = join(WORK, `snapshot-${GUEST_MIB}-${VM_MIB}`);
-export const SNAPSHOT_MEM = join(SNAPDIR, 'mem');
-
 /** Why real-Firecracker tests cannot run here, or null when they can. */
 export function kitProblem(): string | null {
   if (!existsSync(join(KIT, 'run-restore.sh'))) return `the Firecracker kit is not at ${KIT} (set SNAPFAULT_FC_KIT)`;
@@ -31,12 +25,14 @@ export interface KitRun {
   output: string;
 }
 
-function runKit(script: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<KitRun> {
+function runKit(script: string, args: string[], snapdir: string, env: NodeJS.ProcessEnv, timeoutMs: number, cpu: number | null = null): Promise<KitRun> {
   mkdirSync(WORK, { recursive: true });
   return new Promise((resolve) => {
-    const child = spawn(join(KIT, script), args, {
+    // Pinned: the script's children (the handler, Firecracker and its vCPU thread) inherit the CPU.
+    const [cmd, argv] = cpu === null ? [join(KIT, script), args] : ['taskset', ['-c', String(cpu), join(KIT, script), ...args]];
+    const child = spawn(cmd, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR, KEEP_RUNS: '0', ...env },
+      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', ...env },
       detached: true, // its own process group: a timeout ends Firecracker and the handler with it
     });
     let output = '';
@@ -57,15 +53,6 @@ function runKit(script: string, args: string[], env: NodeJS.ProcessEnv, timeoutM
   });
 }
 
-/** The test snapshot, made with the kit unless build/fc already holds it (about 45 s). */
-export async function ensureSnapshot(): Promise<string> {
-  const ready = ['vmstate', 'mem', 'expected.txt', 'info.txt'].every((f) => existsSync(join(SNAPDIR, f)));
-  if (ready && readFileSync(join(SNAPDIR, 'info.txt'), 'utf8').includes('balloon=1')) return SNAPDIR;
-  const r = await runKit('make-snapshot.sh', [String(GUEST_MIB), String(VM_MIB)], { BALLOON: '1' }, 300_000);
-  if (r.code !== 0) throw new Error(`make-snapshot.sh failed (exit ${r.code}):\n${r.output}`);
-  return SNAPDIR;
-}
-
 export interface Restore extends KitRun {
   pass: boolean;
   /** PUT /snapshot/load with resume_vm, as the kit measured it. */
@@ -74,13 +61,44 @@ export interface Restore extends KitRun {
   verifiedMs: number;
 }
 
-/**
- * Restores the test snapshot into a fresh Firecracker served by `handler`
- * (the kit appends `<socket> <memory file>` to it) and waits for the guest's
- * verdict. `env`: the kit's knobs (BALLOON_MIB, ROUNDS, ...).
- */
-export async function restore(handler: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<Restore> {
-  const r = await runKit('run-restore.sh', handler, { HANDLER_EXIT_TIMEOUT: '5', ...env }, timeoutMs);
-  const m = r.output.match(/RESULT: (PASS|FAIL)\s+restore\(snapshot\/load\+resume\)=([\d.]+)ms.*load->first verified checksum=(\d+)ms/);
-  return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
+/** A snapshot of the kit's guest: `guestMib` of checked buffer in a `vmMib` VM, kept under build/fc. */
+export class KitSnapshot {
+  readonly dir: string;
+  readonly mem: string;
+
+  constructor(readonly guestMib: number, readonly vmMib: number) {
+    this.dir = join(WORK, `snapshot-${guestMib}-${vmMib}`);
+    this.mem = join(this.dir, 'mem');
+  }
+
+  /** Makes the snapshot with the kit unless build/fc holds it already (45-70 s). */
+  async ensure(): Promise<void> {
+    const ready = ['vmstate', 'mem', 'expected.txt', 'info.txt'].every((f) => existsSync(join(this.dir, f)));
+    if (ready && readFileSync(join(this.dir, 'info.txt'), 'utf8').includes('balloon=1')) return;
+    const r = await runKit('make-snapshot.sh', [String(this.guestMib), String(this.vmMib)], this.dir, { BALLOON: '1' }, 300_000);
+    if (r.code !== 0) throw new Error(`make-snapshot.sh failed (exit ${r.code}):\n${r.output}`);
+  }
+
+  /**
+   * Restores it into a fresh Firecracker served by `handler` (the kit appends
+   * `<socket> <memory file>`) and waits for the guest's verdict. `env`: the
+   * kit's knobs (BALLOON_MIB, ROUNDS, UFFD_PREFAULT for its C handler, ...);
+   * `cpu`: run all of it on that one CPU.
+   */
+  async restore(handler: string[], env: NodeJS.ProcessEnv = {}, opts: { timeoutMs?: number; cpu?: number } = {}): Promise<Restore> {
+    const r = await runKit('run-restore.sh', handler, this.dir, { HANDLER_EXIT_TIMEOUT: '5', ...env }, opts.timeoutMs ?? 120_000, opts.cpu ?? null);
+    const m = r.output.match(/RESULT: (PASS|FAIL)\s+restore\(snapshot\/load\+resume\)=([\d.]+)ms.*load->first verified checksum=(\d+)ms/);
+    return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
+  }
+}
+
+/** The kit's minimal C handler, built into build/fc (the reference the bench compares with). */
+export function kitCHandler(): string {
+  const out = join(WORK, 'uffd_handler');
+  if (!existsSync(out)) {
+    mkdirSync(WORK, { recursive: true });
+    const r = spawnSync('gcc', ['-O2', '-o', out, join(KIT, 'handler', 'uffd_handler.c')], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`building the kit's C handler failed: ${r.stderr}`);
+  }
+  return out;
 }
