@@ -28,14 +28,19 @@ async function main(): Promise<number> {
   try {
     const raw = await restore(mem, mem, join(tmp, 'raw.sock'), 'the raw memory file');
     if (raw !== 0) return raw;
-    const packed = join(tmp, 'mem.sfz');
+    const packed = join(dir, 'mem.sfz');
     process.stdout.write(`\n$ snapfault pack ${mem} -o ${packed}\n`);
     const s = await pack(mem, packed);
     process.stdout.write(`  ${(s.originalSize / 1048576).toFixed(0)} MiB -> ${(s.fileSize / 1048576).toFixed(1)} MiB: ${s.zeroPages} zero, ` +
       `${s.duplicatePages} duplicate and ${s.storedPages} stored pages in ${s.chunks} LZ4 chunks\n`);
     const compressed = await restore(packed, mem, join(tmp, 'packed.sock'), 'the compressed snapshot');
     if (compressed !== 0) return compressed;
-    return await recordAndReplay(mem, tmp, dir);
+    const rc = await recordAndReplay(mem, tmp, dir);
+    if (rc === 0) {
+      process.stdout.write(`\nEverything the demo made is in ${dir}: mem.img (the snapshot), mem.sfz (packed: try \`snapfault inspect\`),\n` +
+        'working-set.trace and replayed.trace (try `snapfault trace show`), replayed.svg.\n');
+    }
+    return rc;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -92,7 +97,7 @@ async function recordAndReplay(mem: string, tmp: string, dir: string): Promise<n
     `\non demand: ${slow.toFixed(1)} ms from the handshake until the guest had touched its ${s.against!.needed} pages\n` +
     `replayed:  ${fast.toFixed(1)} ms (${(slow / fast).toFixed(1)}x), ${s.faults.copy + s.faults.zero} demand faults left, ` +
     `${s.prefetchedPages + s.prefetchedZeroPages} pages prefetched, hit rate ${(100 * s.against!.hitRate).toFixed(0)}%\n` +
-    `the replayed restore, drawn as \`snapfault report ${replayed} -o ${svg}\` draws it: ${svg} (open it in a browser)\n`);
+    `the replayed restore, drawn by \`snapfault report ${replayed} -o ${svg}\`: open ${svg} in a browser\n`);
   return 0;
 }
 
