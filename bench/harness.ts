@@ -1,6 +1,6 @@
 // What every benchmark shares: test images, running a handler against the C
 // faulting client (build/fc-sim), alternating rounds, medians.
-import { existsSync, mkdirSync, statSync, mkdtempSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, mkdtempSync, openSync, writeSync, closeSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { ROOT, SNAPFAULT, FC_SIM, REF_HANDLER } from '../test/helpers/paths.js';
@@ -13,6 +13,28 @@ export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 export const BENCH_DIR = join(ROOT, 'build', 'bench');
 const tmp = mkdtempSync(join(tmpdir(), 'snapfault-bench-'));
 export const tmpPath = (name: string): string => join(tmp, name);
+
+/** Data files a run leaves: the images in build/bench and the bench snapshots in build/fc (not the tests'). */
+function dataFiles(): string[] {
+  const fc = join(ROOT, 'build', 'fc');
+  const inDir = (dir: string, re: RegExp): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => re.test(f)).map((f) => join(dir, f)) : []);
+  return [...inDir(BENCH_DIR, /\.(img|sfz|trace)$/), ...inDir(fc, /^bench-/), ...inDir(fc, /^snapshot-64-256$/)];
+}
+
+const bytesOf = (path: string): number => {
+  const st = statSync(path);
+  return st.isDirectory() ? readdirSync(path).reduce((n, f) => n + bytesOf(join(path, f)), 0) : st.size;
+};
+
+/** Says how much disk the run's data takes, and removes it unless BENCH_KEEP=1. */
+export function cleanUp(): string {
+  rmSync(tmp, { recursive: true, force: true });
+  const files = dataFiles();
+  const gib = (files.reduce((n, f) => n + bytesOf(f), 0) / 2 ** 30).toFixed(2);
+  if (process.env.BENCH_KEEP === '1') return `kept ${gib} GiB of benchmark data in build/bench and build/fc (BENCH_KEEP=1)`;
+  for (const f of files) rmSync(f, { recursive: true, force: true });
+  return `removed ${gib} GiB of benchmark data from build/bench and build/fc (BENCH_KEEP=1 keeps it for the next run)`;
+}
 
 export interface Sample {
   fps: number;

@@ -9,7 +9,7 @@ import { benchCodec } from './codec.js';
 import { benchLoad } from './load.js';
 import { benchPrefetch } from './prefetch.js';
 import { benchFirecracker } from './firecracker.js';
-import { BENCH_DIR } from './harness.js';
+import { BENCH_DIR, cleanUp } from './harness.js';
 
 async function main(): Promise<void> {
   const only = process.env.BENCH_ONLY;
@@ -32,7 +32,10 @@ async function main(): Promise<void> {
   if (only === 'load') await benchLoad();
 }
 
-main().then(() => process.exit(0), (e: Error) => {
-  process.stderr.write(`bench failed: ${e.message}\n`);
+main().then(() => {
+  process.stdout.write(`${cleanUp()}\n`);
+  process.exit(0);
+}, (e: Error) => {
+  process.stderr.write(`bench failed: ${e.message}\n${cleanUp()}\n`);
   process.exit(1);
 });
