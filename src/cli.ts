@@ -183,12 +183,12 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Pro
   }
   if (metrics) {
     metrics.attach(server);
-    opts.log.info(`metrics on ${metrics.url}`);
+    opts.log.info(`metrics on ${metrics.url}`, { event: 'metrics', url: metrics.url });
   }
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => (stopping ??= Promise.all([server.stop(), metrics?.close()]).then(() => undefined));
   const onSignal = (sig: NodeJS.Signals): void => {
-    opts.log.info(`${sig}: stopping`);
+    opts.log.info(`${sig}: stopping`, { event: 'signal', signal: sig });
     void stop();
   };
   process.on('SIGTERM', onSignal);
