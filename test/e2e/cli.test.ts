@@ -175,7 +175,8 @@ describe('logs', function () {
 
     const sock2 = tmp.file('p.sock');
     const p = await startSnapfault(['--prefetch', 'all', sock2, mem]);
-    expect((await runSim(['--socket', sock2, '--mem', mem, '--verify', '--pattern', 'random', '--touches', '20'])).code).to.equal(0);
+    // Connected long enough for `all` to install every page.
+    expect((await runSim(['--socket', sock2, '--mem', mem, '--verify', '--pattern', 'random', '--touches', '20', '--hold-ms', '1500'])).code).to.equal(0);
     expect((await p.waitExit()).code).to.equal(0);
     const e = one(jsonLines(p), 'vm_ended');
     expect(one(jsonLines(p), 'listening').prefetch).to.equal('all');
