@@ -342,7 +342,7 @@ export class SnapfaultServer {
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${(s.prefetchBytes / 1048576).toFixed(1)} MiB) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
-    const fields: LogContext = { ...(vm ? { vm: vm.pid } : {}), event: 'vm_ended', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s) };
+    const fields: LogContext = { ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s) };
     if (e.reason === 'fatal') {
       // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).
       const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;

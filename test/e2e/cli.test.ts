@@ -146,7 +146,7 @@ describe('logs', function () {
     const listening = one(lines, 'listening');
     expect(listening).to.deep.include({ socket: sock, mem, workers: 1, prefetch: null, record: null });
     expect(one(lines, 'vm_connected')).to.deep.include({ vm: simPid, regions: 1, pages4k: 256, pages2m: 0, guestBytes: 1 << 20 });
-    const end = one(lines, 'vm_ended');
+    const end = one(lines, 'vm_end');
     for (const k of summaryNumbers) expect(end[k], k).to.be.a('number');
     expect(end).to.deep.include({ vm: simPid, reason: 'exited', killed: false, faults: 256 + 16, faultsRemovedZero: 16, removeEvents: 1, prefetchedPages: 0, chunkMisses: 0 });
     expect((end.faultsCopied as number) + (end.faultsZero as number)).to.equal(256);
@@ -167,7 +167,7 @@ describe('logs', function () {
     const h = await startSnapfault([sock, sfz]);
     expect((await runSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random'])).code).to.equal(0);
     expect((await h.waitExit()).code).to.equal(0);
-    const c = one(jsonLines(h), 'vm_ended');
+    const c = one(jsonLines(h), 'vm_end');
     expect(c.chunkMisses as number).to.be.above(0);
     expect(c.msg).to.include(`chunks: ${c.chunkMisses as number} decoded, ${c.chunkHits as number} from cache, ${c.filledAroundPages as number} pages filled around`);
     // Every page came in once: faulted, or filled around with another page's chunk.
@@ -178,7 +178,7 @@ describe('logs', function () {
     // Connected long enough for `all` to install every page.
     expect((await runSim(['--socket', sock2, '--mem', mem, '--verify', '--pattern', 'random', '--touches', '20', '--hold-ms', '1500'])).code).to.equal(0);
     expect((await p.waitExit()).code).to.equal(0);
-    const e = one(jsonLines(p), 'vm_ended');
+    const e = one(jsonLines(p), 'vm_end');
     expect(one(jsonLines(p), 'listening').prefetch).to.equal('all');
     expect((e.prefetchedPages as number) + (e.prefetchedZeroPages as number) + (e.faults as number)).to.equal(256);
     expect(e.prefetchedBytes).to.equal((e.prefetchedPages as number) * 4096);
@@ -209,7 +209,7 @@ describe('logs', function () {
     expect((await victim.result).code).to.equal(4); // alive, its guest frozen until its own timeout
     expect((await d.waitExit()).code).to.equal(1);
     const victimPid = Number(/ready (\d+)/.exec(victim.proc.stderr)?.[1]);
-    const fatal = one(jsonLines(d), 'vm_ended');
+    const fatal = one(jsonLines(d), 'vm_end');
     expect(fatal).to.deep.include({ level: 'error', vm: victimPid, reason: 'fatal', killed: false, leftRunning: true });
     expect(fatal.msg).to.match(new RegExp(`could not be read.*; disconnected it: left Firecracker pid ${victimPid} running, but its guest can no longer fault pages in`));
     expect(fatal.faults).to.equal(0);
