@@ -129,6 +129,10 @@ export class SnapfaultServer {
   private doorbell = 0;
   /** VMs that ended and wait for the prefetch worker to let go of them. */
   private readonly finishing = new Set<Promise<void>>();
+  /** Connections accepted whose handshake is not yet served or refused. */
+  private handshaking = 0;
+  /** Called once no VM is connected and no handshake is under way (drain). */
+  private readonly idleWaiters = new Set<() => void>();
   /** With `once`: resolves when the one VM has ended or was refused. */
   readonly firstOutcome: Promise<VmOutcome>;
   /** The most recent RECENT_OUTCOMES VM outcomes, oldest first: a `serve` running for months keeps no more. */
@@ -211,6 +215,45 @@ export class SnapfaultServer {
     return this.vms.size;
   }
 
+  /** Firecracker pids of the VMs being served now. */
+  get connectedPids(): number[] {
+    return [...this.vms.values()].map((v) => v.pid);
+  }
+
+  /** No VM connected and no handshake under way: nothing depends on this handler. */
+  get idle(): boolean {
+    return this.vms.size === 0 && this.handshaking === 0;
+  }
+
+  /**
+   * Stops accepting (the socket is removed: a new Firecracker's connect fails
+   * at once, instead of handing its memory to a handler on its way out) and
+   * keeps serving the VMs connected, and the handshakes under way. Resolves
+   * true once they have all ended, false when `timeoutMs` passes first.
+   * stop() releases whatever is left.
+   */
+  drain(timeoutMs: number): Promise<boolean> {
+    this.listener.close();
+    if (this.idle) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.idleWaiters.delete(done);
+        resolve(false);
+      }, timeoutMs);
+      this.idleWaiters.add(done);
+    });
+  }
+
+  private checkIdle(): void {
+    if (!this.idle) return;
+    for (const w of this.idleWaiters) w();
+    this.idleWaiters.clear();
+  }
+
   /** Counters for the metrics endpoint: ended VMs' totals plus live VMs' counters, read now. */
   metricsSnapshot(): MetricsSnapshot {
     const live = [...this.vms.values()].map((v) => ({ pid: v.pid, counts: readFaultCounts(this.core, v.table) }));
@@ -228,6 +271,16 @@ export class SnapfaultServer {
   }
 
   private async onConnection(conn: number): Promise<void> {
+    this.handshaking++;
+    try {
+      await this.serveConnection(conn);
+    } finally {
+      this.handshaking--;
+      this.checkIdle();
+    }
+  }
+
+  private async serveConnection(conn: number): Promise<void> {
     const { log } = this.opts;
     if (this.opts.once) this.listener.close(); // the drop-in form serves exactly one Firecracker
     let pid = 0;
@@ -351,6 +404,7 @@ export class SnapfaultServer {
       this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, fields);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
+    this.checkIdle();
   }
 
   private writeVmTrace(vm: LiveVm, faults: Uint32Array | null, prefetched: Uint32Array | null): void {
@@ -396,18 +450,24 @@ export class SnapfaultServer {
     return this.zeroHugePage.addr;
   }
 
-  /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. */
+  /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. drain() first to let them finish. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.listener.close();
-    const left = [...this.vms.values()].map((v) => v.pid);
-    if (left.length > 0) this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}`, { event: 'releasing', vms: left });
+    const left = this.connectedPids;
+    if (left.length > 0) {
+      this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}; released unfinished, ` +
+        'their Firecrackers keep running but their guests can no longer fault pages in', { event: 'releasing', vms: left });
+    }
     await this.pool?.stop();
     await Promise.all([...this.finishing]);
     await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);
     this.zeroHugePage = null;
+    // A drain cut short by stop() must not keep its timer (and the process) alive.
+    for (const w of this.idleWaiters) w();
+    this.idleWaiters.clear();
   }
 }

@@ -30,6 +30,7 @@ describe('snapfault command line', function () {
     const serve = cli(['serve', '--help']);
     expect(serve.code).to.equal(0);
     expect(serve.stdout).to.match(/--socket PATH/);
+    for (const help of [main.stdout, serve.stdout]) expect(help).to.match(/--drain-timeout SECONDS .*SIGTERM or SIGINT/);
     expect(cli(['--version']).stdout).to.match(/^snapfault \d+\.\d+\.\d+\n$/);
   });
 
@@ -41,6 +42,8 @@ describe('snapfault command line', function () {
     [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal explode: expected kill-peer or disconnect/],
     [['--workers', '0', 'a', 'b'], /--workers 0: expected a whole number from 1 to 64/],
     [['--socket-mode', '999', 'a', 'b'], /--socket-mode 999: expected an octal mode/],
+    [['serve', '--socket', 'a', '--mem', 'b', '--drain-timeout', 'soon'], /--drain-timeout soon: expected a whole number from 0 to 604800/],
+    [['--drain-timeout', '604801', 'a', 'b'], /--drain-timeout 604801: expected a whole number from 0 to 604800/],
     [['--socket', 'a', '--mem', 'b'], /belong to `snapfault serve`/],
   ];
   for (const [args, re] of usage) {
