@@ -13,6 +13,7 @@ import { TOOLS } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { parsePrefetch } from './prefetch/policy-spec.js';
 import { traceTool, reportTool } from './trace/commands.js';
+import { serveUntilStopped, StopSignals, DEFAULT_DRAIN_TIMEOUT_S, MAX_DRAIN_TIMEOUT_S } from './drain.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -45,6 +46,10 @@ const SERVE_OPTIONS = `Options:
   --record TRACE            record each restore's faults, prefetches and removals to TRACE
                             (serve: put {pid} in the path, it becomes Firecracker's pid)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
+  --drain-timeout SECONDS   on SIGTERM or SIGINT: remove the socket, keep serving the connected VMs
+                            until they exit, at most this long, then exit 0 (default ${DEFAULT_DRAIN_TIMEOUT_S};
+                            0: at once); VMs still connected then, or at a second signal, are released
+                            and can no longer fault pages in
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
   -h, --help                this help`;
@@ -56,9 +61,10 @@ Usage:
       Drop-in handler: creates <socket>, serves the one Firecracker that connects
       (PUT /snapshot/load with mem_backend {backend_type: "Uffd", backend_path: <socket>}),
       exits 0 when that Firecracker has gone, non-zero if serving it failed.
+      SIGTERM or SIGINT before it connects: exits 0; after: waits for it as serve does.
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
-      after another, until SIGTERM or SIGINT.
+      after another, until SIGTERM or SIGINT; then it drains (--drain-timeout).
   snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
   snapfault unpack <file> -o <memory-file>
   snapfault inspect <file> [--json]
@@ -80,7 +86,9 @@ Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault er
 const SERVE_HELP = `Usage: snapfault serve --socket PATH --mem FILE [options]
 
 Serves every Firecracker that connects to PATH from the memory file FILE until
-SIGTERM or SIGINT. One VM's failure never disturbs the others.
+SIGTERM or SIGINT. One VM's failure never disturbs the others. The first signal
+removes the socket and drains: the VMs connected are served until they exit or
+--drain-timeout passes; a second signal stops at once.
 
   --socket PATH             unix socket to create (Firecracker's mem_backend.backend_path)
   --mem FILE                the snapshot's memory file
@@ -96,6 +104,7 @@ const optionSpec = {
   'cache-mib': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },
+  'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
   'fill-around': { type: 'string' },
   prefetch: { type: 'string' },
@@ -118,6 +127,10 @@ function intOption(v: string | undefined, name: string, def: number, min: number
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
+}
+
+function drainOption(values: Parsed['values']): number {
+  return intOption(values['drain-timeout'], 'drain-timeout', DEFAULT_DRAIN_TIMEOUT_S, 0, MAX_DRAIN_TIMEOUT_S);
 }
 
 function metricsOption(values: Parsed['values']): MetricsAddress | null {
@@ -172,43 +185,29 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
   };
 }
 
-async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Promise<number> {
-  const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
-  let server: SnapfaultServer;
+async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drainTimeoutS: number): Promise<number> {
+  const signals = new StopSignals(opts.log);
   try {
-    server = await SnapfaultServer.start(opts);
-  } catch (e) {
-    await metrics?.close();
-    throw e;
-  }
-  if (metrics) {
-    metrics.attach(server);
-    opts.log.info(`metrics on ${metrics.url}`);
-  }
-  let stopping: Promise<void> | null = null;
-  const stop = (): Promise<void> => (stopping ??= Promise.all([server.stop(), metrics?.close()]).then(() => undefined));
-  const onSignal = (sig: NodeJS.Signals): void => {
-    opts.log.info(`${sig}: stopping`);
-    void stop();
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  try {
-    if (opts.once) {
-      const outcome = await Promise.race([server.firstOutcome, new Promise<null>((r) => process.once('SIGTERM', () => r(null)))]);
-      await stop();
-      return outcome === null || outcome.reason === 'exited' || outcome.reason === 'shutdown' ? EXIT.OK : EXIT.VM_FAILED;
+    const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
+    let server: SnapfaultServer;
+    try {
+      server = await SnapfaultServer.start(opts);
+    } catch (e) {
+      await metrics?.close();
+      throw e;
     }
-    await new Promise<void>((resolve) => {
-      const done = (): void => resolve();
-      process.once('SIGTERM', done);
-      process.once('SIGINT', done);
+    if (metrics) {
+      metrics.attach(server);
+      opts.log.info(`metrics on ${metrics.url}`, { event: 'metrics', url: metrics.url });
+    }
+    await serveUntilStopped(server, signals, { drainTimeoutS, once: opts.once, log: opts.log }, async () => {
+      await Promise.all([server.stop(), metrics?.close()]);
     });
-    await stop();
-    return EXIT.OK;
+    // The drop-in form answers for its one VM: none (stopped before it came), exited, or released by a stop is success.
+    const outcome = server.outcomes[0];
+    return !opts.once || !outcome || outcome.reason === 'exited' || outcome.reason === 'shutdown' ? EXIT.OK : EXIT.VM_FAILED;
   } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    signals.dispose();
   }
 }
 
@@ -239,13 +238,13 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
     if (isServe) {
       if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}; see snapfault serve --help`);
       if (!values.socket || !values.mem) throw new UsageError('serve needs --socket PATH and --mem FILE; see snapfault serve --help');
-      return await serve({ ...serverOptions(values, values.socket, values.mem, false), ...seams }, metricsOption(values));
+      return await serve({ ...serverOptions(values, values.socket, values.mem, false), ...seams }, metricsOption(values), drainOption(values));
     }
     if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
     if (positionals.length !== 2) {
       throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
     }
-    return await serve({ ...serverOptions(values, positionals[0], positionals[1], true), ...seams }, metricsOption(values));
+    return await serve({ ...serverOptions(values, positionals[0], positionals[1], true), ...seams }, metricsOption(values), drainOption(values));
   } catch (e) {
     if (e instanceof SnapfaultError) {
       process.stderr.write(`snapfault: ${e.message}\n`);

@@ -1,14 +1,21 @@
 // Structured logs through pino on stderr: JSON lines when stderr is not a
 // terminal (for log collectors), one readable line each when it is. A VM's
-// messages carry its Firecracker pid as `vm`.
+// messages carry its Firecracker pid as `vm`; every message that has numbers
+// carries them as fields too (and names its `event`), so a log pipeline can
+// query them without parsing the readable text.
 import { pino, stdTimeFunctions, destination, type Logger as PinoLogger } from 'pino';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 export type LogFormat = 'json' | 'text';
 
-/** Fields attached to one message, such as the VM it concerns. */
+/** A field's value: what JSON can hold. */
+export type LogValue = string | number | boolean | null | readonly LogValue[] | { readonly [key: string]: LogValue };
+
+/** Fields attached to one message: the VM it concerns, what happened (`event`), its numbers. */
 export interface LogContext {
   vm?: number;
+  event?: string;
+  [field: string]: LogValue | undefined;
 }
 
 export interface Logger {
@@ -47,6 +54,7 @@ export function createLogger(level: LogLevel, format: LogFormat = defaultLogForm
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
+// Readable lines carry the message only: it already says what the fields hold.
 function textLogger(level: LogLevel): Logger {
   const min = LEVELS.indexOf(level);
   const at = (lvl: Exclude<LogLevel, 'silent'>) => (msg: string): void => {

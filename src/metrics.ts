@@ -1,9 +1,10 @@
 // `--metrics HOST:PORT`: Prometheus text metrics through prom-client. Every
 // value is read from shared memory when scraped (the fault path only bumps
 // counters there); per-VM series exist only while the VM is connected, so
-// labels stay bounded however many VMs come and go.
+// labels stay bounded however many VMs come and go. The process and Node.js
+// metrics (CPU, memory, fds, event loop lag, GC) are served beside them.
 import { createServer, type Server } from 'node:http';
-import { Registry, Counter, Gauge, Histogram, type MetricType } from 'prom-client';
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics, type MetricType } from 'prom-client';
 import type { SnapfaultServer, MetricsSnapshot } from './server.js';
 import type { FaultCounts } from './vm/vm-table.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS } from './worker/worker-stats.js';
@@ -35,10 +36,16 @@ function computedCounter(registry: Registry, name: string, help: string, labelNa
 
 type HistogramValues = Awaited<ReturnType<Histogram<string>['get']>>;
 
-/** A histogram filled at scrape time from per-worker bucket counts. */
+/** WORKER_STAT slots of a histogram's running sum and count (the buckets alone cannot give the sum). */
+interface SumSlots {
+  sum: number;
+  count: number;
+}
+
+/** A histogram filled at scrape time from per-worker bucket counts, sums and counts. */
 class WorkerHistogram extends Histogram<string> {
   constructor(registry: Registry, private readonly metricName: string, private readonly metricHelp: string, private readonly bounds: readonly number[],
-    private readonly slot: number, private readonly snapshot: () => MetricsSnapshot, private readonly sums?: { sum: number; count: number }) {
+    private readonly slot: number, private readonly snapshot: () => MetricsSnapshot, private readonly sums: SumSlots) {
     super({ name: metricName, help: metricHelp, buckets: [...bounds], registers: [registry] });
   }
 
@@ -49,10 +56,8 @@ class WorkerHistogram extends Histogram<string> {
     let total = 0;
     for (const w of this.snapshot().workers) {
       for (let i = 0; i <= this.bounds.length; i++) counts[i] += w[this.slot + i];
-      if (this.sums) {
-        sum += w[this.sums.sum];
-        total += w[this.sums.count];
-      }
+      sum += w[this.sums.sum];
+      total += w[this.sums.count];
     }
     const name = this.metricName;
     let cumulative = 0;
@@ -61,8 +66,8 @@ class WorkerHistogram extends Histogram<string> {
       cumulative += counts[i];
       values.push({ labels: { le: i < this.bounds.length ? this.bounds[i] : '+Inf' }, value: cumulative, metricName: `${name}_bucket` });
     }
-    values.push({ labels: {}, value: this.sums ? sum : 0, metricName: `${name}_sum` });
-    values.push({ labels: {}, value: this.sums ? total : cumulative, metricName: `${name}_count` });
+    values.push({ labels: {}, value: sum, metricName: `${name}_sum` });
+    values.push({ labels: {}, value: total, metricName: `${name}_count` });
     // MetricType is declared in the typings but not exported at run time.
     const type = 'histogram' as unknown as MetricType;
     return { name, help: this.metricHelp, type, values, aggregator: 'sum', collect: () => undefined };
@@ -132,7 +137,9 @@ export function buildRegistry(server: SnapfaultServer): Registry {
   });
   new WorkerHistogram(registry, 'snapfault_fault_seconds', 'Time from reading a fault to its page being installed, inside the handler.',
     LATENCY_BOUNDS_S, S.LATENCY_BUCKETS, snap, { sum: S.LATENCY_SUM_S, count: S.LATENCY_COUNT });
-  new WorkerHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS, S.READ_BUCKETS, snap);
+  new WorkerHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS, S.READ_BUCKETS, snap,
+    { sum: S.MESSAGES, count: S.READS });
+  collectDefaultMetrics({ register: registry });
   return registry;
 }
 

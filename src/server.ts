@@ -20,13 +20,13 @@ import { FaultWorkerPool, type WorkerEvent, type WorkerBuffers } from './worker/
 import { WORKER_STATS_BYTES, WORKER_STAT } from './worker/worker-stats.js';
 import type { FatalPolicy, VmStats, EndReason } from './worker/messages.js';
 import { HandshakeError, SnapfaultError } from './errors.js';
-import type { Logger } from './log.js';
+import type { Logger, LogContext } from './log.js';
 import { dupFd } from '../native/fd.js';
 import { preparePrefetch, type PrefetchSpec, type PreparedPolicy } from './prefetch/policy-spec.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { FEED_BYTES, DOORBELL_BYTES } from './prefetch/fault-feed.js';
 import { traceOfVm } from './trace/vm-trace.js';
-import { writeTrace } from './trace/trace-file.js';
+import { writeTrace, recordCount } from './trace/trace-file.js';
 import { epochMs } from './trace/clock.js';
 import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
@@ -91,9 +91,28 @@ export interface MetricsSnapshot {
   workers: Float64Array[];
 }
 
+/** ms with µs precision: enough for a log field. */
+const ms = (v: number): number => Math.round(v * 1000) / 1000;
+
+/** A VM's end summary as log fields: the readable line's numbers, for a log pipeline to query. */
+function summaryFields(s: VmStats): LogContext {
+  return {
+    faults: s.copies + s.zeropages + s.removedZero, faultsCopied: s.copies, faultsZero: s.zeropages, faultsRemovedZero: s.removedZero,
+    bytesCopied: s.bytes, removeEvents: s.removeEvents, otherEvents: s.otherEvents, eagain: s.eagain, eexist: s.eexist, lateFaults: s.late,
+    prefetchedPages: s.prefetched, prefetchedZeroPages: s.prefetchedZero, prefetchedBytes: s.prefetchBytes,
+    chunkHits: s.chunkHits, chunkMisses: s.chunkMisses, filledAroundPages: s.filledAround,
+    reads: s.reads, events: s.messages, lastFaultMs: ms(s.lastFaultMs), servedMs: ms(s.servedMs),
+  };
+}
+
 const MSG_CAPACITY = 64;
 /** Outcomes kept for a library user to look at; the totals in the metrics cover every VM. */
 export const RECENT_OUTCOMES = 64;
+
+/** What --on-fatal disconnect leaves behind: said wherever it happens, for an operator to act on. */
+function leftRunningText(pid: number): string {
+  return `left Firecracker pid ${pid} running, but its guest can no longer fault pages in (stop it, or restore it again)`;
+}
 
 export class SnapfaultServer {
   private readonly vms = new Map<number, LiveVm>();
@@ -112,6 +131,10 @@ export class SnapfaultServer {
   private doorbell = 0;
   /** VMs that ended and wait for the prefetch worker to let go of them. */
   private readonly finishing = new Set<Promise<void>>();
+  /** Connections accepted whose handshake is not yet served or refused. */
+  private handshaking = 0;
+  /** Called once no VM is connected and no handshake is under way (drain). */
+  private readonly idleWaiters = new Set<() => void>();
   /** With `once`: resolves when the one VM has ended or was refused. */
   readonly firstOutcome: Promise<VmOutcome>;
   /** The most recent RECENT_OUTCOMES VM outcomes, oldest first: a `serve` running for months keeps no more. */
@@ -145,7 +168,7 @@ export class SnapfaultServer {
       await cache.close();
       throw e;
     }
-    for (const note of prepared?.notes ?? []) opts.log.warn(note);
+    for (const note of prepared?.notes ?? []) opts.log.warn(note, { event: 'prefetch_note' });
     const server = new SnapfaultServer(opts, core, arena, cache, null);
     try {
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
@@ -181,12 +204,52 @@ export class SnapfaultServer {
     }
     server.listener.start((fd) => void server.onConnection(fd));
     opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)` +
-      (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''));
+      (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''),
+    { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
     return server;
   }
 
   get connectedVms(): number {
     return this.vms.size;
+  }
+
+  /** Firecracker pids of the VMs being served now. */
+  get connectedPids(): number[] {
+    return [...this.vms.values()].map((v) => v.pid);
+  }
+
+  /** No VM connected and no handshake under way: nothing depends on this handler. */
+  get idle(): boolean {
+    return this.vms.size === 0 && this.handshaking === 0;
+  }
+
+  /**
+   * Stops accepting (the socket is removed: a new Firecracker's connect fails
+   * at once, instead of handing its memory to a handler on its way out) and
+   * keeps serving the VMs connected, and the handshakes under way. Resolves
+   * true once they have all ended, false when `timeoutMs` passes first.
+   * stop() releases whatever is left.
+   */
+  drain(timeoutMs: number): Promise<boolean> {
+    this.listener.close();
+    if (this.idle) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.idleWaiters.delete(done);
+        resolve(false);
+      }, timeoutMs);
+      this.idleWaiters.add(done);
+    });
+  }
+
+  private checkIdle(): void {
+    if (!this.idle) return;
+    for (const w of this.idleWaiters) w();
+    this.idleWaiters.clear();
   }
 
   /** Counters for the metrics endpoint: ended VMs' totals plus live VMs' counters, read now. */
@@ -206,6 +269,16 @@ export class SnapfaultServer {
   }
 
   private async onConnection(conn: number): Promise<void> {
+    this.handshaking++;
+    try {
+      await this.serveConnection(conn);
+    } finally {
+      this.handshaking--;
+      this.checkIdle();
+    }
+  }
+
+  private async serveConnection(conn: number): Promise<void> {
     const { log } = this.opts;
     if (this.opts.once) this.listener.close(); // the drop-in form serves exactly one Firecracker
     let pid = 0;
@@ -256,7 +329,10 @@ export class SnapfaultServer {
       const prefetchUffd = prefetching ? dupFd(uffd) : -1;
       this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0 });
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
-      log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, { vm: pid });
+      const bytes = (huge: boolean): number => Number(regions.reduce((n, r) => n + ((r.pageSize === HUGE_PAGE) === huge ? r.size : 0n), 0n));
+      log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, {
+        vm: pid, event: 'vm_connected', regions: regions.length, pages4k: bytes(false) / 4096, pages2m: bytes(true) / HUGE_PAGE, guestBytes: bytes(false) + bytes(true),
+      });
       this.pool?.assign({
         id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
         snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
@@ -270,11 +346,13 @@ export class SnapfaultServer {
       // A VM whose uffd we hold is frozen without us: that is a fatal error for it.
       let killed = false;
       if (uffd >= 0 && this.opts.onFatal === 'kill-peer' && pidfd >= 0) killed = pidfdSignal(pidfd, SIGKILL);
-      log.error(`VM pid ${pid || '?'}: ${message}${killed ? `; killed Firecracker pid ${pid}` : ''}`, pid ? { vm: pid } : undefined);
+      const leftRunning = uffd >= 0 && !killed && this.opts.onFatal === 'disconnect';
+      const fate = killed ? `; killed Firecracker pid ${pid}` : leftRunning ? `; ${leftRunningText(pid)}` : '';
+      const reason = e instanceof HandshakeError ? e.reason : 'internal';
+      log.error(`VM pid ${pid || '?'}: ${message}${fate}`, { ...(pid ? { vm: pid } : {}), event: 'vm_refused', reason, killed, leftRunning });
       for (const fd of [uffd, conn, pidfd]) closeFd(fd);
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
-      const reason = e instanceof HandshakeError ? e.reason : 'internal';
       this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
       this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
@@ -284,7 +362,7 @@ export class SnapfaultServer {
     const vm = this.vms.get(e.id);
     const who = `VM pid ${vm?.pid ?? '?'}`;
     if (e.type === 'warning') {
-      this.opts.log.warn(`${who}: ${e.message}`, vm ? { vm: vm.pid } : undefined);
+      this.opts.log.warn(`${who}: ${e.message}`, { ...(vm ? { vm: vm.pid } : {}), event: 'vm_warning' });
       return;
     }
     if (!vm?.prefetching || !this.prefetcher) {
@@ -310,16 +388,21 @@ export class SnapfaultServer {
     this.endedBy.set(e.reason, (this.endedBy.get(e.reason) ?? 0) + 1);
     const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
-      `last fault at ${s.lastFaultMs.toFixed(1)} ms` +
+      `last fault at ${s.lastFaultMs.toFixed(1)} ms, served ${s.servedMs.toFixed(1)} ms` +
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${(s.prefetchBytes / 1048576).toFixed(1)} MiB) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
+    const pid = vm?.pid ?? 0;
+    const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
+    const fields: LogContext = { ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s) };
     if (e.reason === 'fatal') {
-      const action = e.killed ? `killed Firecracker pid ${vm?.pid}` : 'disconnected it';
-      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, vm ? { vm: vm.pid } : undefined);
+      // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).
+      const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;
+      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, fields);
     } else {
-      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, vm ? { vm: vm.pid } : undefined);
+      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, fields);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
+    this.checkIdle();
   }
 
   private writeVmTrace(vm: LiveVm, faults: Uint32Array | null, prefetched: Uint32Array | null): void {
@@ -327,9 +410,9 @@ export class SnapfaultServer {
     try {
       const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching);
       writeTrace(path, trace);
-      this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid });
+      this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid, event: 'trace_written', path, records: recordCount(trace) });
     } catch (err) {
-      this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid });
+      this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid, event: 'trace_failed', path });
     }
   }
 
@@ -344,11 +427,11 @@ export class SnapfaultServer {
     const m = new Int32Array(this.core.memory.buffer);
     for (const vm of this.vms.values()) if (vm.prefetching) leaveCopy(m, fenceWords(this.core.layout, vm.table));
     this.cache.releaseLocks(this.core.layout.OWNER_PREFETCH);
-    this.opts.log.error(`the prefetch worker stopped: ${e.message}; prefetching is off for every VM, faults are served on demand`);
+    this.opts.log.error(`the prefetch worker stopped: ${e.message}; prefetching is off for every VM, faults are served on demand`, { event: 'prefetch_stopped' });
   }
 
   private onWorkerCrash(e: Error): void {
-    this.opts.log.error(`a fault worker crashed (${e.message}); its VMs can no longer be served, stopping`);
+    this.opts.log.error(`a fault worker crashed (${e.message}); its VMs can no longer be served, stopping`, { event: 'worker_crashed' });
     process.exitCode = 1;
     void this.stop();
   }
@@ -365,18 +448,24 @@ export class SnapfaultServer {
     return this.zeroHugePage.addr;
   }
 
-  /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. */
+  /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. drain() first to let them finish. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.listener.close();
-    const left = [...this.vms.values()].map((v) => v.pid);
-    if (left.length > 0) this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}`);
+    const left = this.connectedPids;
+    if (left.length > 0) {
+      this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}; released unfinished, ` +
+        'their Firecrackers keep running but their guests can no longer fault pages in', { event: 'releasing', vms: left });
+    }
     await this.pool?.stop();
     await Promise.all([...this.finishing]);
     await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);
     this.zeroHugePage = null;
+    // A drain cut short by stop() must not keep its timer (and the process) alive.
+    for (const w of this.idleWaiters) w();
+    this.idleWaiters.clear();
   }
 }

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compilePolicy } from './policy-abi.js';
-import { readTrace, recordedWhilePrefetching } from '../trace/trace-file.js';
+import { readTrace, recordedWhilePrefetching, prefetchRecordedWarning } from '../trace/trace-file.js';
 import { workingSet, replayRanges } from '../trace/working-set.js';
 import { PolicyError, UsageError, BuildMissingError } from '../errors.js';
 
@@ -47,9 +47,7 @@ export function preparePrefetch(spec: Exclude<PrefetchSpec, { kind: 'none' }>, s
     if (t.snapshotBytes !== snapshotBytes) {
       throw new PolicyError(`trace ${path} was recorded from a ${t.snapshotBytes}-byte snapshot but the served one has ${snapshotBytes} bytes: record it again from this snapshot`);
     }
-    if (recordedWhilePrefetching(t)) {
-      notes.push(`trace ${path} was recorded while pages were installed ahead of the guest, so it holds only the pages that still faulted; record with --prefetch none for the whole working set`);
-    }
+    if (recordedWhilePrefetching(t)) notes.push(prefetchRecordedWarning(path));
     const ws = workingSet(t);
     if (ws.length === 0) notes.push(`trace ${path} holds no touched pages: nothing to replay`);
     return replayRanges(ws);

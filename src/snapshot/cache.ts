@@ -102,8 +102,8 @@ export class SnapshotCache {
   private scan(snap: RawSnapshot): ZeroScan {
     const scan = startZeroScan(snap, this.module, this.core.memory, this.arena, this.activity);
     void scan.done.then((r) => {
-      if (r.error && r.error !== 'stopped') this.log.warn(`zero-page scan of ${snap.path} stopped: ${r.error}`);
-      else if (!r.error) this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`);
+      if (r.error && r.error !== 'stopped') this.log.warn(`zero-page scan of ${snap.path} stopped: ${r.error}`, { event: 'zero_scan_stopped', file: snap.path });
+      else if (!r.error) this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`, { event: 'zero_scan', file: snap.path, zeroPages: r.zeroPages, pages: snap.pages });
     });
     return scan;
   }

@@ -185,9 +185,15 @@ function timeline(t: Trace, top: number): { svg: string; height: number } {
 /** The SVG text of a report on `t`. */
 export function renderReport(t: Trace, { title }: ReportOptions): string {
   const s = summarize(t);
-  const lines = [
-    `${s.faults.copy + s.faults.zero + s.faults.late} faults (${s.faults.copy} copied, ${s.faults.zero} zero, ${s.faults.late} while being prefetched), last at ${s.lastFaultMs.toFixed(1)} ms`,
-    `${s.prefetchedPages + s.prefetchedZeroPages} pages prefetched (${s.prefetchedPages} copied, ${s.prefetchedZeroPages} zero), last at ${s.lastPrefetchMs.toFixed(1)} ms; ${s.removedPages} pages removed`,
+  const at = (ms: number | null): string => (ms === null ? '' : `, last at ${ms.toFixed(1)} ms`);
+  const prefetched = s.prefetchedPages + s.prefetchedZeroPages;
+  // A merged trace is an order of pages: it has no times (so no timeline) and no fault kinds to report.
+  const lines = s.merged ? [
+    `Merged working set (trace merge): ${s.touchedPages} pages in their mean first-touch order.`,
+    'A merge keeps no times: there is no timeline, and every page is drawn as faulted in.',
+  ] : [
+    `${s.faults.copy + s.faults.zero + s.faults.late} faults (${s.faults.copy} copied, ${s.faults.zero} zero, ${s.faults.late} while being prefetched)${at(s.lastFaultMs)}`,
+    `${prefetched === 0 ? 'nothing prefetched' : `${prefetched} pages prefetched (${s.prefetchedPages} copied, ${s.prefetchedZeroPages} zero)${at(s.lastPrefetchMs)}`}; ${s.removedPages} pages removed`,
   ];
   let y = PAD + 8;
   const parts: string[] = [];
@@ -204,9 +210,11 @@ export function renderReport(t: Trace, { title }: ReportOptions): string {
   const map = heatMap(t, y);
   parts.push(map.svg);
   y += map.height + 50;
-  const tl = timeline(t, y);
-  parts.push(tl.svg);
-  y += tl.height + PAD;
+  if (!s.merged) {
+    const tl = timeline(t, y);
+    parts.push(tl.svg);
+    y += tl.height + PAD;
+  }
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif" font-size="12">`,
     '<style>.t{font-size:18px;font-weight:bold}.h{font-weight:bold}</style>',

@@ -1,7 +1,7 @@
 // What `snapfault trace show` prints: a trace's pages, bytes and time span,
 // and, against a trace of what the guest really touched, how well the
 // prefetch guessed (hits, waste, coverage).
-import { RECORD, RECORD_WORDS, FIELD, recordTimeUs, recordedWhilePrefetching, type Trace } from './trace-file.js';
+import { RECORD, RECORD_WORDS, FIELD, recordTimeUs, recordedWhilePrefetching, isMerged, type Trace } from './trace-file.js';
 import { workingSet, prefetchedSet } from './working-set.js';
 
 export interface TraceSummary {
@@ -14,10 +14,12 @@ export interface TraceSummary {
   prefetchedPages: number;
   prefetchedZeroPages: number;
   removedPages: number;
-  /** ms from the handshake to the last fault, and to the last prefetch. */
-  lastFaultMs: number;
-  lastPrefetchMs: number;
+  /** ms from the handshake to the last fault, and to the last prefetch; null when there was none, or the trace is merged (it has no times). */
+  lastFaultMs: number | null;
+  lastPrefetchMs: number | null;
   recordedWhilePrefetching: boolean;
+  /** A `trace merge` output: an order of pages, no times, every record kind 1. */
+  merged: boolean;
   against?: PrefetchScore;
 }
 
@@ -39,8 +41,9 @@ export function summarize(t: Trace, reference?: Trace): TraceSummary {
   const s: TraceSummary = {
     snapshotBytes: Number(t.snapshotBytes), records: r.length / RECORD_WORDS, touchedPages: 0, touchedBytes: 0,
     faults: { copy: 0, zero: 0, late: 0 }, prefetchedPages: 0, prefetchedZeroPages: 0, removedPages: 0,
-    lastFaultMs: 0, lastPrefetchMs: 0, recordedWhilePrefetching: recordedWhilePrefetching(t),
+    lastFaultMs: null, lastPrefetchMs: null, recordedWhilePrefetching: recordedWhilePrefetching(t), merged: isMerged(t),
   };
+  const latest = (a: number | null, ms: number): number | null => (s.merged ? null : Math.max(a ?? 0, ms));
   for (let o = 0; o < r.length; o += RECORD_WORDS) {
     const pages = r[o + FIELD.PAGES];
     const ms = recordTimeUs(r, o) / 1000;
@@ -53,8 +56,8 @@ export function summarize(t: Trace, reference?: Trace): TraceSummary {
       case RECORD.PREFETCH_ZERO: s.prefetchedZeroPages += pages; break;
       case RECORD.REMOVED: s.removedPages += pages; break;
     }
-    if (kind <= RECORD.FAULT_LATE) s.lastFaultMs = Math.max(s.lastFaultMs, ms);
-    if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) s.lastPrefetchMs = Math.max(s.lastPrefetchMs, ms);
+    if (kind <= RECORD.FAULT_LATE) s.lastFaultMs = latest(s.lastFaultMs, ms);
+    if (kind === RECORD.PREFETCH_COPY || kind === RECORD.PREFETCH_ZERO) s.lastPrefetchMs = latest(s.lastPrefetchMs, ms);
   }
   s.touchedPages = workingSet(t).length;
   s.touchedBytes = s.touchedPages * 4096;

@@ -43,16 +43,33 @@ export const PREFETCH_KINDS: ReadonlySet<number> = new Set([RECORD.PREFETCH_COPY
 
 export const TRACE_FLAG_PREFETCHED = 1; // a prefetch policy ran: pages it installed in time never faulted
 // (Recording turns compressed fill-around off, so no flag is needed for it.)
+/**
+ * Written by `trace merge`: the records are a working set in merged order,
+ * one kind-1 record per page, every time 0. A merge has no times to keep (it
+ * averages positions, not clocks), and showing ranks as times misled. A flag
+ * bit, not a new version: readers of versions 1 and 2 read the flags word as it is.
+ */
+export const TRACE_FLAG_MERGED = 2;
 
 /** True when pages were installed ahead of the guest: then the trace's faults are not its whole working set. */
 export function recordedWhilePrefetching(t: { flags: number }): boolean {
   return (t.flags & TRACE_FLAG_PREFETCHED) !== 0;
 }
 
+/** True for a `trace merge` output: an order of pages, with no times and no fault kinds. */
+export function isMerged(t: { flags: number }): boolean {
+  return (t.flags & TRACE_FLAG_MERGED) !== 0;
+}
+
+/** The warning every reader of a prefetch-recorded trace gives, followed by what it undercounts there. */
+export function prefetchRecordedWarning(path: string): string {
+  return `trace ${path} was recorded while pages were installed ahead of the guest, so it holds only the pages that still faulted; record with --prefetch none for the whole working set`;
+}
+
 export interface Trace {
   /** Bytes of the snapshot's memory (the original file size for a compressed snapshot). */
   snapshotBytes: bigint;
-  /** Unix time of the handshake, ms. */
+  /** Unix time of the handshake, ms; 0 for a merged trace (no one handshake). */
   startedMs: number;
   flags: number;
   /** RECORD_WORDS u32 per record (see FIELD): page, pages, µs since the handshake, kind. */

@@ -1,7 +1,7 @@
 // What a trace says about the guest: the pages it touched, in the order it
 // first touched them; merging the working sets of several runs; and the
 // ranges a replay installs them in.
-import { RECORD_WORDS, RECORD, FIELD, TOUCH_KINDS, PREFETCH_KINDS, recordsByTime, setRecord, type Trace } from './trace-file.js';
+import { RECORD_WORDS, RECORD, FIELD, TOUCH_KINDS, PREFETCH_KINDS, TRACE_FLAG_MERGED, TRACE_FLAG_PREFETCHED, recordsByTime, setRecord, type Trace } from './trace-file.js';
 import { TraceError } from '../errors.js';
 
 /** Pages the guest touched, each once, in first-touch order. */
@@ -38,7 +38,8 @@ export interface MergeOptions {
 
 /**
  * One trace from several runs' working sets: the pages touched in at least
- * `minRuns` runs, ordered by their mean first-touch position.
+ * `minRuns` runs, ordered by their mean first-touch position. It is flagged
+ * merged, and prefetch-recorded if any input was (it undercounts as they do).
  */
 export function mergeTraces(traces: readonly Trace[], names: readonly string[], { minRuns }: MergeOptions): Trace {
   if (traces.length === 0) throw new TraceError('trace merge needs at least one trace');
@@ -64,9 +65,10 @@ export function mergeTraces(traces: readonly Trace[], names: readonly string[], 
   for (let p = 0; p < pages; p++) if (runs[p] >= minRuns) keep.push(p);
   keep.sort((a, b) => rank[a] / runs[a] - rank[b] / runs[b] || a - b);
   const records = new Uint32Array(keep.length * RECORD_WORDS);
-  // Merged traces keep order, not time: a record's time is its rank.
-  keep.forEach((p, i) => setRecord(records, i * RECORD_WORDS, p, 1, i, RECORD.FAULT_COPY));
-  return { snapshotBytes: bytes, startedMs: Date.now(), flags: 0, records };
+  // Order, not time: every time is 0 and the file order is the order (time ties keep it).
+  keep.forEach((p, i) => setRecord(records, i * RECORD_WORDS, p, 1, 0, RECORD.FAULT_COPY));
+  const prefetched = traces.some((t) => (t.flags & TRACE_FLAG_PREFETCHED) !== 0) ? TRACE_FLAG_PREFETCHED : 0;
+  return { snapshotBytes: bytes, startedMs: 0, flags: TRACE_FLAG_MERGED | prefetched, records };
 }
 
 /** Pages of the first-touch order taken at a time, sorted and joined into ranges. */

@@ -4,7 +4,9 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
-import { startSnapfault, runSim } from '../helpers/processes.js';
+import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processes.js';
+import { pack } from '../../src/compressed/pack.js';
+import { truncateSync } from 'node:fs';
 
 function cli(args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(SNAPFAULT, args, { encoding: 'utf8', timeout: 20_000 });
@@ -28,6 +30,7 @@ describe('snapfault command line', function () {
     const serve = cli(['serve', '--help']);
     expect(serve.code).to.equal(0);
     expect(serve.stdout).to.match(/--socket PATH/);
+    for (const help of [main.stdout, serve.stdout]) expect(help).to.match(/--drain-timeout SECONDS .*SIGTERM or SIGINT/);
     expect(cli(['--version']).stdout).to.match(/^snapfault \d+\.\d+\.\d+\n$/);
   });
 
@@ -39,6 +42,8 @@ describe('snapfault command line', function () {
     [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal explode: expected kill-peer or disconnect/],
     [['--workers', '0', 'a', 'b'], /--workers 0: expected a whole number from 1 to 64/],
     [['--socket-mode', '999', 'a', 'b'], /--socket-mode 999: expected an octal mode/],
+    [['serve', '--socket', 'a', '--mem', 'b', '--drain-timeout', 'soon'], /--drain-timeout soon: expected a whole number from 0 to 604800/],
+    [['--drain-timeout', '604801', 'a', 'b'], /--drain-timeout 604801: expected a whole number from 0 to 604800/],
     [['--socket', 'a', '--mem', 'b'], /belong to `snapfault serve`/],
   ];
   for (const [args, re] of usage) {
@@ -118,5 +123,98 @@ describe('logs', function () {
     await t.waitExit();
     expect(t.stderr).to.match(/^\S+ snapfault info: listening on /);
     expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format xml: expected json or text/);
+  });
+
+  /** The handler's JSON log lines. */
+  type Line = { level: string; msg: string; vm?: number; event?: string } & Record<string, unknown>;
+  const jsonLines = (h: Proc): Line[] => h.stderr.trim().split('\n').map((l) => JSON.parse(l) as Line);
+  const one = (lines: Line[], event: string): Line => {
+    const found = lines.filter((l) => l.event === event);
+    expect(found, `${event} in ${JSON.stringify(lines, null, 1)}`).to.have.length(1);
+    return found[0];
+  };
+  const summaryNumbers = ['faults', 'faultsCopied', 'faultsZero', 'faultsRemovedZero', 'bytesCopied', 'removeEvents', 'eagain', 'eexist', 'lateFaults',
+    'prefetchedPages', 'prefetchedZeroPages', 'prefetchedBytes', 'chunkHits', 'chunkMisses', 'filledAroundPages', 'lastFaultMs', 'servedMs'];
+
+  it('the end summary and every event carry their numbers as fields, the same numbers the message reads', async () => {
+    const mem = tmp.file('f.img', makeImage(1 << 20, { seed: 'log-fields' }));
+    const sock = tmp.file('f.sock');
+    const h = await startSnapfault([sock, mem]);
+    // 256 pages, then the ballooned 16 read again as removed: one REMOVE event.
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--verify', '--balloon', '512K:64K', '--balloon-mode', 'after', '--print-pid-ready']);
+    expect(sim.code, sim.stderr).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    const simPid = Number(/ready (\d+)/.exec(sim.stderr)?.[1]);
+    const lines = jsonLines(h);
+    const listening = one(lines, 'listening');
+    expect(listening).to.deep.include({ socket: sock, mem, workers: 1, prefetch: null, record: null });
+    expect(one(lines, 'vm_connected')).to.deep.include({ vm: simPid, regions: 1, pages4k: 256, pages2m: 0, guestBytes: 1 << 20 });
+    const end = one(lines, 'vm_end');
+    for (const k of summaryNumbers) expect(end[k], k).to.be.a('number');
+    expect(end).to.deep.include({ vm: simPid, reason: 'exited', killed: false, faults: 256 + 16, faultsRemovedZero: 16, removeEvents: 1, prefetchedPages: 0, chunkMisses: 0 });
+    expect((end.faultsCopied as number) + (end.faultsZero as number)).to.equal(256);
+    expect(end.bytesCopied).to.equal((end.faultsCopied as number) * 4096);
+    expect(end.lastFaultMs as number).to.be.above(0).and.at.most(end.servedMs as number);
+    // The readable message says the same.
+    expect(end.msg).to.include(`${256 + 16} faults (${end.faultsCopied as number} copied, ${end.faultsZero as number} zero, 16 removed)`);
+    expect(end.msg).to.include(`last fault at ${(end.lastFaultMs as number).toFixed(1)} ms`);
+    // Every line names what happened.
+    for (const l of lines) expect(l.event, l.msg).to.be.a('string');
+  });
+
+  it('prefetch and compressed-snapshot numbers are fields of the end summary too', async () => {
+    const mem = tmp.file('c.img', makeImage(1 << 20, { seed: 'log-chunks' }));
+    const sfz = tmp.file('c.sfz');
+    await pack(mem, sfz);
+    const sock = tmp.file('c.sock');
+    const h = await startSnapfault([sock, sfz]);
+    expect((await runSim(['--socket', sock, '--mem', mem, '--verify', '--pattern', 'random'])).code).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    const c = one(jsonLines(h), 'vm_end');
+    expect(c.chunkMisses as number).to.be.above(0);
+    expect(c.msg).to.include(`chunks: ${c.chunkMisses as number} decoded, ${c.chunkHits as number} from cache, ${c.filledAroundPages as number} pages filled around`);
+    // Every page came in once: faulted, or filled around with another page's chunk.
+    expect((c.faults as number) + (c.filledAroundPages as number)).to.equal(256);
+
+    const sock2 = tmp.file('p.sock');
+    const p = await startSnapfault(['--prefetch', 'all', sock2, mem]);
+    // Connected long enough for `all` to install every page.
+    expect((await runSim(['--socket', sock2, '--mem', mem, '--verify', '--pattern', 'random', '--touches', '20', '--hold-ms', '1500'])).code).to.equal(0);
+    expect((await p.waitExit()).code).to.equal(0);
+    const e = one(jsonLines(p), 'vm_end');
+    expect(one(jsonLines(p), 'listening').prefetch).to.equal('all');
+    expect((e.prefetchedPages as number) + (e.prefetchedZeroPages as number) + (e.faults as number)).to.equal(256);
+    expect(e.prefetchedBytes).to.equal((e.prefetchedPages as number) * 4096);
+    expect(e.msg).to.include(`prefetch: ${e.prefetchedPages as number} pages copied`);
+    expect(e.msg).to.include(`${e.lateFaults as number} faults arrived while their page was going in`);
+  });
+
+  it('--on-fatal disconnect: the error line says the Firecracker was left running with a guest that can no longer fault pages in', async () => {
+    const mem = tmp.file('d.img', makeImage(1 << 20, { seed: 'log-disconnect' }));
+    // Refused at the handshake: its uffd was already sent.
+    const sock = tmp.file('d.sock');
+    const h = await startSnapfault(['--on-fatal', 'disconnect', sock, mem]);
+    const bad = await runSim(['--socket', sock, '--mem', mem, '--raw-handshake', tmp.file('d.json', '[1]'), '--touches', '0', '--hold-ms', '200', '--print-pid-ready']);
+    expect(bad.code).to.equal(0); // alive
+    expect((await h.waitExit()).code).to.equal(1);
+    const badPid = Number(/ready (\d+)/.exec(bad.stderr)?.[1]);
+    const refused = one(jsonLines(h), 'vm_refused');
+    expect(refused).to.deep.include({ level: 'error', vm: badPid, reason: 'shape', killed: false, leftRunning: true });
+    expect(refused.msg).to.include(`left Firecracker pid ${badPid} running, but its guest can no longer fault pages in`);
+
+    // Fatal while served: the memory file shrinks under a guest that has not touched anything yet.
+    const own = tmp.file('own.img', makeImage(1 << 20, { seed: 'log-disconnect' }));
+    const sock2 = tmp.file('d2.sock');
+    const d = await startSnapfault(['--on-fatal', 'disconnect', '--zero-scan', 'off', sock2, own]);
+    const victim = startSim(['--socket', sock2, '--mem', mem, '--pause-ms', '1000', '--timeout-ms', '4000', '--print-pid-ready']);
+    await d.waitForStderr(/serving 1 region/);
+    truncateSync(own, 0);
+    expect((await victim.result).code).to.equal(4); // alive, its guest frozen until its own timeout
+    expect((await d.waitExit()).code).to.equal(1);
+    const victimPid = Number(/ready (\d+)/.exec(victim.proc.stderr)?.[1]);
+    const fatal = one(jsonLines(d), 'vm_end');
+    expect(fatal).to.deep.include({ level: 'error', vm: victimPid, reason: 'fatal', killed: false, leftRunning: true });
+    expect(fatal.msg).to.match(new RegExp(`could not be read.*; disconnected it: left Firecracker pid ${victimPid} running, but its guest can no longer fault pages in`));
+    expect(fatal.faults).to.equal(0);
   });
 });

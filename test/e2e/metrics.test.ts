@@ -68,11 +68,35 @@ describe('metrics', function () {
     // served: one event is outstanding at a time, so every read takes exactly one.
     expect(value(text, 'snapfault_events_per_read_count')).to.equal(copy + zero + removed + 1);
     expect(value(text, 'snapfault_events_per_read_bucket{le="1"}')).to.equal(copy + zero + removed + 1);
+    // ... so the events read add up to as many: the sum is real, not a 0 beside a growing count.
+    expect(value(text, 'snapfault_events_per_read_sum')).to.equal(copy + zero + removed + 1);
     expect(value(text, 'snapfault_vms_connected')).to.equal(0);
     expect(value(text, 'snapfault_vms_ended_total{reason="exited"}')).to.equal(2);
     expect(value(text, 'snapfault_handshakes_rejected_total{reason="json"}')).to.equal(1);
     expect(text).to.not.match(/snapfault_vm_faults\{/);
     expect((await fetch(url.replace('/metrics', '/other'))).status).to.equal(404);
+  });
+
+  it('serves the process and Node.js metrics beside its own (CPU, memory, event loop, GC)', async () => {
+    const mem = tmp.file('d.img', makeImage(4 * MiB, { seed: 'metrics-default' }));
+    const sock = tmp.file('d.sock');
+    const startedS = Date.now() / 1000;
+    h = await startSnapfault(['serve', '--socket', sock, '--mem', mem, '--metrics', '127.0.0.1:0']);
+    const url = (await h.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
+    expect((await runSim(['--socket', sock, '--mem', mem, '--verify'])).code).to.equal(0);
+    await h.waitForStderr(/ ended: /); // the handler has seen the VM go
+    const text = await (await fetch(url)).text();
+    expect(value(text, 'process_cpu_seconds_total')).to.be.above(0);
+    expect(value(text, 'process_resident_memory_bytes')).to.be.above(10 * MiB);
+    expect(value(text, 'process_open_fds')).to.be.above(2);
+    // Started by this test, a few seconds ago at most (prom-client rounds it to the second).
+    expect(value(text, 'process_start_time_seconds')).to.be.within(Math.floor(startedS) - 1, Date.now() / 1000 + 1);
+    expect(value(text, 'nodejs_heap_size_used_bytes')).to.be.above(0);
+    expect(value(text, 'nodejs_eventloop_lag_seconds')).to.be.at.least(0);
+    expect(text).to.match(/^nodejs_version_info\{version="v20\./m);
+    expect(text).to.match(/^# TYPE nodejs_gc_duration_seconds histogram$/m);
+    // Its own series are still there beside them.
+    expect(value(text, 'snapfault_vms_ended_total{reason="exited"}')).to.equal(1);
   });
 
   it('counts what the prefetch policy installed, per VM while it is connected', async () => {

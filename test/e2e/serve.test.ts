@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { statSync, existsSync, copyFileSync, truncateSync, chmodSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { createUserfaultfd, registerMissing, UFFD_FEATURE } from '../../native/uffd.js';
 import { mmapAnonymous, munmap } from '../../native/mmap.js';
 import { connectUnix, sendWithFds } from '../../native/socket.js';
@@ -109,8 +110,9 @@ describe('snapfault serve', function () {
     const raw = tmp.file(`raw${n++}.json`, 'nope');
     const r = await runSim(['--socket', sock, '--mem', mem, '--raw-handshake', raw, '--touches', '0', '--hold-ms', '300']);
     expect(r.code).to.equal(0);
-    expect(h.stderr).to.match(/handshake refused: the mapping message is not valid JSON/);
-    expect(h.stderr).to.not.match(/killed/);
+    expect(h.stderr).to.match(/handshake refused: the mapping message is not valid JSON \([^)]*\); left Firecracker pid \d+ running, but its guest can no longer fault pages in/);
+    expect(h.stderr).to.not.match(/killed Firecracker/);
+    expect(h.stderr).to.match(/"killed":false/);
   });
 
   it('refuses a handshake without a userfaultfd, and a connection that sends nothing', async () => {
@@ -140,18 +142,6 @@ describe('snapfault serve', function () {
     expect(next.signal).to.equal('SIGKILL');
     await h.waitForStderr(/holds 4194304/);
     expect(h.child.exitCode).to.equal(null);
-  });
-
-  it('stops cleanly on SIGTERM while a VM is connected and its worker is blocked in poll', async () => {
-    const { h, sock } = await serve();
-    const sim = startSim(['--socket', sock, '--mem', mem, '--touches', '10', '--hold-ms', '20000']);
-    await h.waitForStderr(/serving 1 region/);
-    h.kill('SIGTERM');
-    const exit = await h.waitExit(5000);
-    expect(exit.code).to.equal(0);
-    expect(h.stderr).to.match(/still depend on this handler: pid \d+/);
-    sim.proc.kill('SIGKILL');
-    await sim.result;
   });
 
   it('replaces a stale socket file, refuses a socket in use', async () => {
@@ -240,5 +230,158 @@ describe('snapfault serve: a peer that talks after its handshake', function () {
       h.kill('SIGKILL');
       await h.exited;
     }
+  });
+});
+
+describe('stopping: SIGTERM and SIGINT drain, a second one stops at once', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  let mem: string;
+  let n = 0;
+  let handler: Proc | null = null;
+  const sims: Proc[] = [];
+  const PAGES = (8 * MiB) / 4096;
+
+  before(() => {
+    mem = tmp.file('mem.img', makeImage(8 * MiB, { seed: 'drain' }));
+  });
+  afterEach(async () => {
+    for (const p of [handler, ...sims.splice(0)]) {
+      if (p && p.child.exitCode === null && p.child.signalCode === null) {
+        p.kill('SIGKILL');
+        await p.exited;
+      }
+    }
+    handler = null;
+  });
+  after(() => tmp.remove());
+
+  async function start(args: string[]): Promise<{ h: Proc; sock: string }> {
+    const sock = tmp.file(`d${n++}.sock`);
+    handler = await startSnapfault(args[0] === 'serve' ? ['serve', '--socket', sock, '--mem', mem, ...args.slice(1)] : [...args, sock, mem]);
+    return { h: handler, sock };
+  }
+  function sim(sock: string, extra: string[]): ReturnType<typeof startSim> {
+    const s = startSim(['--socket', sock, '--mem', mem, '--print-pid-ready', ...extra]);
+    sims.push(s.proc);
+    return s;
+  }
+  /** The error of connecting to `sock` now: ENOENT once the handler removed it. */
+  const connectError = (sock: string): Promise<string> => new Promise((resolve) => {
+    const c = connect(sock);
+    c.on('connect', () => {
+      c.destroy();
+      resolve('connected');
+    });
+    c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+  type Line = { msg: string; event?: string; vm?: number; vms?: number[]; reason?: string; faults?: number; level: string };
+  const lines = (h: Proc): Line[] => h.stderr.trim().split('\n').map((l) => JSON.parse(l) as Line);
+  const simPid = (s: Proc): number => Number(/ready (\d+)/.exec(s.stderr)?.[1]);
+  /** 'draining' once the handler says so; 'exited' if it exits instead (releasing its VMs, as it did before drains). */
+  const draining = (h: Proc): Promise<string> =>
+    Promise.race([h.waitForStderr(/"event":"draining"/).then(() => 'draining'), h.exited.then(() => 'exited')]);
+
+  it('a VM connected when SIGTERM arrives goes on being served to its end, byte-exact; the socket is gone at once; exit 0', async () => {
+    const { h, sock } = await start(['serve', '--metrics', '127.0.0.1:0']);
+    const url = (await h.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
+    // Idle at first, so that every one of its faults comes after the signal.
+    const vm = sim(sock, ['--verify', '--pattern', 'random', '--threads', '2', '--pause-ms', '1500']);
+    await h.waitForStderr(/serving 1 region/);
+    h.kill('SIGTERM');
+    expect(await draining(h), h.stderr).to.equal('draining');
+    expect(existsSync(sock)).to.equal(false);
+    expect(await connectError(sock)).to.equal('ENOENT');
+    // Still running, and still reporting, while its VM is.
+    expect(h.child.exitCode).to.equal(null);
+    expect((await fetch(url)).status).to.equal(200);
+    // An upgrade: the new handler takes the path while the old one drains.
+    const next = await startSnapfault(['serve', '--socket', sock, '--mem', mem]);
+    sims.push(next);
+    expect((await sim(sock, ['--verify', '--touches', '100']).result).code).to.equal(0);
+    const r = await vm.result;
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    expect(r.json?.touches).to.equal(PAGES);
+    expect((await h.waitExit()).code).to.equal(0);
+    expect(existsSync(sock)).to.equal(true); // the new handler's, left alone
+    expect(next.child.exitCode).to.equal(null);
+    const log = lines(h);
+    const pid = simPid(vm.proc);
+    expect(log.find((l) => l.event === 'draining')).to.deep.include({ vms: [pid] });
+    const ended = log.find((l) => l.event === 'vm_end');
+    expect(ended).to.deep.include({ vm: pid, reason: 'exited', faults: PAGES });
+    expect(log.map((l) => l.event)).to.include('drained');
+    expect(log.map((l) => l.event)).to.not.include('releasing');
+  });
+
+  it('a second signal during the drain stops at once, naming the VM it releases', async () => {
+    const { h, sock } = await start(['serve']);
+    // Its worker waits in epoll for a VM that does nothing more.
+    const held = sim(sock, ['--touches', '10', '--hold-ms', '30000']);
+    await h.waitForStderr(/serving 1 region/);
+    h.kill('SIGTERM');
+    await h.waitForStderr(/"event":"draining"/);
+    const t0 = Date.now();
+    h.kill('SIGINT');
+    expect((await h.waitExit(5000)).code).to.equal(0);
+    expect(Date.now() - t0).to.be.below(5000);
+    const pid = simPid(held.proc);
+    const released = lines(h).find((l) => l.event === 'releasing');
+    expect(released).to.deep.include({ level: 'warn', vms: [pid] });
+    expect(released?.msg).to.match(new RegExp(`still depend on this handler: pid ${pid}; released unfinished, their Firecrackers keep running but their guests can no longer fault pages in`));
+    expect(h.stderr).to.match(/SIGINT again: stopping now/);
+    expect(lines(h).find((l) => l.event === 'vm_end')).to.deep.include({ vm: pid, reason: 'shutdown' });
+  });
+
+  it('--drain-timeout: VMs still connected when it passes are released and named; 0 stops at once', async () => {
+    const { h, sock } = await start(['serve', '--drain-timeout', '1']);
+    const held = sim(sock, ['--touches', '10', '--hold-ms', '30000']);
+    await h.waitForStderr(/serving 1 region/);
+    const t0 = Date.now();
+    h.kill('SIGTERM');
+    expect((await h.waitExit(10_000)).code).to.equal(0);
+    expect(Date.now() - t0).to.be.at.least(1000);
+    const events = lines(h).map((l) => l.event);
+    expect(events).to.include.members(['draining', 'drain_timeout', 'releasing']);
+    expect(lines(h).find((l) => l.event === 'releasing')?.vms).to.deep.equal([simPid(held.proc)]);
+
+    const { h: h0, sock: sock0 } = await start(['serve', '--drain-timeout', '0']);
+    const held0 = sim(sock0, ['--touches', '10', '--hold-ms', '30000']);
+    await h0.waitForStderr(/serving 1 region/);
+    h0.kill('SIGTERM');
+    expect((await h0.waitExit(5000)).code).to.equal(0);
+    expect(lines(h0).map((l) => l.event)).to.not.include('draining');
+    expect(lines(h0).find((l) => l.event === 'releasing')?.vms).to.deep.equal([simPid(held0.proc)]);
+    expect(existsSync(sock0)).to.equal(false);
+  });
+
+  it('with no VM connected the first signal stops at once', async () => {
+    const { h, sock } = await start(['serve']);
+    expect((await sim(sock, ['--touches', '10']).result).code).to.equal(0);
+    await h.waitForStderr(/ended/);
+    h.kill('SIGINT');
+    expect((await h.waitExit(5000)).code).to.equal(0);
+    expect(lines(h).map((l) => l.event)).to.not.include('draining');
+    expect(lines(h).map((l) => l.event)).to.not.include('releasing');
+    expect(existsSync(sock)).to.equal(false);
+  });
+
+  it('drop-in: a signal before Firecracker connects exits 0 at once; after, the one VM is served to its end first', async () => {
+    const { h: early, sock: s0 } = await start([]);
+    early.kill('SIGTERM');
+    expect((await early.waitExit(5000)).code).to.equal(0);
+    expect(existsSync(s0)).to.equal(false);
+
+    const { h, sock } = await start([]);
+    const vm = sim(sock, ['--verify', '--pattern', 'random', '--pause-ms', '1000']);
+    await h.waitForStderr(/serving 1 region/);
+    h.kill('SIGTERM');
+    expect(await draining(h), h.stderr).to.equal('draining');
+    const r = await vm.result;
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
+    expect(lines(h).find((l) => l.event === 'vm_end')).to.deep.include({ reason: 'exited', faults: PAGES });
   });
 });

@@ -79,6 +79,7 @@ static bool opt_verify;
 static const char *opt_balloon;
 static enum bmode opt_bmode = BM_AFTER;
 static uint64_t opt_hold_ms;
+static uint64_t opt_pause_ms;
 static int64_t opt_die_after = -1;
 static bool opt_print_ready;
 static const char *opt_regions;
@@ -426,6 +427,7 @@ static void usage(FILE *f)
 	    "  --balloon OFF:LEN[,..] guest-memory ranges to MADV_DONTNEED (K/M/G suffixes)\n"
 	    "  --balloon-mode before|concurrent|after (default after)\n"
 	    "  --hold-ms N            after printing, keep the socket open N ms\n"
+	    "  --pause-ms N           after the handshake, wait N ms before touching (a guest idle at first)\n"
 	    "  --die-after N          raise(SIGKILL) after N touches in total\n"
 	    "  --print-pid-ready      print 'ready <pid>' on stderr once the handshake is sent\n"
 	    "  --timeout-ms N         exit 4 if not finished after N ms (default: no timeout)\n"
@@ -446,7 +448,7 @@ static void parse_options(int argc, char **argv)
 	enum {
 		O_SOCKET = 256, O_MEM, O_PAGE_SIZE, O_SHAPE, O_PAD, O_RAW, O_NO_FD, O_NO_SEND,
 		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_BALLOON, O_BMODE,
-		O_HOLD, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
+		O_HOLD, O_PAUSE, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
 		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_HELP
 	};
 	static const struct option opts[] = {
@@ -467,6 +469,7 @@ static void parse_options(int argc, char **argv)
 	    {"balloon", required_argument, 0, O_BALLOON},
 	    {"balloon-mode", required_argument, 0, O_BMODE},
 	    {"hold-ms", required_argument, 0, O_HOLD},
+	    {"pause-ms", required_argument, 0, O_PAUSE},
 	    {"die-after", required_argument, 0, O_DIE},
 	    {"print-pid-ready", no_argument, 0, O_READY},
 	    {"regions", required_argument, 0, O_REGIONS},
@@ -539,6 +542,7 @@ static void parse_options(int argc, char **argv)
 			else die(EXIT_SETUP, "--balloon-mode must be before|concurrent|after, got '%s'", optarg);
 			break;
 		case O_HOLD: opt_hold_ms = parse_u64_opt("hold-ms", optarg); break;
+		case O_PAUSE: opt_pause_ms = parse_u64_opt("pause-ms", optarg); break;
 		case O_DIE: {
 			uint64_t t = parse_u64_opt("die-after", optarg);
 			if (t > INT64_MAX)
@@ -1163,6 +1167,8 @@ int main(int argc, char **argv)
 	if (opt_print_ready)
 		fprintf(stderr, "ready %d\n", (int)getpid());
 	/* sock and uffd stay open until exit, like Firecracker's */
+	if (opt_pause_ms)
+		sleep_ms(opt_pause_ms);
 	if (opt_churn_ms) {
 		int rc = run_churn(t_handshake);
 		if (opt_hold_ms)

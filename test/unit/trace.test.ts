@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  encodeTrace, decodeTrace, readTrace, writeTrace, recordTimeUs, setRecord, RECORD, RECORD_WORDS, FIELD, TRACE_VERSION, type Trace, type RecordKind,
+  encodeTrace, decodeTrace, readTrace, writeTrace, recordTimeUs, setRecord, RECORD, RECORD_WORDS, FIELD, TRACE_VERSION, TRACE_FLAG_PREFETCHED, TRACE_FLAG_MERGED,
+  isMerged, recordedWhilePrefetching, type Trace, type RecordKind,
 } from '../../src/trace/trace-file.js';
 import { Recorder } from '../../src/trace/recorder.js';
 import { workingSet, mergeTraces, replayRanges } from '../../src/trace/working-set.js';
@@ -82,6 +83,9 @@ describe('trace files', () => {
     expect(v1.snapshotBytes).to.equal(BigInt(PAGES * 4096));
     expect(v1.startedMs).to.equal(1_700_000_000_000);
     expect(v1.flags).to.equal(1);
+    expect(recordedWhilePrefetching(v1)).to.equal(true);
+    expect(isMerged(v1)).to.equal(false);
+    expect(isMerged(decodeTrace(encodeV1(recs, PAGES, TRACE_FLAG_MERGED), 'old.trace'))).to.equal(true); // the flags word reads as it is
     expect(fields(v1)).to.deep.equal(recs);
     expect([...workingSet(v1)]).to.deep.equal([5]);
     // Written again, it is a version 2 file with the same records.
@@ -263,5 +267,105 @@ describe('report', () => {
     expect(svg).to.include('fill-opacity="0.25"'); // one page in 32: pale
     expect(balanced(svg)).to.equal(true);
     expect(svg.length).to.be.below(1_500_000);
+  });
+});
+
+describe('trace tools on prefetch-recorded and merged traces', function () {
+  this.timeout(30_000);
+  let dir: string;
+  const file = (name: string, t: Trace): string => {
+    const path = join(dir, name);
+    writeTrace(path, t);
+    return path;
+  };
+  const tool = (args: string[]): { status: number | null; stdout: string; stderr: string } => spawnSync(SNAPFAULT, args, { encoding: 'utf8' });
+  // The guest touches pages 0-99. Recorded without prefetch: all 100 faulted.
+  const full = trace(Array.from({ length: 100 }, (_, p): Rec => [p, 1, 1000 + p * 10, RECORD.FAULT_COPY]));
+  // Recorded while replaying: 0-89 went in ahead of the guest, 90-99 still faulted.
+  const replayed: Trace = {
+    ...trace([[0, 90, 500, RECORD.PREFETCH_COPY], ...Array.from({ length: 10 }, (_, i): Rec => [90 + i, 1, 2000 + i * 10, RECORD.FAULT_COPY])]),
+    flags: TRACE_FLAG_PREFETCHED,
+  };
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'snapfault-trace-tools-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('trace merge warns about a prefetch-recorded trace (an intersection with one keeps almost nothing) and its result keeps the mark', () => {
+    const a = file('full.trace', full);
+    const b = file('replayed.trace', replayed);
+    const out = join(dir, 'inter.trace');
+    const r = tool(['trace', 'merge', a, b, '--mode', 'intersection', '-o', out]);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('10 pages');
+    expect(r.stderr).to.equal(`snapfault: warning: trace ${b} was recorded while pages were installed ahead of the guest, so it holds only the pages that still faulted; ` +
+      'record with --prefetch none for the whole working set; the merged working set misses the pages prefetched in time (an intersection may keep almost none)\n');
+    const m = readTrace(out);
+    expect(recordedWhilePrefetching(m)).to.equal(true);
+    // Replaying it warns too, as --prefetch replay: of any prefetch-recorded trace does.
+    const clean = tool(['trace', 'merge', a, a, '-o', join(dir, 'clean.trace')]);
+    expect(clean.stderr).to.equal('');
+    expect(recordedWhilePrefetching(readTrace(join(dir, 'clean.trace')))).to.equal(false);
+  });
+
+  it('trace show warns about a prefetch-recorded trace, and about one given as --against; report too', () => {
+    const a = file('full2.trace', full);
+    const b = file('replayed2.trace', replayed);
+    const own = tool(['trace', 'show', b, '--json']);
+    expect(own.status).to.equal(0);
+    expect(own.stderr).to.match(new RegExp(`^snapfault: warning: trace ${b} was recorded while pages were installed ahead of the guest.*; its touched pages are only those\n$`));
+    expect(JSON.parse(own.stdout)).to.deep.include({ recordedWhilePrefetching: true, touchedPages: 10 });
+    const ref = tool(['trace', 'show', a, '--against', b]);
+    expect(ref.status).to.equal(0);
+    expect(ref.stderr).to.match(new RegExp(`^snapfault: warning: trace ${b} was recorded .*; the pages needed, the hits and the coverage count only those\n$`));
+    expect(tool(['trace', 'show', a, '--against', a]).stderr).to.equal('');
+    const rep = tool(['report', b, '-o', join(dir, 'b.svg')]);
+    expect(rep.status).to.equal(0);
+    expect(rep.stderr).to.match(/^snapfault: warning: trace .* was recorded while pages were installed ahead of the guest.*; the faults it draws are only those\n$/);
+  });
+
+  it('a merged trace says it is merged and carries no times: trace show prints none, report says why it has no timeline', () => {
+    const a = file('a.trace', full);
+    const b = file('b.trace', touches([5, 150, 3]));
+    const out = join(dir, 'merged.trace');
+    expect(tool(['trace', 'merge', a, b, '-o', out]).status).to.equal(0);
+    const m = readTrace(out);
+    expect(isMerged(m)).to.equal(true);
+    expect(m.flags & TRACE_FLAG_MERGED).to.equal(TRACE_FLAG_MERGED);
+    expect(m.startedMs).to.equal(0);
+    expect(fields(m).every(([, , t]) => t === 0)).to.equal(true);
+    expect(workingSet(m)).to.have.length(101);
+    expect(isMerged(readTrace(a))).to.equal(false);
+    const text = tool(['trace', 'show', out]);
+    expect(text.status).to.equal(0);
+    expect(text.stdout).to.include('merged:      a working set from trace merge');
+    expect(text.stdout).to.include('touched:     101 pages');
+    expect(text.stdout).to.not.match(/ ms\b|last at/);
+    expect(JSON.parse(tool(['trace', 'show', out, '--json']).stdout)).to.deep.include({ merged: true, lastFaultMs: null, lastPrefetchMs: null, touchedPages: 101 });
+    // A merge of merged traces is merged, its order kept.
+    const again = join(dir, 'again.trace');
+    expect(tool(['trace', 'merge', out, '-o', again]).status).to.equal(0);
+    expect([...workingSet(readTrace(again))]).to.deep.equal([...workingSet(m)]);
+    const svg = renderReport(m, { title: 'merged' });
+    expect(svg).to.include('Merged working set (trace merge): 101 pages');
+    expect(svg).to.include('A merge keeps no times: there is no timeline');
+    expect(svg).to.not.match(/fault-curve|last at| ms</);
+    expect(balanced(svg)).to.equal(true);
+  });
+
+  it('trace show and report print no "last at" for what never happened', () => {
+    const a = file('noprefetch.trace', full);
+    const text = tool(['trace', 'show', a]);
+    expect(text.stdout).to.include('prefetched:  none\n');
+    expect(text.stdout).to.include('on pages installed meanwhile); last at 2.0 ms');
+    expect(text.stdout).to.not.include('last at 0.0 ms');
+    expect(JSON.parse(tool(['trace', 'show', a, '--json']).stdout)).to.deep.include({ lastPrefetchMs: null, lastFaultMs: 1.99 });
+    const onlyPrefetch = file('onlyprefetch.trace', trace([[0, 10, 700, RECORD.PREFETCH_COPY]]));
+    const p = tool(['trace', 'show', onlyPrefetch]);
+    expect(p.stdout).to.include('faults:      0 (0 copied, 0 zero, 0 on pages installed meanwhile)\n');
+    expect(p.stdout).to.include('10 pages copied, 0 zero pages mapped; last at 0.7 ms');
+    const svg = renderReport(full, { title: 'full' });
+    expect(svg).to.include('nothing prefetched; 0 pages removed');
+    expect(svg).to.not.include('last at 0.0 ms');
   });
 });
