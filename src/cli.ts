@@ -1,7 +1,6 @@
 // The command line: `snapfault [options] <socket> <memory-file>` (the drop-in
 // form Firecracker's tests use) and `snapfault serve --socket --mem` (a
 // long-running handler for many VMs).
-import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { readFileSync, accessSync, constants as fsc } from 'node:fs';
 import { dirname } from 'node:path';
@@ -13,6 +12,7 @@ import { TOOLS } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { parsePrefetch } from './prefetch/policy-spec.js';
 import { traceTool, reportTool } from './trace/commands.js';
+import { parseTool, intOption, octalOption, choiceOption, type ToolValues } from './tool-args.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -98,49 +98,36 @@ const optionSpec = {
   metrics: { type: 'string' },
   'log-format': { type: 'string' },
   'fill-around': { type: 'string' },
-  prefetch: { type: 'string' },
-  record: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
+  prefetch: { type: 'string', path: true },
+  record: { type: 'string', path: true },
   version: { type: 'boolean' },
-  socket: { type: 'string' },
-  mem: { type: 'string' },
+  socket: { type: 'string', path: true },
+  mem: { type: 'string', path: true },
 } as const;
 
-function intOption(v: string | undefined, name: string, def: number, min: number, max: number, radix = 10): number {
-  if (v === undefined) return def;
-  const n = radix === 8 ? Number.parseInt(v, 8) : Number(v);
-  if (!/^[0-9]+$/.test(v) || !Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name} ${v}: expected ${radix === 8 ? 'an octal mode' : 'a whole number'} from ${radix === 8 ? min.toString(8) : min} to ${radix === 8 ? max.toString(8) : max}`);
-  }
-  return n;
-}
+type Values = ToolValues<typeof optionSpec>;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function metricsOption(values: Parsed['values']): MetricsAddress | null {
+function metricsOption(values: Values): MetricsAddress | null {
   return values.metrics === undefined ? null : parseMetricsAddress(values.metrics);
 }
 
-function onOff(v: string | undefined, name: string): boolean {
-  if (v === undefined || v === 'on') return true;
-  if (v === 'off') return false;
-  throw new UsageError(`--${name} ${v}: expected on or off`);
+function onOff(v: string | undefined, option: string): boolean {
+  return choiceOption(v, option, ['on', 'off'], 'on') === 'on';
 }
 
-type Parsed = ReturnType<typeof parseArgs<{ options: typeof optionSpec; allowPositionals: true }>>;
-
-function serverOptions(values: Parsed['values'], socketPath: string, memPath: string, once: boolean): ServerOptions {
-  const onFatal = values['on-fatal'] ?? 'kill-peer';
-  if (onFatal !== 'kill-peer' && onFatal !== 'disconnect') throw new UsageError(`--on-fatal ${onFatal}: expected kill-peer or disconnect`);
+function serverOptions(values: Values, socketPath: string, memPath: string, once: boolean): ServerOptions {
+  const onFatal: FatalPolicy = choiceOption(values['on-fatal'], '--on-fatal', ['kill-peer', 'disconnect'], 'kill-peer');
   const level = values['log-level'] ?? 'info';
-  if (!isLogLevel(level)) throw new UsageError(`--log-level ${level}: expected debug, info, warn, error or silent`);
+  if (!isLogLevel(level)) throw new UsageError(`--log-level must be debug, info, warn, error or silent, got ${level}`);
   const format = values['log-format'] ?? defaultLogFormat();
-  if (!isLogFormat(format)) throw new UsageError(`--log-format ${format}: expected json or text`);
-  const zeroScan = onOff(values['zero-scan'], 'zero-scan');
-  const fillAround = onOff(values['fill-around'], 'fill-around');
+  if (!isLogFormat(format)) throw new UsageError(`--log-format must be json or text, got ${format}`);
+  const zeroScan = onOff(values['zero-scan'], '--zero-scan');
+  const fillAround = onOff(values['fill-around'], '--fill-around');
   const record = values.record ?? null;
   if (record !== null && !once && !record.includes('{pid}')) {
     throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
@@ -160,14 +147,14 @@ function serverOptions(values: Parsed['values'], socketPath: string, memPath: st
     socketPath,
     memPath,
     once,
-    workers: intOption(values.workers, 'workers', once ? 1 : Math.min(availableParallelism(), 4), 1, 64),
-    onFatal: onFatal as FatalPolicy,
-    socketMode: intOption(values['socket-mode'], 'socket-mode', 0o600, 0, 0o777, 8),
-    allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, 'allow-uid', 0, 0, 2 ** 32 - 2)),
-    handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], 'handshake-timeout-ms', 5000, 1, 3_600_000),
+    workers: intOption(values.workers, '--workers', { def: once ? 1 : Math.min(availableParallelism(), 4), min: 1, max: 64 }),
+    onFatal,
+    socketMode: octalOption(values['socket-mode'], '--socket-mode', { def: 0o600, min: 0, max: 0o777 }),
+    allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, '--allow-uid', { def: 0, min: 0, max: 2 ** 32 - 2 })),
+    handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], '--handshake-timeout-ms', { def: 5000, min: 1, max: 3_600_000 }),
     zeroScan,
     fillAround,
-    cacheMiB: intOption(values['cache-mib'], 'cache-mib', 64, 1, 1024),
+    cacheMiB: intOption(values['cache-mib'], '--cache-mib', { def: 64, min: 1, max: 1024 }),
     log: createLogger(level as LogLevel, format),
   };
 }
@@ -221,13 +208,7 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
     const tool = argv[0] === 'trace' ? traceTool : argv[0] === 'report' ? reportTool : TOOLS[argv[0]];
     if (tool) return await tool(argv.slice(1));
     const isServe = argv[0] === 'serve';
-    let parsed: Parsed;
-    try {
-      parsed = parseArgs({ args: isServe ? argv.slice(1) : argv, options: optionSpec, allowPositionals: true, strict: true });
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message.split('\n')[0]}; see snapfault --help`);
-    }
-    const { values, positionals } = parsed;
+    const { values, positionals } = parseTool(isServe ? argv.slice(1) : argv, isServe ? 'serve' : '', optionSpec);
     if (values.version) {
       process.stdout.write(`snapfault ${version()}\n`);
       return EXIT.OK;

@@ -1,10 +1,10 @@
 // The command-line tools for compressed snapshots: pack, unpack, inspect, verify.
 import { UsageError, SnapshotError } from '../errors.js';
-import { parseTool, onePositional, type ToolArgs, type ToolOptions } from '../tool-args.js';
+import { parseTool, onePositional, intOption } from '../tool-args.js';
 import { progressBar } from '../progress.js';
 import { pack } from './pack.js';
 import { inspect, unpack, verify } from './tools.js';
-import { DEFAULT_CHUNK_BYTES } from './format.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from './format.js';
 
 export type Tool = (argv: string[]) => Promise<number>;
 
@@ -29,26 +29,20 @@ page against the original. Exit 0 when all is well, 1 on the first fault found
 (named in one line), 2 on bad usage.`,
 };
 
-function parse(argv: string[], name: keyof typeof HELP, options: ToolOptions): ToolArgs {
-  return parseTool(argv, name, options);
-}
-
 const one = onePositional;
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
 export const TOOLS: Record<string, Tool> = {
   async pack(argv) {
-    const { values, positionals } = parse(argv, 'pack', { output: { type: 'string', short: 'o' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' } });
+    const { values, positionals } = parseTool(argv, 'pack', {
+      output: { type: 'string', short: 'o', path: true }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' },
+    });
     if (values.help) return help('pack');
     const input = one(positionals, 'pack', '<memory-file>');
-    if (typeof values.output !== 'string') throw new UsageError('pack needs -o <file>; see snapfault pack --help');
-    const chunkKib = values['chunk-kib'] === undefined ? DEFAULT_CHUNK_BYTES / 1024 : Number(values['chunk-kib']);
-    const workers = values.workers === undefined ? undefined : Number(values.workers);
-    if (!Number.isInteger(chunkKib)) throw new UsageError(`--chunk-kib ${String(values['chunk-kib'])}: expected a whole number`);
-    if (workers !== undefined && (!Number.isInteger(workers) || workers < 1 || workers > 64)) {
-      throw new UsageError(`--workers ${String(values.workers)}: expected a whole number from 1 to 64`);
-    }
+    if (values.output === undefined) throw new UsageError('pack needs -o <file>; see snapfault pack --help');
+    const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
+    const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
     const bar = progressBar('packing');
     const started = Date.now();
     const s = await pack(input, values.output, { chunkBytes: chunkKib * 1024, workers, progress: (d, t) => bar.update(d, t) });
@@ -59,10 +53,10 @@ export const TOOLS: Record<string, Tool> = {
   },
 
   async unpack(argv) {
-    const { values, positionals } = parse(argv, 'unpack', { output: { type: 'string', short: 'o' } });
+    const { values, positionals } = parseTool(argv, 'unpack', { output: { type: 'string', short: 'o', path: true } });
     if (values.help) return help('unpack');
     const input = one(positionals, 'unpack', '<file>');
-    if (typeof values.output !== 'string') throw new UsageError('unpack needs -o <memory-file>; see snapfault unpack --help');
+    if (values.output === undefined) throw new UsageError('unpack needs -o <memory-file>; see snapfault unpack --help');
     const bar = progressBar('unpacking');
     const n = unpack(input, values.output, (d, t) => bar.update(d, t));
     bar.finish();
@@ -71,7 +65,7 @@ export const TOOLS: Record<string, Tool> = {
   },
 
   async inspect(argv) {
-    const { values, positionals } = parse(argv, 'inspect', { json: { type: 'boolean' } });
+    const { values, positionals } = parseTool(argv, 'inspect', { json: { type: 'boolean' } });
     if (values.help) return help('inspect');
     const i = inspect(one(positionals, 'inspect', '<file>'));
     if (values.json) {
@@ -91,11 +85,11 @@ export const TOOLS: Record<string, Tool> = {
   },
 
   async verify(argv) {
-    const { values, positionals } = parse(argv, 'verify', { against: { type: 'string' } });
+    const { values, positionals } = parseTool(argv, 'verify', { against: { type: 'string', path: true } });
     if (values.help) return help('verify');
     const file = one(positionals, 'verify', '<file>');
     try {
-      const r = verify(file, typeof values.against === 'string' ? values.against : undefined);
+      const r = verify(file, values.against);
       process.stdout.write(`${file}: ${r.chunks} chunks OK${r.pagesCompared ? `, ${r.pagesCompared} pages identical to ${String(values.against)}` : ''}\n`);
       return 0;
     } catch (e) {

@@ -1,6 +1,6 @@
 // `snapfault trace show` and `snapfault trace merge`.
 import { UsageError } from '../errors.js';
-import { parseTool, onePositional, stringOption } from '../tool-args.js';
+import { parseTool, onePositional, stringOption, intOption, choiceOption } from '../tool-args.js';
 import { readTrace, writeTrace, recordCount } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
@@ -25,7 +25,7 @@ const HELP = `Usage:
 const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
 
 async function show(argv: string[]): Promise<number> {
-  const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string' } });
+  const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string', path: true } });
   if (values.help) return help();
   const path = onePositional(positionals, 'trace show', '<trace>');
   const against = stringOption(values.against);
@@ -53,20 +53,16 @@ async function show(argv: string[]): Promise<number> {
 
 async function merge(argv: string[]): Promise<number> {
   const { values, positionals } = parseTool(argv, 'trace merge', {
-    output: { type: 'string', short: 'o' }, mode: { type: 'string' }, 'min-runs': { type: 'string' },
+    output: { type: 'string', short: 'o', path: true }, mode: { type: 'string' }, 'min-runs': { type: 'string' },
   });
   if (values.help) return help();
-  const out = stringOption(values.output);
+  const out = values.output;
   if (!out) throw new UsageError('trace merge needs -o <trace>; see snapfault trace --help');
   if (positionals.length < 1) throw new UsageError('trace merge needs at least one trace; see snapfault trace --help');
-  const mode = stringOption(values.mode) ?? 'union';
-  if (mode !== 'union' && mode !== 'intersection') throw new UsageError(`--mode ${mode}: expected union or intersection`);
-  const minRunsText = stringOption(values['min-runs']);
+  const mode = choiceOption(values.mode, '--mode', ['union', 'intersection'], 'union');
+  const minRunsText = values['min-runs'];
   if (minRunsText !== undefined && mode === 'intersection') throw new UsageError('--min-runs and --mode intersection contradict each other: give one');
-  const minRuns = minRunsText !== undefined ? Number(minRunsText) : mode === 'union' ? 1 : positionals.length;
-  if (!Number.isInteger(minRuns) || minRuns < 1 || minRuns > positionals.length) {
-    throw new UsageError(`--min-runs ${minRunsText}: expected a whole number from 1 to ${positionals.length} (the number of traces)`);
-  }
+  const minRuns = intOption(minRunsText, '--min-runs', { def: mode === 'union' ? 1 : positionals.length, min: 1, max: positionals.length });
   const merged = mergeTraces(positionals.map(readTrace), positionals, { minRuns });
   writeTrace(out, merged);
   const pages = recordCount(merged);
@@ -94,13 +90,13 @@ browser: a heat map of guest memory (pages faulted in, zero, prefetched,
 removed, untouched) and a timeline of faults with the prefetch progress.`;
 
 export const reportTool: Tool = async (argv) => {
-  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o' } });
+  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o', path: true } });
   if (values.help) {
     process.stdout.write(`${REPORT_HELP}\n`);
     return 0;
   }
   const path = onePositional(positionals, 'report', '<trace>');
-  const out = stringOption(values.output);
+  const out = values.output;
   if (!out) throw new UsageError('report needs -o <file.svg>; see snapfault report --help');
   const svg = renderReport(readTrace(path), { title: basename(path) });
   try {

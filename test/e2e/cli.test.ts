@@ -35,10 +35,10 @@ describe('snapfault command line', function () {
     [[], /missing <socket> and <memory-file>/],
     [['a.sock'], /expected <socket> <memory-file>, got 1/],
     [['serve', '--socket', 'x.sock'], /serve needs --socket PATH and --mem FILE/],
-    [['--bogus', 'a', 'b'], /Unknown option '--bogus'.*see snapfault --help/],
-    [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal explode: expected kill-peer or disconnect/],
-    [['--workers', '0', 'a', 'b'], /--workers 0: expected a whole number from 1 to 64/],
-    [['--socket-mode', '999', 'a', 'b'], /--socket-mode 999: expected an octal mode/],
+    [['--bogus', 'a', 'b'], /unknown option --bogus; see snapfault --help/],
+    [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal must be kill-peer or disconnect, got explode/],
+    [['--workers', '0', 'a', 'b'], /--workers must be a whole number from 1 to 64, got 0/],
+    [['--socket-mode', '999', 'a', 'b'], /--socket-mode must be an octal mode from 0 to 777, got 999/],
     [['--socket', 'a', '--mem', 'b'], /belong to `snapfault serve`/],
   ];
   for (const [args, re] of usage) {
@@ -117,6 +117,6 @@ describe('logs', function () {
     expect((await runSim(['--socket', sock2, '--mem', mem, '--touches', '10'])).code).to.equal(0);
     await t.waitExit();
     expect(t.stderr).to.match(/^\S+ snapfault info: listening on /);
-    expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format xml: expected json or text/);
+    expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format must be json or text, got xml/);
   });
 });
