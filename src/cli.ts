@@ -2,17 +2,17 @@
 // form Firecracker's tests use) and `snapfault serve --socket --mem` (a
 // long-running handler for many VMs).
 import { availableParallelism } from 'node:os';
-import { readFileSync, accessSync, constants as fsc } from 'node:fs';
+import { readFileSync, accessSync, lstatSync, constants as fsc } from 'node:fs';
 import { dirname } from 'node:path';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel } from './log.js';
 import type { FatalPolicy } from './worker/messages.js';
-import { TOOLS } from './compressed/commands.js';
+import { TOOLS, type Tool } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
 import { parsePrefetch } from './prefetch/policy-spec.js';
 import { traceTool, reportTool } from './trace/commands.js';
-import { parseTool, intOption, octalOption, choiceOption, type ToolValues } from './tool-args.js';
+import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValues } from './tool-args.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -22,6 +22,10 @@ export const EXIT = {
   /** Bad command line, or the handler could not start (snapshot, socket). */
   USAGE: 2,
 } as const;
+
+/** The commands besides the drop-in form; `serve` and `help` are handled here. */
+const COMMANDS: Record<string, Tool> = { ...TOOLS, trace: traceTool, report: reportTool };
+const COMMAND_NAMES = ['serve', 'pack', 'unpack', 'inspect', 'verify', 'trace', 'report', 'help'];
 
 const SERVE_OPTIONS = `Options:
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
@@ -70,6 +74,8 @@ Usage:
       Recorded restores (--record): what they touched; working sets for replay.
   snapfault report <trace> -o <file.svg>
       A picture of a recorded restore: heat map of memory, timeline of faults.
+  snapfault help [command]
+      This help, or a command's.
 
 ${SERVE_OPTIONS}
   --version                 print the version
@@ -202,12 +208,53 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null): Pro
 /** What a caller of run() may set beside the command line: seams for tests that inject faults. */
 export type RunSeams = Pick<ServerOptions, 'prefetchWorker'>;
 
+/**
+ * A word where the drop-in form takes its socket that is most likely a
+ * misspelt command: refused rather than served on a socket of that name.
+ * `count` is the number of positionals (-1 before options are parsed).
+ */
+function refuseUnknownCommand(word: string, count: number): void {
+  if (word.includes('/') || exists(word)) return; // a path: the drop-in form's socket
+  const near = nearest(word, COMMAND_NAMES);
+  if (near !== null) throw new UsageError(`unknown command '${word}': did you mean ${near}? (to serve on a socket of that name, write ./${word})`);
+  if (count >= 0 && count !== 2 && /^[a-z][a-z-]*$/i.test(word)) {
+    throw new UsageError(`unknown command '${word}'; commands: ${COMMAND_NAMES.join(', ')}; or serve one Firecracker with snapfault [options] <socket> <memory-file>`);
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `snapfault help [command]`. */
+async function help(args: string[]): Promise<number> {
+  const [name] = args;
+  if (name === undefined) {
+    process.stdout.write(`${MAIN_HELP}\n`);
+    return EXIT.OK;
+  }
+  if (name === 'serve') {
+    process.stdout.write(`${SERVE_HELP}\n`);
+    return EXIT.OK;
+  }
+  if (Object.hasOwn(COMMANDS, name)) return COMMANDS[name](['--help']);
+  const near = nearest(name, COMMAND_NAMES);
+  throw new UsageError(`help: unknown command '${name}'${near ? `: did you mean ${near}?` : `; commands: ${COMMAND_NAMES.join(', ')}`}`);
+}
+
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
 export async function run(argv: string[], seams: RunSeams = {}): Promise<number> {
   try {
-    const tool = argv[0] === 'trace' ? traceTool : argv[0] === 'report' ? reportTool : TOOLS[argv[0]];
-    if (tool) return await tool(argv.slice(1));
-    const isServe = argv[0] === 'serve';
+    const [first] = argv;
+    if (first !== undefined && Object.hasOwn(COMMANDS, first)) return await COMMANDS[first](argv.slice(1));
+    if (first === 'help') return await help(argv.slice(1));
+    const isServe = first === 'serve';
+    if (!isServe && first !== undefined && !first.startsWith('-')) refuseUnknownCommand(first, -1);
     const { values, positionals } = parseTool(isServe ? argv.slice(1) : argv, isServe ? 'serve' : '', optionSpec);
     if (values.version) {
       process.stdout.write(`snapfault ${version()}\n`);
@@ -223,6 +270,7 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
       return await serve({ ...serverOptions(values, values.socket, values.mem, false), ...seams }, metricsOption(values));
     }
     if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
+    if (positionals.length > 0) refuseUnknownCommand(positionals[0], positionals.length);
     if (positionals.length !== 2) {
       throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
     }

@@ -1,6 +1,6 @@
 // `snapfault trace show` and `snapfault trace merge`.
 import { UsageError } from '../errors.js';
-import { parseTool, onePositional, stringOption, intOption, choiceOption } from '../tool-args.js';
+import { parseTool, onePositional, stringOption, intOption, choiceOption, nearest } from '../tool-args.js';
 import { readTrace, writeTrace, recordCount } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
@@ -80,7 +80,8 @@ export const traceTool: Tool = async (argv) => {
   if (sub === 'show') return show(rest);
   if (sub === 'merge') return merge(rest);
   if (sub === undefined || sub === '--help' || sub === '-h') return help();
-  throw new UsageError(`trace ${sub}: expected show or merge; see snapfault trace --help`);
+  const near = nearest(sub, ['show', 'merge']);
+  throw new UsageError(`unknown command 'trace ${sub}': ${near ? `did you mean trace ${near}?` : 'expected trace show or trace merge; see snapfault trace --help'}`);
 };
 
 const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg>

@@ -1,6 +1,11 @@
-// Mistyped options: one line in snapfault's own words, exit 2.
+// Mistyped options and commands: one line in snapfault's own words, exit 2,
+// and never a handler started on a socket named after a misspelt command.
 import { expect } from 'chai';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { TempDir, makeImage } from '../helpers/images.js';
 import { cli } from '../helpers/cli.js';
+import { startSnapfault, runSim } from '../helpers/processes.js';
 
 describe('snapfault command line: option errors in its own words', function () {
   this.timeout(60_000);
@@ -38,4 +43,45 @@ describe('snapfault command line: option errors in its own words', function () {
       expect(r.stderr).to.not.match(/Option '|ambiguous|To specify|ERR_/);
     });
   }
+});
+
+describe('snapfault command line: mistyped commands', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  let mem: string;
+  before(() => {
+    mem = tmp.file('mem.img', makeImage(1 << 20, { seed: 'typos' }));
+  });
+  after(() => tmp.remove());
+
+  const cases: Array<[string[], RegExp]> = [
+    [['inpsect', 'mem.img'], /^snapfault: unknown command 'inpsect': did you mean inspect\? \(to serve on a socket of that name, write \.\/inpsect\)\n$/],
+    [['pakc', 'mem.img', '-o', 'x.sfz'], /^snapfault: unknown command 'pakc': did you mean pack\?/],
+    [['serv', '--socket', 's.sock', '--mem', 'mem.img'], /^snapfault: unknown command 'serv': did you mean serve\?/],
+    [['--log-level', 'debug', 'verfiy', 'mem.img'], /^snapfault: unknown command 'verfiy': did you mean verify\?/],
+    [['Pack', 'mem.img'], /^snapfault: unknown command 'Pack': did you mean pack\?/],
+    [['frobnicate'], /^snapfault: unknown command 'frobnicate'; commands: serve, pack, unpack, inspect, verify, trace, report, help; or serve one Firecracker with snapfault \[options\] <socket> <memory-file>\n$/],
+    [['trace', 'shwo', 'x.trace'], /^snapfault: unknown command 'trace shwo': did you mean trace show\?\n$/],
+  ];
+  for (const [args, re] of cases) {
+    it(args.join(' '), () => {
+      const r = cli(args, { cwd: tmp.path, timeout: 5000 });
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.match(re);
+      expect(readdirSync(tmp.path).sort()).to.deep.equal(['mem.img']);
+    });
+  }
+
+  it('a near miss written as a path, or naming an existing socket, is a socket', async () => {
+    const sock = join(tmp.path, 'inpsect');
+    const h = await startSnapfault([sock, mem]);
+    h.kill('SIGKILL'); // leaves a stale socket ./inpsect behind
+    await h.exited;
+    expect(statSync(sock).isSocket()).to.equal(true);
+    const again = await startSnapfault(['inpsect', 'mem.img'], { cwd: tmp.path });
+    expect(again.stderr).to.match(/listening on inpsect, serving mem\.img/);
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--touches', '20']);
+    expect(sim.code, sim.stderr).to.equal(0);
+    expect((await again.waitExit()).code).to.equal(0);
+  });
 });
