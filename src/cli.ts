@@ -2,7 +2,7 @@
 // form Firecracker's tests use) and `snapfault serve --socket --mem` (a
 // long-running handler for many VMs).
 import { availableParallelism } from 'node:os';
-import { readFileSync, accessSync, lstatSync, constants as fsc } from 'node:fs';
+import { readFileSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
@@ -10,9 +10,11 @@ import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel 
 import type { FatalPolicy } from './worker/messages.js';
 import { TOOLS, type Tool } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
-import { parsePrefetch } from './prefetch/policy-spec.js';
+import { parsePrefetch, type PrefetchSpec } from './prefetch/policy-spec.js';
 import { traceTool, reportTool } from './trace/commands.js';
+import { TRACE_OUTPUT } from './trace/trace-file.js';
 import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValues } from './tool-args.js';
+import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -47,7 +49,9 @@ const SERVE_OPTIONS = `Options:
                               all or all:TRACE (all of memory, the working set first),
                               ./NAME.wasm (your own policy module)
   --record TRACE            record each restore's faults, prefetches and removals to TRACE
-                            (serve: put {pid} in the path, it becomes Firecracker's pid)
+                            (serve: put {pid} in the path, it becomes Firecracker's pid);
+                            it replaces an existing trace or empty file, never the memory file
+  --force                   --record may replace an existing file that is not a trace
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
@@ -63,19 +67,22 @@ Usage:
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
       after another, until SIGTERM or SIGINT.
-  snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
-  snapfault unpack <file> -o <memory-file>
+  snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N] [--force]
+  snapfault unpack <file> -o <memory-file> [--force]
   snapfault inspect <file> [--json]
   snapfault verify <file> [--against <memory-file>]
       Compressed snapshots: every serving command takes one wherever it takes a
       memory file (told apart by its header). See snapfault pack --help.
   snapfault trace show <trace> [--against <trace>] [--json]
-  snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+  snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N] [--force]
       Recorded restores (--record): what they touched; working sets for replay.
-  snapfault report <trace> -o <file.svg>
+  snapfault report <trace> -o <file.svg> [--force]
       A picture of a recorded restore: heat map of memory, timeline of faults.
   snapfault help [command]
       This help, or a command's.
+
+Every file written appears only once complete; none is written over one of the
+command's inputs, and an existing file of another kind only with --force.
 
 ${SERVE_OPTIONS}
   --version                 print the version
@@ -94,6 +101,7 @@ ${SERVE_OPTIONS}`;
 
 const optionSpec = {
   workers: { type: 'string' },
+  force: { type: 'boolean' },
   'on-fatal': { type: 'string' },
   'socket-mode': { type: 'string' },
   'handshake-timeout-ms': { type: 'string' },
@@ -126,6 +134,31 @@ function onOff(v: string | undefined, option: string): boolean {
   return choiceOption(v, option, ['on', 'off'], 'on') === 'on';
 }
 
+/** The files a prefetch policy reads: --record never writes over them. */
+function prefetchInputs(p: PrefetchSpec): OutputInput[] {
+  if ((p.kind === 'replay' || p.kind === 'all') && p.trace !== null) return [{ path: p.trace, what: 'the trace being replayed' }];
+  if (p.kind === 'module') return [{ path: p.path, what: 'the prefetch policy module' }];
+  return [];
+}
+
+/**
+ * --record's checks: at start (drop-in: the path itself; serve: the folder of
+ * the {pid} pattern), and a function the server calls before each trace is
+ * written, since the file there may have changed meanwhile.
+ */
+function recordChecks(values: Values, record: string, memPath: string, prefetch: PrefetchSpec, once: boolean): (path: string) => void {
+  if (!once && !record.includes('{pid}')) {
+    throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
+  }
+  if (dirname(record).includes('{pid}')) throw new UsageError(`--record ${record}: put {pid} in the file name; the folder must exist before`);
+  const inputs = [{ path: memPath, what: 'the memory file being served' }, ...prefetchInputs(prefetch)];
+  const check = (path: string): void => checkOutput({ option: '--record', path, kind: TRACE_OUTPUT, inputs, force: values.force });
+  // Fail now, not when the first VM ends and its trace cannot be written.
+  if (once) check(record);
+  else checkOutputFolder('--record', record);
+  return check;
+}
+
 function serverOptions(values: Values, socketPath: string, memPath: string, once: boolean): ServerOptions {
   const onFatal: FatalPolicy = choiceOption(values['on-fatal'], '--on-fatal', ['kill-peer', 'disconnect'], 'kill-peer');
   const level = values['log-level'] ?? 'info';
@@ -134,22 +167,13 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   if (!isLogFormat(format)) throw new UsageError(`--log-format must be json or text, got ${format}`);
   const zeroScan = onOff(values['zero-scan'], '--zero-scan');
   const fillAround = onOff(values['fill-around'], '--fill-around');
+  const prefetch = parsePrefetch(values.prefetch ?? 'none');
   const record = values.record ?? null;
-  if (record !== null && !once && !record.includes('{pid}')) {
-    throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
-  }
-  if (record !== null) {
-    // Fail now, not when the first VM ends and its trace cannot be written.
-    const dir = dirname(record);
-    try {
-      accessSync(dir, fsc.W_OK);
-    } catch {
-      throw new UsageError(`--record ${record}: the folder ${dir} does not exist or is not writable; create it first`);
-    }
-  }
+  const checkRecordPath = record === null ? undefined : recordChecks(values, record, memPath, prefetch, once);
   return {
-    prefetch: parsePrefetch(values.prefetch ?? 'none'),
+    prefetch,
     record,
+    checkRecordPath,
     socketPath,
     memPath,
     once,

@@ -41,6 +41,9 @@ export class HandshakeError extends SnapfaultError {
   }
 }
 
+/** An output path a command will not write as given; found before any work is done. */
+export class OutputError extends SnapfaultError {}
+
 /** The socket path cannot be used. */
 export class SocketError extends SnapfaultError {}
 

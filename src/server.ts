@@ -51,6 +51,8 @@ export interface ServerOptions {
   prefetch: PrefetchSpec;
   /** Record each VM's restore to this trace file; `{pid}` becomes Firecracker's pid. */
   record: string | null;
+  /** Called with each trace's path before it is written; throws when it must not be (src/output-file.ts checks). */
+  checkRecordPath?: (path: string) => void;
   log: Logger;
   /** The prefetch worker's entry module; tests pass one that injects faults (test/helpers/faulty-prefetch-worker.ts). */
   prefetchWorker?: URL;
@@ -327,8 +329,9 @@ export class SnapfaultServer {
   private writeVmTrace(vm: LiveVm, faults: Uint32Array | null, prefetched: Uint32Array | null): void {
     const path = this.opts.record!.replaceAll('{pid}', String(vm.pid));
     try {
+      this.opts.checkRecordPath?.(path);
       const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching);
-      writeTrace(path, trace);
+      writeTrace(path, trace, '--record');
       this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid });
     } catch (err) {
       this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid });

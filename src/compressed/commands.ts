@@ -1,23 +1,29 @@
 // The command-line tools for compressed snapshots: pack, unpack, inspect, verify.
+import { basename } from 'node:path';
 import { UsageError, SnapshotError } from '../errors.js';
 import { parseTool, onePositional, intOption } from '../tool-args.js';
+import { checkOutput, type OutputKind } from '../output-file.js';
 import { progressBar } from '../progress.js';
 import { pack } from './pack.js';
 import { inspect, unpack, verify } from './tools.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from './format.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, isCompressed } from './format.js';
 
 export type Tool = (argv: string[]) => Promise<number>;
 
 const HELP = {
-  pack: `Usage: snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
+  pack: `Usage: snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N] [--force]
 
 Compresses a Firecracker memory file: zero pages and pages identical to an
 earlier page are stored as references, the rest in LZ4-compressed chunks of
 --chunk-kib KiB (default ${DEFAULT_CHUNK_BYTES / 1024}), each with a checksum. Uses every core
-(--workers). The output appears only once complete.`,
-  unpack: `Usage: snapfault unpack <file> -o <memory-file>
+(--workers). The output appears only once complete. It replaces an existing
+compressed snapshot or empty file; any other file only with --force, and
+never the memory file being packed.`,
+  unpack: `Usage: snapfault unpack <file> -o <memory-file> [--force]
 
-Writes back the exact original memory file (sparse where it held zero pages).`,
+Writes back the exact original memory file (sparse where it held zero pages),
+once complete. An existing non-empty file is replaced only with --force (a
+memory file has no header to recognise it by), never the file being unpacked.`,
   inspect: `Usage: snapfault inspect <file> [--json]
 
 Prints the format version, codec, sizes and ratio, page counts (zero,
@@ -33,16 +39,25 @@ const one = onePositional;
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
+const compressedOutput = (input: string): OutputKind => ({
+  name: 'a snapfault compressed snapshot', recognise: isCompressed, suggestedName: `${basename(input)}.sfz`,
+});
+
+const memoryOutput = (input: string): OutputKind => ({
+  name: 'a memory file', recognise: null, suggestedName: basename(input).endsWith('.sfz') ? basename(input).slice(0, -4) : `${basename(input)}.img`,
+});
+
 export const TOOLS: Record<string, Tool> = {
   async pack(argv) {
     const { values, positionals } = parseTool(argv, 'pack', {
-      output: { type: 'string', short: 'o', path: true }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' },
+      output: { type: 'string', short: 'o', path: true }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' }, force: { type: 'boolean' },
     });
     if (values.help) return help('pack');
     const input = one(positionals, 'pack', '<memory-file>');
     if (values.output === undefined) throw new UsageError('pack needs -o <file>; see snapfault pack --help');
     const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
     const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
+    checkOutput({ option: '-o', path: values.output, kind: compressedOutput(input), inputs: [{ path: input, what: 'the memory file to pack' }], force: values.force });
     const bar = progressBar('packing');
     const started = Date.now();
     const s = await pack(input, values.output, { chunkBytes: chunkKib * 1024, workers, progress: (d, t) => bar.update(d, t) });
@@ -53,10 +68,11 @@ export const TOOLS: Record<string, Tool> = {
   },
 
   async unpack(argv) {
-    const { values, positionals } = parseTool(argv, 'unpack', { output: { type: 'string', short: 'o', path: true } });
+    const { values, positionals } = parseTool(argv, 'unpack', { output: { type: 'string', short: 'o', path: true }, force: { type: 'boolean' } });
     if (values.help) return help('unpack');
     const input = one(positionals, 'unpack', '<file>');
     if (values.output === undefined) throw new UsageError('unpack needs -o <memory-file>; see snapfault unpack --help');
+    checkOutput({ option: '-o', path: values.output, kind: memoryOutput(input), inputs: [{ path: input, what: 'the compressed snapshot to unpack' }], force: values.force });
     const bar = progressBar('unpacking');
     const n = unpack(input, values.output, (d, t) => bar.update(d, t));
     bar.finish();

@@ -1,13 +1,12 @@
 // `snapfault trace show` and `snapfault trace merge`.
 import { UsageError } from '../errors.js';
 import { parseTool, onePositional, stringOption, intOption, choiceOption, nearest } from '../tool-args.js';
-import { readTrace, writeTrace, recordCount } from './trace-file.js';
+import { checkOutput, writeFileAtomic, type OutputKind } from '../output-file.js';
+import { readTrace, writeTrace, recordCount, TRACE_OUTPUT } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
 import { renderReport } from './report.js';
-import { writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { TraceError } from '../errors.js';
 import type { Tool } from '../compressed/commands.js';
 
 const HELP = `Usage:
@@ -16,11 +15,13 @@ const HELP = `Usage:
       pages, and when the last fault came. --against a trace recorded with
       --prefetch none of the same workload scores the prefetch: hits (pages
       prefetched that the guest touched), waste, and coverage.
-  snapfault trace merge <trace> <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+  snapfault trace merge <trace> <trace>... -o <trace> [--mode union|intersection] [--min-runs N] [--force]
       One working set from several recorded runs, for --prefetch replay:<trace>.
       union keeps every page any run touched; intersection only those every run
       touched; --min-runs N those touched in at least N runs (so that one odd
-      run does not bloat the set). Pages keep their mean first-touch order.`;
+      run does not bloat the set). Pages keep their mean first-touch order.
+      -o replaces an existing trace or empty file; any other file only with
+      --force, and never one of the traces merged.`;
 
 const mib = (bytes: number): string => `${(bytes / 1048576).toFixed(1)} MiB`;
 
@@ -53,7 +54,7 @@ async function show(argv: string[]): Promise<number> {
 
 async function merge(argv: string[]): Promise<number> {
   const { values, positionals } = parseTool(argv, 'trace merge', {
-    output: { type: 'string', short: 'o', path: true }, mode: { type: 'string' }, 'min-runs': { type: 'string' },
+    output: { type: 'string', short: 'o', path: true }, mode: { type: 'string' }, 'min-runs': { type: 'string' }, force: { type: 'boolean' },
   });
   if (values.help) return help();
   const out = values.output;
@@ -63,6 +64,10 @@ async function merge(argv: string[]): Promise<number> {
   const minRunsText = values['min-runs'];
   if (minRunsText !== undefined && mode === 'intersection') throw new UsageError('--min-runs and --mode intersection contradict each other: give one');
   const minRuns = intOption(minRunsText, '--min-runs', { def: mode === 'union' ? 1 : positionals.length, min: 1, max: positionals.length });
+  checkOutput({
+    option: '-o', path: out, kind: { ...TRACE_OUTPUT, suggestedName: 'merged.trace' }, force: values.force,
+    inputs: positionals.map((p) => ({ path: p, what: 'a trace to merge' })),
+  });
   const merged = mergeTraces(positionals.map(readTrace), positionals, { minRuns });
   writeTrace(out, merged);
   const pages = recordCount(merged);
@@ -84,14 +89,22 @@ export const traceTool: Tool = async (argv) => {
   throw new UsageError(`unknown command 'trace ${sub}': ${near ? `did you mean trace ${near}?` : 'expected trace show or trace merge; see snapfault trace --help'}`);
 };
 
-const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg>
+const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg> [--force]
 
 Draws a recorded restore (--record) as one self-contained SVG to open in a
 browser: a heat map of guest memory (pages faulted in, zero, prefetched,
-removed, untouched) and a timeline of faults with the prefetch progress.`;
+removed, untouched) and a timeline of faults with the prefetch progress.
+-o replaces an existing SVG file or empty file; any other file only with
+--force, and never the trace drawn.`;
+
+/** An SVG file, by its start: what report may replace without --force. */
+const svgOutput = (trace: string): OutputKind => ({
+  name: 'an SVG file', recognise: (head) => /^\uFEFF?\s*</.test(head.toString('utf8')) && head.toString('utf8').includes('<svg'),
+  suggestedName: `${basename(trace).replace(/\.trace$/, '')}.svg`,
+});
 
 export const reportTool: Tool = async (argv) => {
-  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o', path: true } });
+  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o', path: true }, force: { type: 'boolean' } });
   if (values.help) {
     process.stdout.write(`${REPORT_HELP}\n`);
     return 0;
@@ -99,12 +112,9 @@ export const reportTool: Tool = async (argv) => {
   const path = onePositional(positionals, 'report', '<trace>');
   const out = values.output;
   if (!out) throw new UsageError('report needs -o <file.svg>; see snapfault report --help');
+  checkOutput({ option: '-o', path: out, kind: svgOutput(path), inputs: [{ path, what: 'the trace to draw' }], force: values.force });
   const svg = renderReport(readTrace(path), { title: basename(path) });
-  try {
-    writeFileSync(out, svg);
-  } catch (e) {
-    throw new TraceError(`cannot write the report ${out}: ${(e as Error).message}`);
-  }
+  writeFileAtomic(out, svg);
   process.stdout.write(`${out}: report of ${path} written (${(svg.length / 1024).toFixed(0)} KiB)\n`);
   return 0;
 };

@@ -1,8 +1,9 @@
 // The trace file (`--record`): what a restore faulted on, what was prefetched
 // and what the guest removed, in snapshot pages so it means the same on every
 // restore of the snapshot. Layout in docs/prefetch.md.
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { TraceError } from '../errors.js';
+import { writeFileAtomic, type OutputKind } from '../output-file.js';
 
 export const TRACE_MAGIC = 'SFTRACE1';
 /**
@@ -101,18 +102,12 @@ export function encodeTrace(t: Trace): Buffer {
 }
 
 /** Writes atomically: a reader never sees half a trace. */
-export function writeTrace(path: string, t: Trace): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, encodeTrace(t));
-    renameSync(tmp, path);
-  } catch (e) {
-    throw new TraceError(`cannot write the trace ${path}: ${(e as Error).message}`);
-  }
+export function writeTrace(path: string, t: Trace, option = '-o'): void {
+  writeFileAtomic(path, encodeTrace(t), option);
 }
 
 export function decodeTrace(b: Buffer, name: string): Trace {
-  if (b.length < HEADER_BYTES || b.toString('latin1', 0, 8) !== TRACE_MAGIC) {
+  if (b.length < HEADER_BYTES || !isTrace(b)) {
     throw new TraceError(`${name} is not a snapfault trace (no ${TRACE_MAGIC} header); record one with --record`);
   }
   const version = b.readUInt32LE(8);
@@ -155,3 +150,10 @@ export function readTrace(path: string): Trace {
   }
   return decodeTrace(b, path);
 }
+
+function isTrace(head: Buffer): boolean {
+  return head.length >= 8 && head.toString('latin1', 0, 8) === TRACE_MAGIC;
+}
+
+/** What --record and trace merge write, for the checks of src/output-file.ts. */
+export const TRACE_OUTPUT: OutputKind = { name: 'a snapfault trace', recognise: isTrace, suggestedName: 'restore.trace' };
