@@ -19,9 +19,9 @@ import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.
 /** Exit codes, documented in the README. */
 export const EXIT = {
   OK: 0,
-  /** The served VM failed: handshake refused or a fatal fault error. */
+  /** The served VM failed: handshake refused or a fatal fault error. (verify: a fault found.) */
   VM_FAILED: 1,
-  /** Bad command line, or the handler could not start (snapshot, socket). */
+  /** Bad command line, unusable input, or the command could not do its work (the handler could not start). */
   USAGE: 2,
 } as const;
 
@@ -63,7 +63,7 @@ Usage:
   snapfault [options] <socket> <memory-file>
       Drop-in handler: creates <socket>, serves the one Firecracker that connects
       (PUT /snapshot/load with mem_backend {backend_type: "Uffd", backend_path: <socket>}),
-      exits 0 when that Firecracker has gone, non-zero if serving it failed.
+      exits 0 when that Firecracker has gone, 1 if serving it failed.
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
       after another, until SIGTERM or SIGINT.
@@ -87,8 +87,8 @@ command's inputs, and an existing file of another kind only with --force.
 ${SERVE_OPTIONS}
   --version                 print the version
 
-Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault error);
-2 bad usage or the handler could not start (snapshot or socket unusable).`;
+Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault error),
+or verify found a fault; 2 bad usage, unusable input, or the handler could not start.`;
 
 const SERVE_HELP = `Usage: snapfault serve --socket PATH --mem FILE [options]
 
@@ -304,7 +304,8 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
       process.stderr.write(`snapfault: ${e.message}\n`);
       return EXIT.USAGE;
     }
+    // A bug, not a fault found nor a VM that failed: the command could not do its work.
     process.stderr.write(`snapfault: internal error: ${(e as Error).message} (please report it)\n`);
-    return EXIT.VM_FAILED;
+    return EXIT.USAGE;
   }
 }

@@ -41,6 +41,9 @@ export class HandshakeError extends SnapfaultError {
   }
 }
 
+/** A compressed snapshot of a format version this snapfault does not read: not damaged, only unreadable here. */
+export class SnapshotVersionError extends SnapshotError {}
+
 /** An output path a command will not write as given; found before any work is done. */
 export class OutputError extends SnapfaultError {}
 

@@ -1,14 +1,18 @@
 // The command-line tools for compressed snapshots: pack, unpack, inspect, verify.
+import { statSync, accessSync, constants as fsc } from 'node:fs';
 import { basename } from 'node:path';
-import { UsageError, SnapshotError } from '../errors.js';
+import { UsageError, SnapshotError, SnapshotVersionError } from '../errors.js';
 import { parseTool, onePositional, intOption } from '../tool-args.js';
 import { checkOutput, type OutputKind } from '../output-file.js';
 import { progressBar } from '../progress.js';
 import { pack } from './pack.js';
-import { inspect, unpack, verify } from './tools.js';
+import { inspect, unpack, verify, checkCompressed } from './tools.js';
 import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, isCompressed } from './format.js';
 
 export type Tool = (argv: string[]) => Promise<number>;
+
+/** Exit code of verify when it found a fault (README, Exit codes). */
+const FAULT_FOUND = 1;
 
 const HELP = {
   pack: `Usage: snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N] [--force]
@@ -32,7 +36,8 @@ duplicate, stored) and chunk counts (compressed, stored raw).`,
 
 Checks the header, index and every chunk's checksum, and with --against every
 page against the original. Exit 0 when all is well, 1 on the first fault found
-(named in one line), 2 on bad usage.`,
+(named in one line), 2 on bad usage or a file that cannot be checked (missing,
+not a compressed snapshot, a newer format version).`,
 };
 
 const one = onePositional;
@@ -46,6 +51,27 @@ const compressedOutput = (input: string): OutputKind => ({
 const memoryOutput = (input: string): OutputKind => ({
   name: 'a memory file', recognise: null, suggestedName: basename(input).endsWith('.sfz') ? basename(input).slice(0, -4) : `${basename(input)}.img`,
 });
+
+/** --against must name a readable file: checked before any chunk is decoded. */
+function checkOriginal(path: string): void {
+  const fail = (problem: string): never => {
+    throw new UsageError(`--against ${path}: ${problem}: give the original memory file`);
+  };
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return fail(code === 'ENOENT' ? 'no such file' : `cannot be looked at (${code})`);
+  }
+  if (st.isDirectory()) fail('is a folder, not a file');
+  if (!st.isFile()) fail('is not a regular file');
+  try {
+    accessSync(path, fsc.R_OK);
+  } catch {
+    fail('cannot be read (permission denied)');
+  }
+}
 
 export const TOOLS: Record<string, Tool> = {
   async pack(argv) {
@@ -104,14 +130,18 @@ export const TOOLS: Record<string, Tool> = {
     const { values, positionals } = parseTool(argv, 'verify', { against: { type: 'string', path: true } });
     if (values.help) return help('verify');
     const file = one(positionals, 'verify', '<file>');
+    // What cannot be checked at all (missing, a folder, not a compressed snapshot) is unusable input, exit 2,
+    // told apart from a fault found in what could be checked, exit 1.
+    checkCompressed(file);
+    if (values.against !== undefined) checkOriginal(values.against);
     try {
       const r = verify(file, values.against);
       process.stdout.write(`${file}: ${r.chunks} chunks OK${r.pagesCompared ? `, ${r.pagesCompared} pages identical to ${String(values.against)}` : ''}\n`);
       return 0;
     } catch (e) {
-      if (!(e instanceof SnapshotError)) throw e;
+      if (!(e instanceof SnapshotError) || e instanceof SnapshotVersionError) throw e;
       process.stderr.write(`snapfault: verify: ${e.message}\n`);
-      return 1;
+      return FAULT_FOUND;
     }
   },
 };

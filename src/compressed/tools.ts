@@ -1,5 +1,5 @@
 // `snapfault unpack | inspect | verify` on a compressed snapshot.
-import { openSync, closeSync, readSync, fstatSync } from 'node:fs';
+import { openSync, closeSync, readSync, fstatSync, type Stats } from 'node:fs';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { hostPread } from '../core/host-pread.js';
@@ -20,12 +20,19 @@ interface Opened {
   scratchBytes: number;
 }
 
-function openCompressed(path: string): Opened {
+/** Throws a SnapshotError unless `path` is a file that starts as a compressed snapshot does; returns its stat. */
+export function checkCompressed(path: string): Stats {
   const fd = openSnapshotFile(path);
-  const st = fstatSync(fd);
-  const head = firstBytes(fd);
-  closeSync(fd);
-  if (!isCompressed(head)) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
+  try {
+    if (!isCompressed(firstBytes(fd))) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
+    return fstatSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function openCompressed(path: string): Opened {
+  const st = checkCompressed(path);
   const memory = createSharedMemory();
   const core = instantiateCore(compileCore(), memory, hostPread(memory));
   const arena = new Arena(core.memory);

@@ -84,7 +84,8 @@ export const traceTool: Tool = async (argv) => {
   const [sub, ...rest] = argv;
   if (sub === 'show') return show(rest);
   if (sub === 'merge') return merge(rest);
-  if (sub === undefined || sub === '--help' || sub === '-h') return help();
+  if (sub === '--help' || sub === '-h') return help();
+  if (sub === undefined) throw new UsageError('trace needs a command: show or merge; see snapfault trace --help');
   const near = nearest(sub, ['show', 'merge']);
   throw new UsageError(`unknown command 'trace ${sub}': ${near ? `did you mean trace ${near}?` : 'expected trace show or trace merge; see snapfault trace --help'}`);
 };

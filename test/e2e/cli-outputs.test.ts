@@ -1,7 +1,8 @@
 // Nothing a user types destroys data: every output path is checked before any
 // work (a folder that exists and is writable, not one of the command's inputs
 // or the memory file being served however it is spelled, not a file of another
-// kind without --force) and written atomically.
+// kind without --force) and written atomically; an input that is a folder or
+// is missing is one line naming it, exit 2.
 import { expect } from 'chai';
 import { type SpawnSyncOptions } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, linkSync, chmodSync, existsSync, readdirSync } from 'node:fs';
@@ -177,5 +178,22 @@ describe('snapfault command line: output paths', function () {
         expectNoLeftovers(tmp.path);
       });
     }
+  });
+
+  it('a folder, a missing file or a file of the wrong kind as an input: one line naming it, exit 2', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['pack', adir, '-o', tmp.file('o1.sfz')], /^snapfault: snapshot \S+adir: is a folder, not a file: give the path of the snapshot file\n$/],
+      [['unpack', adir, '-o', tmp.file('o2.img')], /^snapfault: snapshot \S+adir: is a folder, not a file/],
+      [['inspect', adir], /^snapfault: snapshot \S+adir: is a folder, not a file/],
+      [['verify', adir], /^snapfault: snapshot \S+adir: is a folder, not a file/],
+      [['verify', sfz, '--against', adir], /^snapfault: --against \S+adir: is a folder, not a file: give the original memory file\n$/],
+      [['verify', sfz, '--against', join(tmp.path, 'gone.img')], /^snapfault: --against \S+gone\.img: no such file: give the original memory file\n$/],
+      [['verify', join(tmp.path, 'gone.sfz')], /^snapfault: snapshot \S+gone\.sfz: no such file: check the memory file path\n$/],
+      [['verify', mem], /^snapfault: snapshot \S+mem\.img: is not a snapfault compressed snapshot \(it may be a raw memory file\)\n$/],
+      [['report', adir, '-o', tmp.file('o3.svg')], /^snapfault: trace \S+adir is a folder, not a trace file\n$/],
+      [['trace', 'show', adir], /^snapfault: trace \S+adir is a folder, not a trace file\n$/],
+    ];
+    for (const [args, re] of cases) expectRefused(cli(args), re, args.join(' '));
+    expectNoLeftovers(tmp.path);
   });
 });

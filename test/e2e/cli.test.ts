@@ -64,7 +64,7 @@ describe('snapfault command line', function () {
     expect(r.stderr).to.match(/its size 5000 is not a multiple of 4096/);
     const dir = cli([tmp.file('y.sock'), tmp.path]);
     expect(dir.code).to.equal(2);
-    expect(dir.stderr).to.match(/is not a regular file|is a directory/);
+    expect(dir.stderr).to.match(/is a folder, not a file: give the path of the snapshot file/);
   });
 
   it('a socket path that cannot be used', () => {
