@@ -63,7 +63,8 @@ Usage:
   snapfault [options] <socket> <memory-file>
       Drop-in handler: creates <socket>, serves the one Firecracker that connects
       (PUT /snapshot/load with mem_backend {backend_type: "Uffd", backend_path: <socket>}),
-      exits 0 when that Firecracker has gone, 1 if serving it failed.
+      exits 0 when that Firecracker has gone, 1 if serving it failed. Connections
+      that close without sending anything (a probe) are not its Firecracker.
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
       after another, until SIGTERM or SIGINT.

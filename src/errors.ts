@@ -36,7 +36,12 @@ export type HandshakeReason =
 
 /** A Firecracker connection whose handshake was refused. */
 export class HandshakeError extends SnapfaultError {
-  constructor(readonly reason: HandshakeReason, problem: string) {
+  constructor(
+    readonly reason: HandshakeReason,
+    problem: string,
+    /** The peer sent not a byte: a liveness probe, say, rather than a Firecracker whose handshake went wrong. */
+    readonly silent = false,
+  ) {
     super(`handshake refused: ${problem}`);
   }
 }
