@@ -13,6 +13,7 @@ const pollFn = libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeou
 const eventfdFn = libc.func('int eventfd(unsigned int initval, int flags)') as (v: number, f: number) => number;
 const lseekFn = libc.func('int64_t lseek(int fd, int64_t off, int whence)') as (fd: number, off: number, whence: number) => number;
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
+const flockFn = libc.func('int flock(int fd, int operation)') as (fd: number, op: number) => number;
 
 export const POLL = {
   IN: 0x1,
@@ -57,6 +58,21 @@ export function closeFd(fd: number): void {
 /** A second descriptor of the same open file (close-on-exec): two threads can each close their own. */
 export function dupFd(fd: number): number {
   return check(fcntlFn(fd, F_DUPFD_CLOEXEC, 0), 'fcntl(F_DUPFD_CLOEXEC)', `fd ${fd}`);
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/**
+ * Takes an exclusive flock(2) on fd without waiting: true when taken, false
+ * when another open file holds it. The kernel lets go when the holder's last
+ * descriptor closes, however its process ended.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  if (flockFn(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const e = errno();
+  if (e === E.EAGAIN) return false; // EWOULDBLOCK
+  throw new SyscallError('flock', e, `fd ${fd}`);
 }
 
 export function fileStatusFlags(fd: number): number {

@@ -1,28 +1,34 @@
 // The command line: `snapfault [options] <socket> <memory-file>` (the drop-in
 // form Firecracker's tests use) and `snapfault serve --socket --mem` (a
 // long-running handler for many VMs).
-import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
-import { readFileSync, accessSync, constants as fsc } from 'node:fs';
+import { readFileSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel } from './log.js';
 import type { FatalPolicy } from './worker/messages.js';
-import { TOOLS } from './compressed/commands.js';
+import { TOOLS, type Tool } from './compressed/commands.js';
 import { MetricsEndpoint, parseMetricsAddress, type MetricsAddress } from './metrics.js';
-import { parsePrefetch } from './prefetch/policy-spec.js';
+import { parsePrefetch, type PrefetchSpec } from './prefetch/policy-spec.js';
 import { traceTool, reportTool } from './trace/commands.js';
 import { serveUntilStopped, StopSignals, DEFAULT_DRAIN_TIMEOUT_S, MAX_DRAIN_TIMEOUT_S } from './drain.js';
+import { TRACE_OUTPUT } from './trace/trace-file.js';
+import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValues } from './tool-args.js';
+import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
   OK: 0,
-  /** The served VM failed: handshake refused or a fatal fault error. */
+  /** The served VM failed: handshake refused or a fatal fault error. (verify: a fault found.) */
   VM_FAILED: 1,
-  /** Bad command line, or the handler could not start (snapshot, socket). */
+  /** Bad command line, unusable input, or the command could not do its work (the handler could not start). */
   USAGE: 2,
 } as const;
+
+/** The commands besides the drop-in form; `serve` and `help` are handled here. */
+const COMMANDS: Record<string, Tool> = { ...TOOLS, trace: traceTool, report: reportTool };
+const COMMAND_NAMES = ['serve', 'pack', 'unpack', 'inspect', 'verify', 'trace', 'report', 'help'];
 
 const SERVE_OPTIONS = `Options:
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
@@ -44,7 +50,9 @@ const SERVE_OPTIONS = `Options:
                               all or all:TRACE (all of memory, the working set first),
                               ./NAME.wasm (your own policy module)
   --record TRACE            record each restore's faults, prefetches and removals to TRACE
-                            (serve: put {pid} in the path, it becomes Firecracker's pid)
+                            (serve: put {pid} in the path, it becomes Firecracker's pid);
+                            it replaces an existing trace or empty file, never the memory file
+  --force                   --record may replace an existing file that is not a trace
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)
   --drain-timeout SECONDS   on SIGTERM or SIGINT: remove the socket, keep serving the connected VMs
                             until they exit, at most this long, then exit 0 (default ${DEFAULT_DRAIN_TIMEOUT_S};
@@ -60,28 +68,34 @@ Usage:
   snapfault [options] <socket> <memory-file>
       Drop-in handler: creates <socket>, serves the one Firecracker that connects
       (PUT /snapshot/load with mem_backend {backend_type: "Uffd", backend_path: <socket>}),
-      exits 0 when that Firecracker has gone, non-zero if serving it failed.
+      exits 0 when that Firecracker has gone, 1 if serving it failed. Connections
+      that close without sending anything (a probe) are not its Firecracker.
       SIGTERM or SIGINT before it connects: exits 0; after: waits for it as serve does.
   snapfault serve --socket PATH --mem FILE [options]
       Long-running handler: serves every Firecracker that connects, at once or one
       after another, until SIGTERM or SIGINT; then it drains (--drain-timeout).
-  snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N]
-  snapfault unpack <file> -o <memory-file>
+  snapfault pack <memory-file> -o <file> [--chunk-kib N] [--workers N] [--force]
+  snapfault unpack <file> -o <memory-file> [--force]
   snapfault inspect <file> [--json]
   snapfault verify <file> [--against <memory-file>]
       Compressed snapshots: every serving command takes one wherever it takes a
       memory file (told apart by its header). See snapfault pack --help.
   snapfault trace show <trace> [--against <trace>] [--json]
-  snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+  snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N] [--force]
       Recorded restores (--record): what they touched; working sets for replay.
-  snapfault report <trace> -o <file.svg>
+  snapfault report <trace> -o <file.svg> [--force]
       A picture of a recorded restore: heat map of memory, timeline of faults.
+  snapfault help [command]
+      This help, or a command's.
+
+Every file written appears only once complete; none is written over one of the
+command's inputs, and an existing file of another kind only with --force.
 
 ${SERVE_OPTIONS}
   --version                 print the version
 
-Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault error);
-2 bad usage or the handler could not start (snapshot or socket unusable).`;
+Exit codes: 0 success; 1 the served VM failed (handshake refused, fatal fault error),
+or verify found a fault; 2 bad usage, unusable input, or the handler could not start.`;
 
 const SERVE_HELP = `Usage: snapfault serve --socket PATH --mem FILE [options]
 
@@ -96,6 +110,7 @@ ${SERVE_OPTIONS}`;
 
 const optionSpec = {
   workers: { type: 'string' },
+  force: { type: 'boolean' },
   'on-fatal': { type: 'string' },
   'socket-mode': { type: 'string' },
   'handshake-timeout-ms': { type: 'string' },
@@ -107,80 +122,83 @@ const optionSpec = {
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
   'fill-around': { type: 'string' },
-  prefetch: { type: 'string' },
-  record: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
+  prefetch: { type: 'string', path: true },
+  record: { type: 'string', path: true },
   version: { type: 'boolean' },
-  socket: { type: 'string' },
-  mem: { type: 'string' },
+  socket: { type: 'string', path: true },
+  mem: { type: 'string', path: true },
 } as const;
 
-function intOption(v: string | undefined, name: string, def: number, min: number, max: number, radix = 10): number {
-  if (v === undefined) return def;
-  const n = radix === 8 ? Number.parseInt(v, 8) : Number(v);
-  if (!/^[0-9]+$/.test(v) || !Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name} ${v}: expected ${radix === 8 ? 'an octal mode' : 'a whole number'} from ${radix === 8 ? min.toString(8) : min} to ${radix === 8 ? max.toString(8) : max}`);
-  }
-  return n;
-}
+type Values = ToolValues<typeof optionSpec>;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function drainOption(values: Parsed['values']): number {
-  return intOption(values['drain-timeout'], 'drain-timeout', DEFAULT_DRAIN_TIMEOUT_S, 0, MAX_DRAIN_TIMEOUT_S);
+function drainOption(values: Values): number {
+  return intOption(values['drain-timeout'], '--drain-timeout', { def: DEFAULT_DRAIN_TIMEOUT_S, min: 0, max: MAX_DRAIN_TIMEOUT_S });
 }
 
-function metricsOption(values: Parsed['values']): MetricsAddress | null {
+function metricsOption(values: Values): MetricsAddress | null {
   return values.metrics === undefined ? null : parseMetricsAddress(values.metrics);
 }
 
-function onOff(v: string | undefined, name: string): boolean {
-  if (v === undefined || v === 'on') return true;
-  if (v === 'off') return false;
-  throw new UsageError(`--${name} ${v}: expected on or off`);
+function onOff(v: string | undefined, option: string): boolean {
+  return choiceOption(v, option, ['on', 'off'], 'on') === 'on';
 }
 
-type Parsed = ReturnType<typeof parseArgs<{ options: typeof optionSpec; allowPositionals: true }>>;
+/** The files a prefetch policy reads: --record never writes over them. */
+function prefetchInputs(p: PrefetchSpec): OutputInput[] {
+  if ((p.kind === 'replay' || p.kind === 'all') && p.trace !== null) return [{ path: p.trace, what: 'the trace being replayed' }];
+  if (p.kind === 'module') return [{ path: p.path, what: 'the prefetch policy module' }];
+  return [];
+}
 
-function serverOptions(values: Parsed['values'], socketPath: string, memPath: string, once: boolean): ServerOptions {
-  const onFatal = values['on-fatal'] ?? 'kill-peer';
-  if (onFatal !== 'kill-peer' && onFatal !== 'disconnect') throw new UsageError(`--on-fatal ${onFatal}: expected kill-peer or disconnect`);
-  const level = values['log-level'] ?? 'info';
-  if (!isLogLevel(level)) throw new UsageError(`--log-level ${level}: expected debug, info, warn, error or silent`);
-  const format = values['log-format'] ?? defaultLogFormat();
-  if (!isLogFormat(format)) throw new UsageError(`--log-format ${format}: expected json or text`);
-  const zeroScan = onOff(values['zero-scan'], 'zero-scan');
-  const fillAround = onOff(values['fill-around'], 'fill-around');
-  const record = values.record ?? null;
-  if (record !== null && !once && !record.includes('{pid}')) {
+/**
+ * --record's checks: at start (drop-in: the path itself; serve: the folder of
+ * the {pid} pattern), and a function the server calls before each trace is
+ * written, since the file there may have changed meanwhile.
+ */
+function recordChecks(values: Values, record: string, memPath: string, prefetch: PrefetchSpec, once: boolean): (path: string) => void {
+  if (!once && !record.includes('{pid}')) {
     throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
   }
-  if (record !== null) {
-    // Fail now, not when the first VM ends and its trace cannot be written.
-    const dir = dirname(record);
-    try {
-      accessSync(dir, fsc.W_OK);
-    } catch {
-      throw new UsageError(`--record ${record}: the folder ${dir} does not exist or is not writable; create it first`);
-    }
-  }
+  if (dirname(record).includes('{pid}')) throw new UsageError(`--record ${record}: put {pid} in the file name; the folder must exist before`);
+  const inputs = [{ path: memPath, what: 'the memory file being served' }, ...prefetchInputs(prefetch)];
+  const check = (path: string): void => checkOutput({ option: '--record', path, kind: TRACE_OUTPUT, inputs, force: values.force });
+  // Fail now, not when the first VM ends and its trace cannot be written.
+  if (once) check(record);
+  else checkOutputFolder('--record', record);
+  return check;
+}
+
+function serverOptions(values: Values, socketPath: string, memPath: string, once: boolean): ServerOptions {
+  const onFatal: FatalPolicy = choiceOption(values['on-fatal'], '--on-fatal', ['kill-peer', 'disconnect'], 'kill-peer');
+  const level = values['log-level'] ?? 'info';
+  if (!isLogLevel(level)) throw new UsageError(`--log-level must be debug, info, warn, error or silent, got ${level}`);
+  const format = values['log-format'] ?? defaultLogFormat();
+  if (!isLogFormat(format)) throw new UsageError(`--log-format must be json or text, got ${format}`);
+  const zeroScan = onOff(values['zero-scan'], '--zero-scan');
+  const fillAround = onOff(values['fill-around'], '--fill-around');
+  const prefetch = parsePrefetch(values.prefetch ?? 'none');
+  const record = values.record ?? null;
+  const checkRecordPath = record === null ? undefined : recordChecks(values, record, memPath, prefetch, once);
   return {
-    prefetch: parsePrefetch(values.prefetch ?? 'none'),
+    prefetch,
     record,
+    checkRecordPath,
     socketPath,
     memPath,
     once,
-    workers: intOption(values.workers, 'workers', once ? 1 : Math.min(availableParallelism(), 4), 1, 64),
-    onFatal: onFatal as FatalPolicy,
-    socketMode: intOption(values['socket-mode'], 'socket-mode', 0o600, 0, 0o777, 8),
-    allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, 'allow-uid', 0, 0, 2 ** 32 - 2)),
-    handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], 'handshake-timeout-ms', 5000, 1, 3_600_000),
+    workers: intOption(values.workers, '--workers', { def: once ? 1 : Math.min(availableParallelism(), 4), min: 1, max: 64 }),
+    onFatal,
+    socketMode: octalOption(values['socket-mode'], '--socket-mode', { def: 0o600, min: 0, max: 0o777 }),
+    allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, '--allow-uid', { def: 0, min: 0, max: 2 ** 32 - 2 })),
+    handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], '--handshake-timeout-ms', { def: 5000, min: 1, max: 3_600_000 }),
     zeroScan,
     fillAround,
-    cacheMiB: intOption(values['cache-mib'], 'cache-mib', 64, 1, 1024),
+    cacheMiB: intOption(values['cache-mib'], '--cache-mib', { def: 64, min: 1, max: 1024 }),
     log: createLogger(level as LogLevel, format),
   };
 }
@@ -214,19 +232,54 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drai
 /** What a caller of run() may set beside the command line: seams for tests that inject faults. */
 export type RunSeams = Pick<ServerOptions, 'prefetchWorker'>;
 
+/**
+ * A word where the drop-in form takes its socket that is most likely a
+ * misspelt command: refused rather than served on a socket of that name.
+ * `count` is the number of positionals (-1 before options are parsed).
+ */
+function refuseUnknownCommand(word: string, count: number): void {
+  if (word.includes('/') || exists(word)) return; // a path: the drop-in form's socket
+  const near = nearest(word, COMMAND_NAMES);
+  if (near !== null) throw new UsageError(`unknown command '${word}': did you mean ${near}? (to serve on a socket of that name, write ./${word})`);
+  if (count >= 0 && count !== 2 && /^[a-z][a-z-]*$/i.test(word)) {
+    throw new UsageError(`unknown command '${word}'; commands: ${COMMAND_NAMES.join(', ')}; or serve one Firecracker with snapfault [options] <socket> <memory-file>`);
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `snapfault help [command]`. */
+async function help(args: string[]): Promise<number> {
+  const [name] = args;
+  if (name === undefined) {
+    process.stdout.write(`${MAIN_HELP}\n`);
+    return EXIT.OK;
+  }
+  if (name === 'serve') {
+    process.stdout.write(`${SERVE_HELP}\n`);
+    return EXIT.OK;
+  }
+  if (Object.hasOwn(COMMANDS, name)) return COMMANDS[name](['--help']);
+  const near = nearest(name, COMMAND_NAMES);
+  throw new UsageError(`help: unknown command '${name}'${near ? `: did you mean ${near}?` : `; commands: ${COMMAND_NAMES.join(', ')}`}`);
+}
+
 /** Runs the command line; returns the exit code. Errors are one line on stderr. */
 export async function run(argv: string[], seams: RunSeams = {}): Promise<number> {
   try {
-    const tool = argv[0] === 'trace' ? traceTool : argv[0] === 'report' ? reportTool : TOOLS[argv[0]];
-    if (tool) return await tool(argv.slice(1));
-    const isServe = argv[0] === 'serve';
-    let parsed: Parsed;
-    try {
-      parsed = parseArgs({ args: isServe ? argv.slice(1) : argv, options: optionSpec, allowPositionals: true, strict: true });
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message.split('\n')[0]}; see snapfault --help`);
-    }
-    const { values, positionals } = parsed;
+    const [first] = argv;
+    if (first !== undefined && Object.hasOwn(COMMANDS, first)) return await COMMANDS[first](argv.slice(1));
+    if (first === 'help') return await help(argv.slice(1));
+    const isServe = first === 'serve';
+    if (!isServe && first !== undefined && !first.startsWith('-')) refuseUnknownCommand(first, -1);
+    const { values, positionals } = parseTool(isServe ? argv.slice(1) : argv, isServe ? 'serve' : '', optionSpec);
     if (values.version) {
       process.stdout.write(`snapfault ${version()}\n`);
       return EXIT.OK;
@@ -241,6 +294,7 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
       return await serve({ ...serverOptions(values, values.socket, values.mem, false), ...seams }, metricsOption(values), drainOption(values));
     }
     if (values.socket || values.mem) throw new UsageError('--socket and --mem belong to `snapfault serve`; the drop-in form takes <socket> <memory-file>');
+    if (positionals.length > 0) refuseUnknownCommand(positionals[0], positionals.length);
     if (positionals.length !== 2) {
       throw new UsageError(positionals.length === 0 ? 'missing <socket> and <memory-file>; see snapfault --help' : `expected <socket> <memory-file>, got ${positionals.length} argument(s); see snapfault --help`);
     }
@@ -250,7 +304,8 @@ export async function run(argv: string[], seams: RunSeams = {}): Promise<number>
       process.stderr.write(`snapfault: ${e.message}\n`);
       return EXIT.USAGE;
     }
+    // A bug, not a fault found nor a VM that failed: the command could not do its work.
     process.stderr.write(`snapfault: internal error: ${(e as Error).message} (please report it)\n`);
-    return EXIT.VM_FAILED;
+    return EXIT.USAGE;
   }
 }

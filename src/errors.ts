@@ -36,10 +36,21 @@ export type HandshakeReason =
 
 /** A Firecracker connection whose handshake was refused. */
 export class HandshakeError extends SnapfaultError {
-  constructor(readonly reason: HandshakeReason, problem: string) {
+  constructor(
+    readonly reason: HandshakeReason,
+    problem: string,
+    /** The peer sent not a byte: a liveness probe, say, rather than a Firecracker whose handshake went wrong. */
+    readonly silent = false,
+  ) {
     super(`handshake refused: ${problem}`);
   }
 }
+
+/** A compressed snapshot of a format version this snapfault does not read: not damaged, only unreadable here. */
+export class SnapshotVersionError extends SnapshotError {}
+
+/** An output path a command will not write as given; found before any work is done. */
+export class OutputError extends SnapfaultError {}
 
 /** The socket path cannot be used. */
 export class SocketError extends SnapfaultError {}

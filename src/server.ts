@@ -51,6 +51,8 @@ export interface ServerOptions {
   prefetch: PrefetchSpec;
   /** Record each VM's restore to this trace file; `{pid}` becomes Firecracker's pid. */
   record: string | null;
+  /** Called with each trace's path before it is written; throws when it must not be (src/output-file.ts checks). */
+  checkRecordPath?: (path: string) => void;
   log: Logger;
   /** The prefetch worker's entry module; tests pass one that injects faults (test/helpers/faulty-prefetch-worker.ts). */
   prefetchWorker?: URL;
@@ -123,6 +125,8 @@ export class SnapfaultServer {
   private nextId = 1;
   private zeroHugePage: Mapping | null = null;
   private stopped = false;
+  /** Drop-in: its one Firecracker has connected and sent its handshake (or had it refused). */
+  private claimed = false;
   private resolveOnce: ((o: VmOutcome) => void) | null = null;
   private prefetcher: Prefetcher | null = null;
   /** Created once everything a VM needs is ready (start). */
@@ -280,25 +284,43 @@ export class SnapfaultServer {
 
   private async serveConnection(conn: number): Promise<void> {
     const { log } = this.opts;
-    if (this.opts.once) this.listener.close(); // the drop-in form serves exactly one Firecracker
     let pid = 0;
     let pidfd = -1;
     let uffd = -1;
     let snap: ServedSnapshot | null = null;
     let blocks: number[] = [];
+    // The drop-in form serves exactly one Firecracker: the first connection that sends something. One that sends
+    // nothing (another handler's or a script's liveness probe) is not it, so the socket stays open until then.
+    let mine = !this.opts.once;
+    const claim = (): void => {
+      if (mine) return;
+      if (this.claimed) throw new HandshakeError('peer', 'this drop-in handler serves one Firecracker and already has it: start one handler per VM, or use snapfault serve');
+      this.claimed = mine = true;
+      this.listener.close();
+    };
     try {
       const cred = peerCredentials(conn);
       pid = cred.pid;
       if (cred.uid !== process.geteuid?.() && !this.opts.allowUids.includes(cred.uid)) {
+        claim();
         throw new HandshakeError('uid', `connection from uid ${cred.uid} is not allowed: add --allow-uid ${cred.uid} if that is a jailed Firecracker`);
       }
+      let gone = false;
       try {
         pidfd = pidfdOpen(pid);
       } catch {
-        throw new HandshakeError('peer', `peer pid ${pid} has already exited`);
+        gone = true; // a probe that connected and exited; what it sent (if anything) decides
       }
-      const hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
+      let hs;
+      try {
+        hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
+      } catch (e) {
+        if (!(e instanceof HandshakeError && e.silent)) claim();
+        throw e;
+      }
       uffd = hs.uffd;
+      claim();
+      if (gone) throw new HandshakeError('peer', `peer pid ${pid} has already exited`);
       if (this.stopped) throw new HandshakeError('peer', 'the handler is shutting down');
       const regions = parseRegions(hs.text, this.core.layout.VM_MAX_REGIONS);
       snap = this.cache.acquire(this.opts.memPath);
@@ -342,6 +364,12 @@ export class SnapfaultServer {
         pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
       });
     } catch (e) {
+      if (e instanceof HandshakeError && e.silent && e.reason === 'closed') {
+        // Not a handshake at all: neither refused nor counted.
+        log.debug(`connection from pid ${pid || '?'} closed without sending anything: not a Firecracker, ignored`);
+        for (const fd of [conn, pidfd]) closeFd(fd);
+        return;
+      }
       const message = e instanceof SnapfaultError ? e.message : `unexpected error: ${(e as Error).message}`;
       // A VM whose uffd we hold is frozen without us: that is a fatal error for it.
       let killed = false;
@@ -354,7 +382,8 @@ export class SnapfaultServer {
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
       this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
-      this.record({ pid, reason: 'refused', message, killed, stats: null });
+      // Drop-in: only its Firecracker's refusal ends it, not a silent connection's timeout nor a second Firecracker's.
+      if (mine) this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
   }
 
@@ -408,8 +437,9 @@ export class SnapfaultServer {
   private writeVmTrace(vm: LiveVm, faults: Uint32Array | null, prefetched: Uint32Array | null): void {
     const path = this.opts.record!.replaceAll('{pid}', String(vm.pid));
     try {
+      this.opts.checkRecordPath?.(path);
       const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching);
-      writeTrace(path, trace);
+      writeTrace(path, trace, '--record');
       this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid, event: 'trace_written', path, records: recordCount(trace) });
     } catch (err) {
       this.opts.log.error(`VM pid ${vm.pid}: ${(err as Error).message}`, { vm: vm.pid, event: 'trace_failed', path });

@@ -2,7 +2,7 @@
 // decoded-chunk cache live in shared memory, where the core's planner and
 // cache find them. Everything read from the file is checked before use.
 import { openSync, fstatSync, closeSync, readSync } from 'node:fs';
-import { SnapshotError } from '../errors.js';
+import { SnapshotError, SnapshotVersionError } from '../errors.js';
 import { addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
@@ -68,7 +68,7 @@ export class CompressedSnapshot {
         h = decodeHeader(hb, size);
       } catch (e) {
         const msg = (e as Error).message;
-        if (msg.startsWith('has format version')) throw new SnapshotError(path, msg);
+        if (msg.startsWith('has format version')) throw new SnapshotVersionError(path, msg);
         if (msg.startsWith('is truncated')) throw new SnapshotError(path, `${msg}: was it copied completely?`);
         return fail(msg);
       }

@@ -2,9 +2,8 @@
 // sorts pages into zero, duplicate (of an earlier page, checked byte for
 // byte) and stored, and batches stored pages into chunks; pack workers (one
 // per core) compress and checksum the chunks; results are written in order.
-// The output appears under its name only once complete (written beside it,
-// then renamed).
-import { openSync, closeSync, readSync, writeSync, fstatSync, renameSync, unlinkSync, ftruncateSync, fsyncSync } from 'node:fs';
+// The output appears under its name only once complete (src/output-file.ts).
+import { closeSync, readSync, fstatSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -12,6 +11,7 @@ import { compileCore, createSharedMemory, instantiateCore } from '../core/wasm-c
 import { Arena } from '../core/arena.js';
 import { SnapshotError, UsageError } from '../errors.js';
 import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
+import { AtomicFile } from '../output-file.js';
 import {
   FORMAT_VERSION, HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CODEC_LZ4, CHUNK_ENTRY_BYTES, MAX_CHUNK_BYTES,
   DEFAULT_CHUNK_BYTES, encodeHeader, isCompressed, type Header,
@@ -57,8 +57,13 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
   }
   const pages = size / PAGE_BYTES;
   const ppc = chunkBytes / PAGE_BYTES;
-  const tmpPath = `${outputPath}.partial-${process.pid}`;
-  const outFd = openSync(tmpPath, 'w');
+  let file: AtomicFile;
+  try {
+    file = AtomicFile.create(outputPath);
+  } catch (e) {
+    closeSync(inFd);
+    throw e;
+  }
   const module = compileCore();
   const core = instantiateCore(module, createSharedMemory());
   const arena = new Arena(core.memory);
@@ -97,7 +102,7 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
           chunkOffsets.push(writeAt);
           chunkStored.push(r.stored[i]);
           chunkChecksums.push(r.checksums[i]);
-          writeSync(outFd, out, o, len, writeAt);
+          file.write(out.subarray(o, o + len), writeAt);
           writeAt += len;
           o += len;
         }
@@ -213,28 +218,17 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
     };
     const hb = encodeHeader(h);
     hb.writeUInt32LE(checksum(hb.subarray(0, HEADER_CHECKSUM_OFFSET)), HEADER_CHECKSUM_OFFSET);
-    writeSync(outFd, table, 0, table.length, chunkTableOffset);
-    writeSync(outFd, indexBytes, 0, indexBytes.length, HEADER_BYTES);
-    writeSync(outFd, hb, 0, hb.length, 0);
-    ftruncateSync(outFd, h.fileSize);
-    fsyncSync(outFd);
-    closeSync(outFd);
-    renameSync(tmpPath, outputPath);
+    file.write(table, chunkTableOffset);
+    file.write(indexBytes, HEADER_BYTES);
+    file.write(hb, 0);
+    file.truncate(h.fileSize);
+    file.commit();
     return {
       originalSize: size, fileSize: h.fileSize, pages, zeroPages, duplicatePages, storedPages, chunks,
       rawChunks: chunkStored.filter((s) => (s & 0x80000000) !== 0).length,
     };
   } catch (e) {
-    try {
-      closeSync(outFd);
-    } catch {
-      /* already closed */
-    }
-    try {
-      unlinkSync(tmpPath);
-    } catch {
-      /* not there */
-    }
+    file.discard();
     throw e;
   } finally {
     closeSync(inFd);

@@ -1,11 +1,12 @@
 // `snapfault unpack | inspect | verify` on a compressed snapshot.
-import { openSync, closeSync, readSync, writeSync, ftruncateSync, fstatSync, renameSync, unlinkSync, fsyncSync } from 'node:fs';
+import { openSync, closeSync, readSync, fstatSync, type Stats } from 'node:fs';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { hostPread } from '../core/host-pread.js';
 import { SnapshotError } from '../errors.js';
 import { fileIdentity } from '../snapshot/raw-file.js';
 import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
+import { AtomicFile } from '../output-file.js';
 import { CompressedSnapshot } from './compressed-snapshot.js';
 import { chunkErrorText } from './chunk-error.js';
 import { PAGE_BYTES, PAGE_ZERO, CHUNK_RAW_FLAG, CHUNK_ENTRY_BYTES, isCompressed } from './format.js';
@@ -19,12 +20,19 @@ interface Opened {
   scratchBytes: number;
 }
 
-function openCompressed(path: string): Opened {
+/** Throws a SnapshotError unless `path` is a file that starts as a compressed snapshot does; returns its stat. */
+export function checkCompressed(path: string): Stats {
   const fd = openSnapshotFile(path);
-  const st = fstatSync(fd);
-  const head = firstBytes(fd);
-  closeSync(fd);
-  if (!isCompressed(head)) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
+  try {
+    if (!isCompressed(firstBytes(fd))) throw new SnapshotError(path, 'is not a snapfault compressed snapshot (it may be a raw memory file)');
+    return fstatSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function openCompressed(path: string): Opened {
+  const st = checkCompressed(path);
   const memory = createSharedMemory();
   const core = instantiateCore(compileCore(), memory, hostPread(memory));
   const arena = new Arena(core.memory);
@@ -88,12 +96,17 @@ export function inspect(path: string): Inspection {
 /** Writes the original memory file back (sparse where it held zero pages). */
 export function unpack(path: string, outPath: string, progress?: (done: number, total: number) => void): number {
   const o = openCompressed(path);
-  const tmp = `${outPath}.partial-${process.pid}`;
-  const out = openSync(tmp, 'w');
+  let out: AtomicFile;
+  try {
+    out = AtomicFile.create(outPath);
+  } catch (e) {
+    o.snap.close();
+    throw e;
+  }
   try {
     const h = o.snap.header;
     const index = pageIndex(o);
-    ftruncateSync(out, h.originalSize);
+    out.truncate(h.originalSize);
     const ppc = h.chunkBytes / PAGE_BYTES;
     let current = -1;
     const mem = (): Uint8Array => new Uint8Array(o.core.memory.buffer);
@@ -106,21 +119,14 @@ export function unpack(path: string, outPath: string, progress?: (done: number, 
         current = c;
       }
       const at = o.chunk + (k % ppc) * PAGE_BYTES;
-      writeSync(out, mem(), at, PAGE_BYTES, p * PAGE_BYTES);
+      out.write(mem().subarray(at, at + PAGE_BYTES), p * PAGE_BYTES);
       if (progress && p % 4096 === 0) progress(p * PAGE_BYTES, h.originalSize);
     }
-    fsyncSync(out);
-    closeSync(out);
-    renameSync(tmp, outPath);
+    out.commit();
     progress?.(h.originalSize, h.originalSize);
     return h.originalSize;
   } catch (e) {
-    try {
-      closeSync(out);
-      unlinkSync(tmp);
-    } catch {
-      /* gone */
-    }
+    out.discard();
     throw e;
   } finally {
     o.snap.close();

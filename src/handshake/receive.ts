@@ -32,7 +32,7 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
       } else resolve(value as Handshake);
     };
     const timer = setTimeout(() => finish(new HandshakeError('timeout',
-      `no mapping message within ${timeoutMs} ms (is the peer Firecracker loading a snapshot with a Uffd backend?)`)), timeoutMs);
+      `no mapping message within ${timeoutMs} ms (is the peer Firecracker loading a snapshot with a Uffd backend?)`, total === 0)), timeoutMs);
     const onReadable = (): void => {
       try {
         for (;;) {
@@ -41,7 +41,7 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
           fds.push(...m.fds);
           if (m.truncatedControl) return finish(new HandshakeError('bad_fd', 'the mapping message carried more file descriptors than a userfaultfd'));
           if (m.bytes.length === 0) {
-            return finish(new HandshakeError('closed', total === 0 ? 'the peer closed the connection without sending the mapping message' : 'the peer closed the connection in the middle of the mapping message'));
+            return finish(new HandshakeError('closed', total === 0 ? 'the peer closed the connection without sending the mapping message' : 'the peer closed the connection in the middle of the mapping message', total === 0));
           }
           chunks.push(m.bytes);
           total += m.bytes.length;

@@ -1,18 +1,28 @@
 // The one way snapshot files are opened and their first bytes read: a
 // failure becomes a SnapshotError that names the file and what to do.
-import { openSync, readSync } from 'node:fs';
+import { openSync, readSync, statSync } from 'node:fs';
 import { SnapshotError } from '../errors.js';
 
 export function snapshotFileError(path: string, e: unknown): SnapshotError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new SnapshotError(path, 'no such file: check the memory file path');
   if (code === 'EACCES' || code === 'EPERM') return new SnapshotError(path, 'permission denied: the handler needs read access');
-  if (code === 'EISDIR') return new SnapshotError(path, 'is a directory, not a memory file');
+  if (code === 'EISDIR') return new SnapshotError(path, FOLDER);
   return new SnapshotError(path, `cannot be opened (${code ?? String(e)})`);
 }
 
-/** Opens a snapshot file read-only. */
+const FOLDER = 'is a folder, not a file: give the path of the snapshot file';
+
+/** Opens a snapshot file read-only; a folder or a device is refused, not read from (or, a fifo, waited on). */
 export function openSnapshotFile(path: string): number {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw snapshotFileError(path, e);
+  }
+  if (st.isDirectory()) throw new SnapshotError(path, FOLDER);
+  if (!st.isFile()) throw new SnapshotError(path, 'is not a regular file: give the path of the snapshot file');
   try {
     return openSync(path, 'r');
   } catch (e) {

@@ -1,13 +1,12 @@
 // `snapfault trace show` and `snapfault trace merge`.
 import { UsageError } from '../errors.js';
-import { parseTool, onePositional, stringOption } from '../tool-args.js';
-import { readTrace, writeTrace, recordCount, recordedWhilePrefetching, prefetchRecordedWarning, type Trace } from './trace-file.js';
+import { parseTool, onePositional, stringOption, intOption, choiceOption, nearest } from '../tool-args.js';
+import { checkOutput, writeFileAtomic, type OutputKind } from '../output-file.js';
+import { readTrace, writeTrace, recordCount, recordedWhilePrefetching, prefetchRecordedWarning, TRACE_OUTPUT, type Trace } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
 import { summarize } from './summary.js';
 import { renderReport } from './report.js';
-import { writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { TraceError } from '../errors.js';
 import type { Tool } from '../compressed/commands.js';
 
 const HELP = `Usage:
@@ -16,12 +15,14 @@ const HELP = `Usage:
       pages, and when the last fault came. --against a trace recorded with
       --prefetch none of the same workload scores the prefetch: hits (pages
       prefetched that the guest touched), waste, and coverage.
-  snapfault trace merge <trace> <trace>... -o <trace> [--mode union|intersection] [--min-runs N]
+  snapfault trace merge <trace> <trace>... -o <trace> [--mode union|intersection] [--min-runs N] [--force]
       One working set from several recorded runs, for --prefetch replay:<trace>.
       union keeps every page any run touched; intersection only those every run
       touched; --min-runs N those touched in at least N runs (so that one odd
       run does not bloat the set). Pages keep their mean first-touch order.
       The result is flagged merged: it holds an order of pages, no times.
+      -o replaces an existing trace or empty file; any other file only with
+      --force, and never one of the traces merged.
 
 A trace recorded while prefetching holds only the pages that still faulted:
 each of these tools warns when it reads one.`;
@@ -40,7 +41,7 @@ function readWarned(path: string, undercounts: string): Trace {
 }
 
 async function show(argv: string[]): Promise<number> {
-  const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string' } });
+  const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string', path: true } });
   if (values.help) return help();
   const path = onePositional(positionals, 'trace show', '<trace>');
   const against = stringOption(values.against);
@@ -79,20 +80,20 @@ async function show(argv: string[]): Promise<number> {
 
 async function merge(argv: string[]): Promise<number> {
   const { values, positionals } = parseTool(argv, 'trace merge', {
-    output: { type: 'string', short: 'o' }, mode: { type: 'string' }, 'min-runs': { type: 'string' },
+    output: { type: 'string', short: 'o', path: true }, mode: { type: 'string' }, 'min-runs': { type: 'string' }, force: { type: 'boolean' },
   });
   if (values.help) return help();
-  const out = stringOption(values.output);
+  const out = values.output;
   if (!out) throw new UsageError('trace merge needs -o <trace>; see snapfault trace --help');
   if (positionals.length < 1) throw new UsageError('trace merge needs at least one trace; see snapfault trace --help');
-  const mode = stringOption(values.mode) ?? 'union';
-  if (mode !== 'union' && mode !== 'intersection') throw new UsageError(`--mode ${mode}: expected union or intersection`);
-  const minRunsText = stringOption(values['min-runs']);
+  const mode = choiceOption(values.mode, '--mode', ['union', 'intersection'], 'union');
+  const minRunsText = values['min-runs'];
   if (minRunsText !== undefined && mode === 'intersection') throw new UsageError('--min-runs and --mode intersection contradict each other: give one');
-  const minRuns = minRunsText !== undefined ? Number(minRunsText) : mode === 'union' ? 1 : positionals.length;
-  if (!Number.isInteger(minRuns) || minRuns < 1 || minRuns > positionals.length) {
-    throw new UsageError(`--min-runs ${minRunsText}: expected a whole number from 1 to ${positionals.length} (the number of traces)`);
-  }
+  const minRuns = intOption(minRunsText, '--min-runs', { def: mode === 'union' ? 1 : positionals.length, min: 1, max: positionals.length });
+  checkOutput({
+    option: '-o', path: out, kind: { ...TRACE_OUTPUT, suggestedName: 'merged.trace' }, force: values.force,
+    inputs: positionals.map((p) => ({ path: p, what: 'a trace to merge' })),
+  });
   const traces = positionals.map((p) => readWarned(p, 'the merged working set misses the pages prefetched in time (an intersection may keep almost none)'));
   const merged = mergeTraces(traces, positionals, { minRuns });
   writeTrace(out, merged);
@@ -110,32 +111,39 @@ export const traceTool: Tool = async (argv) => {
   const [sub, ...rest] = argv;
   if (sub === 'show') return show(rest);
   if (sub === 'merge') return merge(rest);
-  if (sub === undefined || sub === '--help' || sub === '-h') return help();
-  throw new UsageError(`trace ${sub}: expected show or merge; see snapfault trace --help`);
+  if (sub === '--help' || sub === '-h') return help();
+  if (sub === undefined) throw new UsageError('trace needs a command: show or merge; see snapfault trace --help');
+  const near = nearest(sub, ['show', 'merge']);
+  throw new UsageError(`unknown command 'trace ${sub}': ${near ? `did you mean trace ${near}?` : 'expected trace show or trace merge; see snapfault trace --help'}`);
 };
 
-const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg>
+const REPORT_HELP = `Usage: snapfault report <trace> -o <file.svg> [--force]
 
 Draws a recorded restore (--record) as one self-contained SVG to open in a
 browser: a heat map of guest memory (pages faulted in, zero, prefetched,
 removed, untouched) and a timeline of faults with the prefetch progress. A
-merged trace (trace merge) has no times: its report has the heat map only.`;
+merged trace (trace merge) has no times: its report has the heat map only.
+-o replaces an existing SVG file or empty file; any other file only with
+--force, and never the trace drawn.`;
+
+/** An SVG file, by its start: what report may replace without --force. */
+const svgOutput = (trace: string): OutputKind => ({
+  name: 'an SVG file', recognise: (head) => /^\uFEFF?\s*</.test(head.toString('utf8')) && head.toString('utf8').includes('<svg'),
+  suggestedName: `${basename(trace).replace(/\.trace$/, '')}.svg`,
+});
 
 export const reportTool: Tool = async (argv) => {
-  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o' } });
+  const { values, positionals } = parseTool(argv, 'report', { output: { type: 'string', short: 'o', path: true }, force: { type: 'boolean' } });
   if (values.help) {
     process.stdout.write(`${REPORT_HELP}\n`);
     return 0;
   }
   const path = onePositional(positionals, 'report', '<trace>');
-  const out = stringOption(values.output);
+  const out = values.output;
   if (!out) throw new UsageError('report needs -o <file.svg>; see snapfault report --help');
+  checkOutput({ option: '-o', path: out, kind: svgOutput(path), inputs: [{ path, what: 'the trace to draw' }], force: values.force });
   const svg = renderReport(readWarned(path, 'the faults it draws are only those'), { title: basename(path) });
-  try {
-    writeFileSync(out, svg);
-  } catch (e) {
-    throw new TraceError(`cannot write the report ${out}: ${(e as Error).message}`);
-  }
+  writeFileAtomic(out, svg);
   process.stdout.write(`${out}: report of ${path} written (${(svg.length / 1024).toFixed(0)} KiB)\n`);
   return 0;
 };

@@ -1,8 +1,9 @@
 // The trace file (`--record`): what a restore faulted on, what was prefetched
 // and what the guest removed, in snapshot pages so it means the same on every
 // restore of the snapshot. Layout in docs/prefetch.md.
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { TraceError } from '../errors.js';
+import { writeFileAtomic, type OutputKind } from '../output-file.js';
 
 export const TRACE_MAGIC = 'SFTRACE1';
 /**
@@ -118,20 +119,12 @@ export function encodeTrace(t: Trace): Buffer {
 }
 
 /** Writes atomically: a reader never sees half a trace. */
-export function writeTrace(path: string, t: Trace): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, encodeTrace(t));
-    renameSync(tmp, path);
-  } catch (e) {
-    throw new TraceError(`cannot write the trace ${path}: ${(e as Error).message}`);
-  }
+export function writeTrace(path: string, t: Trace, option = '-o'): void {
+  writeFileAtomic(path, encodeTrace(t), option);
 }
 
 export function decodeTrace(b: Buffer, name: string): Trace {
-  if (b.length < HEADER_BYTES || b.toString('latin1', 0, 8) !== TRACE_MAGIC) {
-    throw new TraceError(`${name} is not a snapfault trace (no ${TRACE_MAGIC} header); record one with --record`);
-  }
+  if (b.length < HEADER_BYTES || !isTrace(b)) throw new TraceError(notATrace(name));
   const version = b.readUInt32LE(8);
   if (version !== TRACE_VERSION && version !== 1) throw new TraceError(`${name} is a version ${version} trace; this snapfault reads versions 1 and ${TRACE_VERSION}`);
   const recordBytes = version === 1 ? V1_RECORD_BYTES : RECORD_BYTES;
@@ -165,10 +158,35 @@ export function decodeTrace(b: Buffer, name: string): Trace {
 export function readTrace(path: string): Trace {
   let b: Buffer;
   try {
+    const st = statSync(path);
+    if (st.isDirectory()) throw new TraceError(`trace ${path} is a folder, not a trace file`);
+    if (!st.isFile()) throw new TraceError(`trace ${path} is not a regular file`);
+    // The magic first: a memory file given in place of a trace can be many GiB.
+    if (!isTrace(firstBytes(path))) throw new TraceError(notATrace(path));
     b = readFileSync(path);
   } catch (e) {
+    if (e instanceof TraceError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new TraceError(code === 'ENOENT' ? `trace ${path} does not exist; record one with --record ${path}` : `cannot read the trace ${path}: ${(e as Error).message}`);
+    throw new TraceError(code === 'ENOENT' ? `trace ${path} does not exist; record one with --record ${path}` : `cannot read the trace ${path}: ${code ?? (e as Error).message}`);
   }
   return decodeTrace(b, path);
 }
+
+function isTrace(head: Buffer): boolean {
+  return head.length >= 8 && head.toString('latin1', 0, 8) === TRACE_MAGIC;
+}
+
+const notATrace = (name: string): string => `${name} is not a snapfault trace (no ${TRACE_MAGIC} header); record one with --record`;
+
+function firstBytes(path: string): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(8);
+    return b.subarray(0, readSync(fd, b, 0, 8, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What --record and trace merge write, for the checks of src/output-file.ts. */
+export const TRACE_OUTPUT: OutputKind = { name: 'a snapfault trace', recognise: isTrace, suggestedName: 'restore.trace' };

@@ -38,12 +38,13 @@ describe('snapfault command line', function () {
     [[], /missing <socket> and <memory-file>/],
     [['a.sock'], /expected <socket> <memory-file>, got 1/],
     [['serve', '--socket', 'x.sock'], /serve needs --socket PATH and --mem FILE/],
-    [['--bogus', 'a', 'b'], /Unknown option '--bogus'.*see snapfault --help/],
-    [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal explode: expected kill-peer or disconnect/],
-    [['--workers', '0', 'a', 'b'], /--workers 0: expected a whole number from 1 to 64/],
-    [['--socket-mode', '999', 'a', 'b'], /--socket-mode 999: expected an octal mode/],
-    [['serve', '--socket', 'a', '--mem', 'b', '--drain-timeout', 'soon'], /--drain-timeout soon: expected a whole number from 0 to 604800/],
-    [['--drain-timeout', '604801', 'a', 'b'], /--drain-timeout 604801: expected a whole number from 0 to 604800/],
+    [['--bogus', 'a', 'b'], /unknown option --bogus; see snapfault --help/],
+    [['--on-fatal', 'explode', 'a', 'b'], /--on-fatal must be kill-peer or disconnect, got explode/],
+    [['--workers', '0', 'a', 'b'], /--workers must be a whole number from 1 to 64, got 0/],
+    [['--socket-mode', '999', 'a', 'b'], /--socket-mode must be an octal mode from 0 to 777, got 999/],
+    [['serve', '--socket', 'a', '--mem', 'b', '--drain-timeout', 'soon'], /--drain-timeout must be a whole number from 0 to 604800, got soon/],
+    [['--drain-timeout', '604801', 'a', 'b'], /--drain-timeout must be a whole number from 0 to 604800, got 604801/],
+    [['--drain-timeout', '-1', 'a', 'b'], /--drain-timeout must be a whole number from 0 to 604800, got -1/],
     [['--socket', 'a', '--mem', 'b'], /belong to `snapfault serve`/],
   ];
   for (const [args, re] of usage) {
@@ -69,7 +70,7 @@ describe('snapfault command line', function () {
     expect(r.stderr).to.match(/its size 5000 is not a multiple of 4096/);
     const dir = cli([tmp.file('y.sock'), tmp.path]);
     expect(dir.code).to.equal(2);
-    expect(dir.stderr).to.match(/is not a regular file|is a directory/);
+    expect(dir.stderr).to.match(/is a folder, not a file: give the path of the snapshot file/);
   });
 
   it('a socket path that cannot be used', () => {
@@ -122,7 +123,7 @@ describe('logs', function () {
     expect((await runSim(['--socket', sock2, '--mem', mem, '--touches', '10'])).code).to.equal(0);
     await t.waitExit();
     expect(t.stderr).to.match(/^\S+ snapfault info: listening on /);
-    expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format xml: expected json or text/);
+    expect(cli(['--log-format', 'xml', 'a', 'b']).stderr).to.match(/--log-format must be json or text, got xml/);
   });
 
   /** The handler's JSON log lines. */

@@ -264,7 +264,7 @@ describe('prefetch policies', function () {
       ['a missing policy module', () => ['--prefetch', '/nonexistent.wasm'], /prefetch policy \/nonexistent.wasm does not exist/],
       ['a module without sf_fault', () => ['--prefetch', badModule()], /does not export the function sf_fault/],
       ['serve --record without {pid}', () => ['serve', '--socket', 'x', '--mem', mem, '--record', 'a.trace'], /put \{pid\} in the path/],
-      ['--record into a folder that does not exist', () => ['--record', '/nonexistent/dir/a.trace'], /the folder \/nonexistent\/dir does not exist or is not writable/],
+      ['--record into a folder that does not exist', () => ['--record', '/nonexistent/dir/a.trace'], /the folder \/nonexistent\/dir does not exist: create it first/],
     ];
     for (const [what, args, message] of cases) {
       it(`refuses ${what}`, () => {

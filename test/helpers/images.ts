@@ -42,8 +42,26 @@ export function makeImage(bytes: number, opts: { seed?: string; zeroFraction?: n
   return img;
 }
 
+// Every TempDir not removed yet. An `after` hook does not run when no test of
+// its suite does (mocha --grep) or when the run stops early (--bail, a crash):
+// whatever is left is removed as the process exits, however it exits.
+const live = new Set<TempDir>();
+process.on('exit', () => {
+  for (const d of live) {
+    try {
+      d.remove();
+    } catch {
+      /* nothing more can be done while exiting */
+    }
+  }
+});
+
 export class TempDir {
   readonly path = mkdtempSync(join(tmpdir(), 'snapfault-test-'));
+
+  constructor() {
+    live.add(this);
+  }
 
   file(name: string, data?: Buffer | string): string {
     const p = join(this.path, name);
@@ -52,6 +70,7 @@ export class TempDir {
   }
 
   remove(): void {
+    live.delete(this);
     rmSync(this.path, { recursive: true, force: true });
   }
 }

@@ -22,8 +22,8 @@ export class Proc {
   readonly exited: Promise<Exit>;
   private waiters: Array<() => void> = [];
 
-  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string) {
+    this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd });
     this.child.stdout?.on('data', (d: Buffer) => {
       this.stdout += d.toString();
       this.notify();
@@ -83,9 +83,9 @@ export class Proc {
   }
 }
 
-/** Starts `snapfault ARGS` and waits until it listens. */
-export async function startSnapfault(args: string[]): Promise<Proc> {
-  const p = new Proc(SNAPFAULT, args);
+/** Starts `snapfault ARGS` (in `opts.cwd`, if given) and waits until it listens. */
+export async function startSnapfault(args: string[], opts: { cwd?: string } = {}): Promise<Proc> {
+  const p = new Proc(SNAPFAULT, args, undefined, opts.cwd);
   await Promise.race([
     p.waitForStderr(/listening on /),
     p.exited.then((e) => {
