@@ -975,20 +975,24 @@ static void churn_check(uint64_t w, bool whole)
 		fprintf(stderr, "mismatch at window page %" PRIu64 " (guest page %" PRIu64 "): %s\n", w, g, why);
 }
 
+/* Reads window page w (the fault, if any, blocks here), notes the progress, checks the page. */
+static void churn_touch(struct churn_reader *r, uint64_t w, bool whole)
+{
+	atomic_store(&r->page, w);
+	volatile uint8_t *p = page_addr(churn_first + w, NULL);
+	(void)*p;
+	atomic_store(&r->last_ns, now_ns());
+	r->reads++;
+	if (opt_verify)
+		churn_check(w, whole);
+}
+
 static void *churn_reader_main(void *arg)
 {
 	struct churn_reader *r = arg;
 	pthread_barrier_wait(&start_barrier);
-	while (!atomic_load(&churn_stop)) {
-		uint64_t w = rng_below(&r->seed, opt_churn_window);
-		atomic_store(&r->page, w);
-		volatile uint8_t *p = page_addr(churn_first + w, NULL);
-		(void)*p;
-		atomic_store(&r->last_ns, now_ns());
-		r->reads++;
-		if (opt_verify)
-			churn_check(w, false);
-	}
+	while (!atomic_load(&churn_stop))
+		churn_touch(r, rng_below(&r->seed, opt_churn_window), false);
 	return NULL;
 }
 
@@ -1029,15 +1033,8 @@ static void *churn_remover_main(void *arg)
 static void *churn_final_main(void *arg)
 {
 	struct churn_reader *r = arg;
-	for (uint64_t w = 0; w < opt_churn_window; w++) {
-		atomic_store(&r->page, w);
-		volatile uint8_t *p = page_addr(churn_first + w, NULL);
-		(void)*p;
-		atomic_store(&r->last_ns, now_ns());
-		r->reads++;
-		if (opt_verify)
-			churn_check(w, true);
-	}
+	for (uint64_t w = 0; w < opt_churn_window; w++)
+		churn_touch(r, w, true);
 	return NULL;
 }
 
