@@ -108,6 +108,11 @@ function summaryFields(s: VmStats): LogContext {
 }
 
 const MSG_CAPACITY = 64;
+/** `1 remove`, `2 removes`: the summary reads as a sentence. */
+const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+/** Sizes in the unit that shows them: 44 KiB, not 0.0 MiB. */
+const bytesText = (b: number): string => (b < 1048576 ? `${(b / 1024).toFixed(0)} KiB` : `${(b / 1048576).toFixed(1)} MiB`);
+
 /** Outcomes kept for a library user to look at; the totals in the metrics cover every VM. */
 export const RECENT_OUTCOMES = 64;
 
@@ -415,11 +420,11 @@ export class SnapfaultServer {
     const s = e.stats;
     for (const k of Object.keys(NO_FAULTS) as Array<keyof FaultCounts>) this.endedTotals[k] += s[k];
     this.endedBy.set(e.reason, (this.endedBy.get(e.reason) ?? 0) + 1);
-    const summary = `${s.copies + s.zeropages + s.removedZero} faults (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
-      `${(s.bytes / 1048576).toFixed(1)} MiB copied, ${s.removeEvents} removes, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
+    const summary = `${count(s.copies + s.zeropages + s.removedZero, 'fault')} (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
+      `${bytesText(s.bytes)} copied, ${count(s.removeEvents, 'remove')}, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms, served ${s.servedMs.toFixed(1)} ms` +
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
-      (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${(s.prefetchBytes / 1048576).toFixed(1)} MiB) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
+      (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
     const fields: LogContext = { ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s) };

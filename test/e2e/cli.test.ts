@@ -159,6 +159,9 @@ describe('logs', function () {
     // The readable message says the same.
     expect(end.msg).to.include(`${256 + 16} faults (${end.faultsCopied as number} copied, ${end.faultsZero as number} zero, 16 removed)`);
     expect(end.msg).to.include(`last fault at ${(end.lastFaultMs as number).toFixed(1)} ms`);
+    // ... as a sentence: one remove, and half a MiB in KiB (it read "1 removes", "0.0 MiB" for small counts).
+    expect(end.bytesCopied as number).to.be.below(1 << 20);
+    expect(end.msg).to.include(`${Math.round((end.bytesCopied as number) / 1024)} KiB copied, 1 remove, `);
     // Every line names what happened.
     for (const l of lines) expect(l.event, l.msg).to.be.a('string');
   });

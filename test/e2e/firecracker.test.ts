@@ -47,7 +47,7 @@ describe('real Firecracker', function () {
   it('real Firecracker: restores on demand from the raw memory file, every byte checked', async () => {
     const r = await restore([SNAPFAULT]);
     expectPass(r);
-    expect(r.output).to.match(/ended: Firecracker closed the connection; \d+ faults/);
+    expect(r.output).to.match(/ended: Firecracker closed the connection; \d+ faults?\b/);
   });
 
   it('real Firecracker: restores from a compressed snapshot', async () => {
@@ -63,7 +63,7 @@ describe('real Firecracker', function () {
       expectPass(r);
       expect(r.output).to.match(/balloon: reached 16 MiB/);
       expect(r.output).to.match(/nonzero_words=0/);
-      expect(r.output).to.match(/[1-9]\d* removes/);
+      expect(r.output).to.match(/[1-9]\d* removes?\b/);
     });
   }
 

@@ -53,7 +53,7 @@ describe('prefetch policies', function () {
 
   /** Demand faults of the VM, from its summary line. */
   function faults(log: string): number {
-    const m = /(\d+) faults \(/.exec(log);
+    const m = /(\d+) faults? \(/.exec(log);
     if (!m) throw new Error(`no summary in:\n${log}`);
     return Number(m[1]);
   }
@@ -198,7 +198,7 @@ describe('prefetch policies', function () {
       for (const file of [mem, packed]) {
         const r = await restore(['--prefetch', 'all'], ['--pattern', 'random', '--balloon', '4M:8M,40M:4M', '--balloon-mode', mode, '--threads', '2'], file);
         expectClean(r);
-        expect(r.log).to.match(/[1-9]\d* removes/);
+        expect(r.log).to.match(/[1-9]\d* removes?\b/);
       }
     });
   }
