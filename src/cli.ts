@@ -218,9 +218,11 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drai
       metrics.attach(server);
       opts.log.info(`metrics on ${metrics.url}`, { event: 'metrics', url: metrics.url });
     }
-    await serveUntilStopped(server, signals, { drainTimeoutS, once: opts.once, log: opts.log }, async () => {
+    const how = await serveUntilStopped(server, signals, { drainTimeoutS, once: opts.once, log: opts.log }, async () => {
       await Promise.all([server.stop(), metrics?.close()]);
     });
+    // A fault worker crashed: its VMs were frozen, so the run failed, whichever form.
+    if (how === 'crashed') return EXIT.VM_FAILED;
     // The drop-in form answers for its one VM: none (stopped before it came), exited, or released by a stop is success.
     const outcome = server.outcomes[0];
     return !opts.once || !outcome || outcome.reason === 'exited' || outcome.reason === 'shutdown' ? EXIT.OK : EXIT.VM_FAILED;
@@ -230,7 +232,7 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drai
 }
 
 /** What a caller of run() may set beside the command line: seams for tests that inject faults. */
-export type RunSeams = Pick<ServerOptions, 'prefetchWorker'>;
+export type RunSeams = Pick<ServerOptions, 'prefetchWorker' | 'faultWorker'>;
 
 /**
  * A word where the drop-in form takes its socket that is most likely a

@@ -51,14 +51,17 @@ export class StopSignals {
 }
 
 /**
- * Waits until this run should end (a signal; with `once`, also the one VM's
- * end), drains if asked to, then calls `stopAll` (which releases what is left).
+ * Waits until this run should end (a signal, a crashed fault worker; with
+ * `once`, also the one VM's end), drains after a signal, then calls `stopAll`
+ * (which releases what is left). Says whether the run ended by a crash.
  */
 export async function serveUntilStopped(server: SnapfaultServer, signals: StopSignals, { drainTimeoutS, once, log }: DrainOptions,
-  stopAll: () => Promise<void>): Promise<void> {
-  const sig = await Promise.race(once ? [signals.first, server.firstOutcome.then(() => null)] : [signals.first]);
-  if (sig !== null) await drain(server, sig, drainTimeoutS, log, signals.second);
+  stopAll: () => Promise<void>): Promise<'stopped' | 'crashed'> {
+  const crashed = server.crashed.then(() => 'crashed' as const);
+  const sig = await Promise.race([signals.first, crashed, ...(once ? [server.firstOutcome.then(() => null)] : [])]);
+  if (sig !== null && sig !== 'crashed') await drain(server, sig, drainTimeoutS, log, signals.second);
   await stopAll();
+  return sig === 'crashed' ? 'crashed' : 'stopped';
 }
 
 async function drain(server: SnapfaultServer, sig: NodeJS.Signals, timeoutS: number, log: Logger, second: Promise<'signal'>): Promise<void> {

@@ -56,6 +56,8 @@ export interface ServerOptions {
   log: Logger;
   /** The prefetch worker's entry module; tests pass one that injects faults (test/helpers/faulty-prefetch-worker.ts). */
   prefetchWorker?: URL;
+  /** The fault workers' entry module; tests pass one that injects faults (test/helpers/faulty-fault-worker.ts). */
+  faultWorker?: URL;
 }
 
 /** How a served VM ended, or why its handshake was refused. */
@@ -146,6 +148,10 @@ export class SnapfaultServer {
   private readonly idleWaiters = new Set<() => void>();
   /** With `once`: resolves when the one VM has ended or was refused. */
   readonly firstOutcome: Promise<VmOutcome>;
+  /** Resolves if a fault worker crashed: the handler is then stopping, and its run has failed. */
+  readonly crashed: Promise<Error>;
+  private resolveCrashed: (e: Error) => void = () => undefined;
+  private stopping: Promise<void> | null = null;
   /** The most recent RECENT_OUTCOMES VM outcomes, oldest first: a `serve` running for months keeps no more. */
   readonly outcomes: VmOutcome[] = [];
 
@@ -157,6 +163,7 @@ export class SnapfaultServer {
     private pool: FaultWorkerPool | null,
   ) {
     this.firstOutcome = new Promise((r) => (this.resolveOnce = r));
+    this.crashed = new Promise((r) => (this.resolveCrashed = r));
   }
 
   static async start(opts: ServerOptions): Promise<SnapfaultServer> {
@@ -190,7 +197,7 @@ export class SnapfaultServer {
         server.workerStats.push(b.stats);
         return b;
       };
-      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e));
+      server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e), opts.faultWorker);
       if (prepared) {
         server.policy = prepared.policy;
         server.doorbell = arena.alloc(DOORBELL_BYTES);
@@ -467,7 +474,7 @@ export class SnapfaultServer {
 
   private onWorkerCrash(e: Error): void {
     this.opts.log.error(`a fault worker crashed (${e.message}); its VMs can no longer be served, stopping`, { event: 'worker_crashed' });
-    process.exitCode = 1;
+    this.resolveCrashed(e);
     void this.stop();
   }
 
@@ -484,8 +491,13 @@ export class SnapfaultServer {
   }
 
   /** Stops accepting, releases every VM (their guests can no longer fault in pages), frees all. drain() first to let them finish. */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
+  stop(): Promise<void> {
+    // One stop, however many callers (a crash, a signal, the drop-in's end): each waits for all of it.
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
     this.stopped = true;
     this.listener.close();
     const left = this.connectedPids;

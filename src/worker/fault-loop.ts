@@ -6,7 +6,7 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { EventFd, readInto, closeFd } from '../../native/fd.js';
 import { Epoll, EPOLL } from '../../native/epoll.js';
-import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
+import { UFFDIO, type IoctlFn } from '../../native/uffd.js';
 import { E, addressOf } from '../../native/libc.js';
 import { schedYield } from '../../native/sched.js';
 import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
@@ -84,6 +84,8 @@ export class FaultLoop {
     private readonly staging: number,
     stats: number,
     private readonly owner: number,
+    /** The ioctl faults are resolved with: the native one (tests pass one that injects faults). */
+    private readonly ioctl: IoctlFn,
   ) {
     this.activityIndex = activity >> 2;
     this.st = new Float64Array(core.memory.buffer, stats, S.SIZE);
@@ -326,13 +328,13 @@ export class FaultLoop {
     const a = vm.a;
     const L = this.L;
     const request = this.i32[(act + L.ACTION_KIND) >> 2] === L.KIND_COPY ? UFFDIO.COPY : UFFDIO.ZEROPAGE;
-    const rc = ioctlRaw(a.uffd, request, this.base + act + L.ACTION_IOCTL);
+    const rc = this.ioctl(a.uffd, request, this.base + act + L.ACTION_IOCTL);
     if (rc >= 0) return DONE;
     if (rc === -E.EEXIST) {
       // Installed already (prefetch, fill-around, a racing fault): make sure nobody still sleeps on it.
       vm.eexist++;
       this.st[S.EEXIST]++;
-      const woke = ioctlRaw(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
+      const woke = this.ioctl(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
       if (woke >= 0) return EXISTED;
       return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');
     }

@@ -2,7 +2,7 @@
 // to the least busy one, hear when VMs end, stop them all.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { EventFd } from '../../native/fd.js';
-import type { FaultWorkerData } from './fault-worker.js';
+import type { FaultWorkerData } from './fault-thread.js';
 import type { VmAssignment, ToWorker, FromWorker } from './messages.js';
 
 interface PoolWorker {
@@ -26,6 +26,7 @@ export interface WorkerBuffers {
 export class FaultWorkerPool {
   private readonly workers: PoolWorker[] = [];
   private readonly owner = new Map<number, PoolWorker>();
+  private stopping = false;
 
   private constructor(private readonly onEvent: (e: WorkerEvent) => void, private readonly onCrash: (e: Error) => void) {}
 
@@ -37,18 +38,20 @@ export class FaultWorkerPool {
     buffers: () => WorkerBuffers,
     onEvent: (e: WorkerEvent) => void,
     onCrash: (e: Error) => void,
+    /** The workers' entry module: fault-worker.js (tests pass one that injects faults). */
+    entry: URL = new URL('./fault-worker.js', import.meta.url),
   ): Promise<FaultWorkerPool> {
     const pool = new FaultWorkerPool(onEvent, onCrash);
-    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory, activity, buffers())));
+    await Promise.all(Array.from({ length: size }, () => pool.spawn(module, memory, activity, buffers(), entry)));
     return pool;
   }
 
-  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: WorkerBuffers): Promise<void> {
+  private spawn(module: WebAssembly.Module, memory: WebAssembly.Memory, activity: number, b: WorkerBuffers, entry: URL): Promise<void> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
     // Its id as a chunk-cache lock owner (chunk_cache.ts): 1, 2, ...
     const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, owner: this.workers.length + 1, ...b };
-    const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const worker = new Worker(entry, { workerData: data, transferList: [port2] });
     let resolveExit!: () => void;
     const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };
     this.workers.push(pw);
@@ -61,11 +64,21 @@ export class FaultWorkerPool {
         }
         this.onEvent(m);
       });
+      let threw = false;
       worker.on('error', (e) => {
+        threw = true;
         reject(e);
         this.onCrash(e);
       });
-      worker.on('exit', () => resolveExit());
+      worker.on('exit', (code) => {
+        // Gone unasked without throwing (process.exit in the thread, a fatal error): a crash all the same.
+        if (!this.stopping && !threw) {
+          const e = new Error(`it exited with code ${code}`);
+          reject(e);
+          this.onCrash(e);
+        }
+        resolveExit();
+      });
     });
   }
 
@@ -84,6 +97,7 @@ export class FaultWorkerPool {
 
   /** Stops every worker; each ends its VMs ('shutdown') first. */
   async stop(): Promise<void> {
+    this.stopping = true;
     for (const w of this.workers) this.post(w, { type: 'stop' });
     await Promise.all(this.workers.map((w) => w.exited));
     for (const w of this.workers) {

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY_PREFETCH } from '../helpers/paths.js';
+import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, runSim, startSim, Proc, type SimResult } from '../helpers/processes.js';
 import { readTrace, RECORD, RECORD_WORDS, FIELD } from '../../src/trace/trace-file.js';
@@ -210,7 +210,7 @@ describe('prefetch policies', function () {
     const data = tmp.file('data.img', makeImage(64 * MiB, { seed: 'fence', zeroFraction: 0 }));
     for (let round = 0; round < 3; round++) {
       const sock = tmp.file(`fence${round}.sock`);
-      const h = new Proc(process.execPath, [SNAPFAULT_FAULTY_PREFETCH, '--prefetch', 'all', sock, data], { SF_TEST_PREFETCH_STALL_MS: '2' });
+      const h = new Proc(process.execPath, [SNAPFAULT_FAULTY, '--prefetch', 'all', sock, data], { SF_TEST_PREFETCH_STALL_MS: '2' });
       await h.waitForStderr(/listening on /);
       const sim = await runSim(['--socket', sock, '--mem', data, '--verify', '--pattern', 'random', '--touches', '200', '--balloon', '0:60M', '--balloon-mode', 'after']);
       expect(sim.code, `round ${round}: ${sim.stderr}\n${h.stderr}`).to.equal(0);

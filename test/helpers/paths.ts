@@ -6,5 +6,5 @@ export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const SNAPFAULT = join(ROOT, 'bin', 'snapfault');
 export const FC_SIM = join(ROOT, 'build', 'fc-sim');
 export const REF_HANDLER = join(ROOT, 'build', 'ref-handler');
-/** The CLI with a prefetch worker that injects faults (test/helpers/faulty-prefetch-worker.ts): run with node. */
-export const SNAPFAULT_FAULTY_PREFETCH = join(ROOT, 'build', 'test', 'helpers', 'snapfault-faulty-prefetch.js');
+/** The CLI with workers that inject faults as the environment says (test/helpers/snapfault-faulty.ts): run with node. */
+export const SNAPFAULT_FAULTY = join(ROOT, 'build', 'test', 'helpers', 'snapfault-faulty.js');
