@@ -11,8 +11,9 @@ export const GiB = 1 << 30;
 export const MiB = 1 << 20;
 export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 export const BENCH_DIR = join(ROOT, 'build', 'bench');
-const tmp = mkdtempSync(join(tmpdir(), 'snapfault-bench-'));
-export const tmpPath = (name: string): string => join(tmp, name);
+/** Sockets and packed copies, in a folder made on first use (importing the harness leaves nothing behind). */
+let tmp: string | null = null;
+export const tmpPath = (name: string): string => join((tmp ??= mkdtempSync(join(tmpdir(), 'snapfault-bench-'))), name);
 
 /** Data files a run leaves: the images in build/bench and the bench snapshots in build/fc (not the tests'). */
 function dataFiles(): string[] {
@@ -28,7 +29,8 @@ const bytesOf = (path: string): number => {
 
 /** Says how much disk the run's data takes, and removes it unless BENCH_KEEP=1. */
 export function cleanUp(): string {
-  rmSync(tmp, { recursive: true, force: true });
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = null;
   const files = dataFiles();
   const gib = (files.reduce((n, f) => n + bytesOf(f), 0) / 2 ** 30).toFixed(2);
   if (process.env.BENCH_KEEP === '1') return `kept ${gib} GiB of benchmark data in build/bench and build/fc (BENCH_KEEP=1)`;
