@@ -6,7 +6,8 @@ import {
   UFFDIO_ZEROPAGE_START, UFFDIO_ZEROPAGE_LEN, UFFDIO_ZEROPAGE_MODE, UFFDIO_ZEROPAGE_ZEROPAGE, UFFDIO_RANGE_START, UFFDIO_RANGE_LEN,
 } from './layout';
 
-@inline function writeWake(a: usize, dst: u64, len: u64): void {
+/** The range UFFDIO_WAKE wakes once the action is done, or found done (EEXIST). */
+@inline export function writeWake(a: usize, dst: u64, len: u64): void {
   store<u64>(a + ACTION_WAKE + UFFDIO_RANGE_START, dst);
   store<u64>(a + ACTION_WAKE + UFFDIO_RANGE_LEN, len);
 }

@@ -13,7 +13,7 @@ import {
 } from './layout';
 import { testBit } from './bitmap';
 import { findRegion, pageShift, claimForFault, isRemovedPage, markRemoved, giveBack } from './page_state';
-import { writeCopy, writeZeropage, describe } from './action';
+import { writeCopy, writeZeropage, writeWake, describe } from './action';
 
 @inline function bump(vm: usize, counter: u32, by: u64): void {
   store<u64>(vm + counter, load<u64>(vm + counter) + by);
@@ -70,8 +70,7 @@ export function plan(vm: usize, msgs: usize, count: u32, actions: usize): u32 {
         store<u32>(a + ACTION_KIND, shift == 12 ? KIND_CHUNK : KIND_ASSEMBLE);
         store<u64>(a + ACTION_IOCTL + UFFDIO_COPY_DST, dst);
         store<u64>(a + ACTION_IOCTL + UFFDIO_COPY_SRC, shift == 12 ? <u64>k : <u64>filePage);
-        store<u64>(a + ACTION_WAKE + UFFDIO_RANGE_START, dst);
-        store<u64>(a + ACTION_WAKE + UFFDIO_RANGE_LEN, pageSize);
+        writeWake(a, dst, pageSize);
         describe(a, filePage, pages, VM_STAT_COPY, late);
       }
     } else if (shift == 12 && (removed || isZeroPage(vm, fileOff))) {

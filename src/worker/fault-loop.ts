@@ -375,10 +375,7 @@ export class FaultLoop {
       const r = this.issueAndSettle(vm, acts + j * L.ACTION_STRIDE);
       if (r === DONE) continue;
       if (r === AGAIN) {
-        for (let k = j; k < n; k++) {
-          const w = acts + k * L.ACTION_STRIDE + L.ACTION_WAKE;
-          this.core.fn.giveBack(vm.a.table, this.dv.getBigUint64(w + L.UFFDIO_RANGE_START, true), this.dv.getBigUint64(w + L.UFFDIO_RANGE_LEN, true));
-        }
+        this.core.fn.unmarkPlanned(vm.a.table, acts, j, n);
         if (j > 0) return DONE;
       }
       return r;
