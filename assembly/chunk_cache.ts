@@ -4,7 +4,7 @@
 // call in here). A chunk is read with the host's pread, decoded and checked
 // against its checksum before anyone may copy from it.
 import {
-  SNAP_FD, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
+  SNAP_FD, SNAP_NAMES, CHUNK_NAME_BYTES, CHUNK_ERR_NAME, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
   CHUNK_ENTRY, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_CHECKSUM, CHUNK_RAW_FLAG,
   CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED, SLOT_SET_LOCK, TAG_LOADING,
   CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE,
@@ -16,6 +16,22 @@ import { xxh32 } from './xxh32';
 /** pread(2) by the host into shared memory: bytes read, or a negative errno. */
 @external("env", "pread")
 declare function hostPread(fd: i32, dst: usize, len: u32, offset: u64): i32;
+
+/** Reads the store chunk named by the 32 bytes at `name` (its file under the folder `dirfd`): bytes read, or a negative errno. */
+@external("env", "readNamed")
+declare function hostReadNamed(dirfd: i32, name: usize, dst: usize, len: u32): i32;
+
+/** 1 when the SHA-256 of `len` bytes at `at` is the 32-byte name at `name`. */
+@external("env", "checkNamed")
+declare function hostCheckNamed(name: usize, at: usize, len: u32): i32;
+
+/** Reads chunk c's stored bytes: from the compressed file, or from its own file in a store. */
+@inline function readStored(snap: usize, c: u32, dst: usize, len: u32, offset: u64): i32 {
+  const names = <usize>load<u32>(snap + SNAP_NAMES);
+  const fd = load<i32>(snap + SNAP_FD);
+  if (names == 0) return hostPread(fd, dst, len, offset);
+  return hostReadNamed(fd, names + <usize>c * CHUNK_NAME_BYTES, dst, len);
+}
 
 export function cacheInit(cache: usize, sets: u32, ways: u32, slotBytes: u32, data: usize): void {
   store<u32>(cache + CACHE_SETS, sets);
@@ -65,16 +81,18 @@ export function loadChunk(snap: usize, c: u32, dst: usize, scratch: usize, scrat
   const stored = load<u32>(e + CHUNK_LENGTH);
   const len = stored & ~CHUNK_RAW_FLAG;
   const want = chunkBytes(snap, c);
-  const fd = load<i32>(snap + SNAP_FD);
   if ((stored & CHUNK_RAW_FLAG) != 0) {
     if (len != want) return CHUNK_ERR_RANGE;
-    if (hostPread(fd, dst, len, offset) != <i32>len) return CHUNK_ERR_IO;
+    if (readStored(snap, c, dst, len, offset) != <i32>len) return CHUNK_ERR_IO;
   } else {
     if (len > scratchLen || len == 0) return CHUNK_ERR_RANGE;
-    if (hostPread(fd, scratch, len, offset) != <i32>len) return CHUNK_ERR_IO;
+    if (readStored(snap, c, scratch, len, offset) != <i32>len) return CHUNK_ERR_IO;
     if (lz4DecodeBlock(scratch, len, dst, want) != <i32>want) return CHUNK_ERR_DECODE;
   }
   if (xxh32(dst, want, 0) != load<u32>(e + CHUNK_CHECKSUM)) return CHUNK_ERR_CHECKSUM;
+  // A store's chunk must also be what its name says: the checksum catches damage, the name a wrong object.
+  const names = <usize>load<u32>(snap + SNAP_NAMES);
+  if (names != 0 && hostCheckNamed(names + <usize>c * CHUNK_NAME_BYTES, dst, want) != 1) return CHUNK_ERR_NAME;
   return 0;
 }
 

@@ -111,7 +111,10 @@ export const SNAP_STORED_TO_PAGE: u32 = 28; // u32 offset: stored page -> first 
 export const SNAP_CACHE: u32 = 32; // u32 offset of the decoded-chunk cache
 export const SNAP_CODEC: u32 = 36; // u32
 export const SNAP_MEM_BASE: u32 = 40; // u64 where shared memory starts in the handler's address space: UFFDIO_COPY takes real addresses
+export const SNAP_NAMES: u32 = 48; // u32 offset of the chunks' names (CHUNK_NAME_BYTES each) of a snapshot in a store, 0 for a compressed file
 export const SNAP_SIZE: u32 = 64;
+// A store's chunk is named by the SHA-256 of its decoded bytes (src/store/): its file is found and checked by name.
+export const CHUNK_NAME_BYTES: u32 = 32;
 
 export const CHUNK_ENTRY: u32 = 16;
 export const CHUNK_OFFSET: u32 = 0; // u64 absolute offset in the file
@@ -140,6 +143,7 @@ export const CHUNK_ERR_IO: i32 = -1;
 export const CHUNK_ERR_CHECKSUM: i32 = -2;
 export const CHUNK_ERR_DECODE: i32 = -3;
 export const CHUNK_ERR_RANGE: i32 = -4;
+export const CHUNK_ERR_NAME: i32 = -5; // decoded, but its SHA-256 is not its name: a wrong or tampered object in the store
 
 export const KIND_CHUNK: u32 = 4; // a fault on a compressed snapshot's stored page: the host fills it from its chunk
 export const KIND_ASSEMBLE: u32 = 5; // a huge page of a compressed snapshot: assembled in a staging buffer, then copied

@@ -7,6 +7,8 @@ const readFn = libc.func('long read(int fd, uintptr_t buf, size_t count)') as (f
 const writeFn = libc.func('long write(int fd, uintptr_t buf, size_t count)') as (fd: number, buf: number, n: number) => number;
 const preadFn = libc.func('long pread(int fd, uintptr_t buf, size_t count, int64_t offset)') as (
   fd: number, buf: number, n: number, off: number) => number;
+const openatFn = libc.func('int openat(int dirfd, const char *path, int flags)') as (dirfd: number, path: string, flags: number) => number;
+const syncfsFn = libc.func('int syncfs(int fd)') as (fd: number) => number;
 const closeFn = libc.func('int close(int fd)') as (fd: number) => number;
 const pollFn = libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as (
   fds: number, n: number, timeout: number) => number;
@@ -31,6 +33,20 @@ export const F_GETFL = 3;
 export const F_DUPFD_CLOEXEC = 1030;
 export const O_NONBLOCK = 0o4000;
 export const POLLFD_SIZE = 8;
+
+export const O_RDONLY = 0;
+export const O_CLOEXEC = 0o2000000;
+
+/** openat(2) of `path` under the folder `dirfd`, read-only and close-on-exec; returns the fd or -errno. */
+export function openAtReadOnly(dirfd: number, path: string): number {
+  const fd = openatFn(dirfd, path, O_RDONLY | O_CLOEXEC);
+  return fd < 0 ? -errno() : fd;
+}
+
+/** syncfs(2): everything written to the file system holding `fd` reaches the disk (one call, not an fsync per file). */
+export function syncFileSystem(fd: number): void {
+  check(syncfsFn(fd), 'syncfs', `fd ${fd}`);
+}
 
 /** read(2) into a raw address; returns bytes or -errno. */
 export function readInto(fd: number, addr: number, len: number): number {

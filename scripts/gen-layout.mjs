@@ -8,7 +8,7 @@ const wasm = new URL('../build/core.wasm', import.meta.url);
 const out = new URL('../src/core/layout.generated.ts', import.meta.url);
 const module = new WebAssembly.Module(readFileSync(wasm));
 const memory = new WebAssembly.Memory({ initial: 64, maximum: 32768, shared: true });
-const { exports } = new WebAssembly.Instance(module, { env: { memory, pread: () => -5, abort: () => {} } });
+const { exports } = new WebAssembly.Instance(module, { env: { memory, pread: () => -5, readNamed: () => -5, checkNamed: () => 0, abort: () => {} } });
 const names = Object.keys(exports).filter((k) => /^[A-Z][A-Z0-9_]*$/.test(k) && exports[k] instanceof WebAssembly.Global);
 if (names.length === 0) throw new Error(`${wasm.pathname} exports no layout constants`);
 const value = (k) => {

@@ -27,6 +27,69 @@ export function checksumAt(core: Core, at: number, len: number): number {
   return core.fn.xxh32(at, len, 0) >>> 0;
 }
 
+/** What a snapshot descriptor is made of: the page index and chunk table already in shared memory. */
+export interface DescriptorParts {
+  /** The compressed file, or a store's chunks folder (with names). */
+  fd: number;
+  pages: number;
+  chunkBytes: number;
+  chunks: number;
+  storedPages: number;
+  codec: number;
+  /** Offsets in shared memory: pages x u32, chunks x CHUNK_ENTRY_BYTES, chunks x 32 bytes (0: not a store's). */
+  index: number;
+  table: number;
+  names: number;
+  cacheBytes: number;
+  /** A compressed file stores no page that no page uses; a store's shared chunks hold pages other snapshots use. */
+  everyStoredPageUsed: boolean;
+}
+
+/**
+ * Builds the stored page -> page table and the decoded-chunk cache, then the
+ * descriptor the core's planner and cache read. Every block comes from `alloc`.
+ */
+export function layOutDescriptor(core: Core, alloc: (n: number, align?: number) => number, p: DescriptorParts, fail: (why: string) => never): number {
+  const L = core.layout;
+  const toPage = alloc(Math.max(p.storedPages, 1) * 4);
+  const u32 = new Uint32Array(core.memory.buffer);
+  u32.fill(PAGE_ZERO, toPage >> 2, (toPage >> 2) + p.storedPages);
+  let seen = 0;
+  for (let page = 0; page < p.pages; page++) {
+    const k = u32[(p.index >> 2) + page];
+    if (k === PAGE_ZERO) continue;
+    if (k >= p.storedPages) fail(`page ${page} refers to stored page ${k} of ${p.storedPages}`);
+    if (u32[(toPage >> 2) + k] === PAGE_ZERO) {
+      u32[(toPage >> 2) + k] = page;
+      seen++;
+    }
+  }
+  if (p.everyStoredPageUsed && seen !== p.storedPages) fail('some stored pages belong to no page');
+
+  // The cache: at least one set, sized by --cache-mib.
+  const slotBytes = p.chunkBytes + L.LZ4_DECODE_SLACK;
+  const slots = Math.max(CACHE_WAYS, Math.floor(p.cacheBytes / slotBytes / CACHE_WAYS) * CACHE_WAYS);
+  const cacheHead = alloc(L.CACHE_SLOTS + slots * L.SLOT_STRIDE);
+  const cacheData = alloc(slots * slotBytes, 4096);
+  core.fn.cacheInit(cacheHead, slots / CACHE_WAYS, CACHE_WAYS, slotBytes, cacheData);
+
+  const d = alloc(L.SNAP_SIZE);
+  const v = new DataView(core.memory.buffer);
+  v.setInt32(d + L.SNAP_FD, p.fd, true);
+  v.setUint32(d + L.SNAP_PAGES, p.pages, true);
+  v.setUint32(d + L.SNAP_PAGES_PER_CHUNK, p.chunkBytes / PAGE_BYTES, true);
+  v.setUint32(d + L.SNAP_CHUNKS, p.chunks, true);
+  v.setUint32(d + L.SNAP_STORED, p.storedPages, true);
+  v.setUint32(d + L.SNAP_INDEX, p.index, true);
+  v.setUint32(d + L.SNAP_CHUNK_TABLE, p.table, true);
+  v.setUint32(d + L.SNAP_STORED_TO_PAGE, toPage, true);
+  v.setUint32(d + L.SNAP_CACHE, cacheHead, true);
+  v.setUint32(d + L.SNAP_CODEC, p.codec, true);
+  v.setBigUint64(d + L.SNAP_MEM_BASE, BigInt(addressOf(new Uint8Array(core.memory.buffer))), true);
+  v.setUint32(d + L.SNAP_NAMES, p.names, true);
+  return d;
+}
+
 export class CompressedSnapshot {
   readonly size: bigint;
   /** Offset of the snapshot descriptor in shared memory (VM tables point at it). */
@@ -36,6 +99,11 @@ export class CompressedSnapshot {
   readonly pages: number;
   private readonly blocks: number[];
   private closed = false;
+
+  /** A snapshot laid out by its opener (a store's, src/store/store-snapshot.ts): its blocks and fd are this object's to free. */
+  static assembled(path: string, fd: number, header: Header, identity: string, arena: Arena, descriptor: number, blocks: number[]): CompressedSnapshot {
+    return new CompressedSnapshot(path, fd, header, identity, arena, descriptor, blocks);
+  }
 
   private constructor(
     readonly path: string,
@@ -74,7 +142,6 @@ export class CompressedSnapshot {
       }
       // Always below the memory limit (snapshot/limits.ts): decodeHeader refuses 2^32 - 1 pages or more,
       // and the page index, 4 bytes a page, must fit the 2 GiB shared memory besides.
-      const L = core.layout;
       const alloc = (n: number, align?: number): number => {
         const b = arena.alloc(n, align);
         blocks.push(b);
@@ -104,41 +171,7 @@ export class CompressedSnapshot {
         const want = Math.min(ppc, h.storedPages - c * ppc) * PAGE_BYTES;
         if (off < h.dataOffset || off + len > h.fileSize || len === 0 || (raw ? len !== want : len > scratchMax)) fail(`chunk ${c} has an invalid location`);
       }
-      const toPage = alloc(Math.max(h.storedPages, 1) * 4);
-      const u32 = new Uint32Array(core.memory.buffer);
-      u32.fill(PAGE_ZERO, toPage >> 2, (toPage >> 2) + h.storedPages);
-      let seen = 0;
-      for (let p = 0; p < h.pages; p++) {
-        const k = u32[(index >> 2) + p];
-        if (k === PAGE_ZERO) continue;
-        if (k >= h.storedPages) fail(`page ${p} refers to stored page ${k} of ${h.storedPages}`);
-        if (u32[(toPage >> 2) + k] === PAGE_ZERO) {
-          u32[(toPage >> 2) + k] = p;
-          seen++;
-        }
-      }
-      if (seen !== h.storedPages) fail('some stored pages belong to no page');
-
-      // The cache: at least one set, sized by --cache-mib.
-      const slotBytes = h.chunkBytes + L.LZ4_DECODE_SLACK;
-      const slots = Math.max(CACHE_WAYS, Math.floor(cacheBytes / slotBytes / CACHE_WAYS) * CACHE_WAYS);
-      const cacheHead = alloc(L.CACHE_SLOTS + slots * L.SLOT_STRIDE);
-      const cacheData = alloc(slots * slotBytes, 4096);
-      core.fn.cacheInit(cacheHead, slots / CACHE_WAYS, CACHE_WAYS, slotBytes, cacheData);
-
-      const d = alloc(L.SNAP_SIZE);
-      const v = new DataView(core.memory.buffer);
-      v.setInt32(d + L.SNAP_FD, fd, true);
-      v.setUint32(d + L.SNAP_PAGES, h.pages, true);
-      v.setUint32(d + L.SNAP_PAGES_PER_CHUNK, ppc, true);
-      v.setUint32(d + L.SNAP_CHUNKS, h.chunks, true);
-      v.setUint32(d + L.SNAP_STORED, h.storedPages, true);
-      v.setUint32(d + L.SNAP_INDEX, index, true);
-      v.setUint32(d + L.SNAP_CHUNK_TABLE, table, true);
-      v.setUint32(d + L.SNAP_STORED_TO_PAGE, toPage, true);
-      v.setUint32(d + L.SNAP_CACHE, cacheHead, true);
-      v.setUint32(d + L.SNAP_CODEC, h.codec, true);
-      v.setBigUint64(d + L.SNAP_MEM_BASE, BigInt(addressOf(new Uint8Array(core.memory.buffer))), true);
+      const d = layOutDescriptor(core, alloc, { fd, index, table, names: 0, cacheBytes, everyStoredPageUsed: true, ...h }, fail);
       return new CompressedSnapshot(path, fd, h, identity, arena, d, blocks);
     } catch (e) {
       for (const b of blocks) arena.freeBlock(b);

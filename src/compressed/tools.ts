@@ -3,6 +3,7 @@ import { openSync, closeSync, readSync, fstatSync, type Stats } from 'node:fs';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { hostPread } from '../core/host-pread.js';
+import { namedChunkReads } from '../core/named-chunks.js';
 import { SnapshotError } from '../errors.js';
 import { fileIdentity } from '../snapshot/raw-file.js';
 import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
@@ -34,7 +35,7 @@ export function checkCompressed(path: string): Stats {
 function openCompressed(path: string): Opened {
   const st = checkCompressed(path);
   const memory = createSharedMemory();
-  const core = instantiateCore(compileCore(), memory, hostPread(memory));
+  const core = instantiateCore(compileCore(), memory, hostPread(memory), namedChunkReads(memory));
   const arena = new Arena(core.memory);
   const snap = CompressedSnapshot.open(path, fileIdentity(st), core, arena, 0);
   const chunk = arena.alloc(snap.header.chunkBytes + core.layout.LZ4_DECODE_SLACK, 4096);

@@ -75,12 +75,19 @@ export function createSharedMemory(): WebAssembly.Memory {
 export type HostPread = (fd: number, dst: number, len: number, offset: bigint) => number;
 const NO_PREAD: HostPread = () => -5; // -EIO
 
+/** The imports that read and check a store's chunk by name (src/core/named-chunks.ts). */
+export interface NamedChunkReads {
+  readNamed(dirfd: number, name: number, dst: number, len: number): number;
+  checkNamed(name: number, at: number, len: number): number;
+}
+const NO_NAMED: NamedChunkReads = { readNamed: () => -5, checkNamed: () => 0 };
+
 /** Instantiates the core on `memory` in the calling thread. */
-export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory, pread: HostPread = NO_PREAD): Core {
+export function instantiateCore(module: WebAssembly.Module, memory: WebAssembly.Memory, pread: HostPread = NO_PREAD, named: NamedChunkReads = NO_NAMED): Core {
   // The loader validates the imports and reads the layout; the functions are
   // taken from the raw instance: the loader's wrappers allocate (rest
   // arguments) on every call, which the fault path must not.
-  const env = { memory, pread } as { memory: WebAssembly.Memory };
+  const env = { memory, pread, readNamed: named.readNamed, checkNamed: named.checkNamed } as { memory: WebAssembly.Memory };
   const { instance } = instantiateSync<Record<string, unknown>>(module, { env });
   const exports = instance.exports as Record<string, unknown>;
   // The host's layout was generated from this module's source: a module built since is refused, never misread.

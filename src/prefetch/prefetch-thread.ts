@@ -4,6 +4,7 @@
 import { workerData, parentPort, type MessagePort } from 'node:worker_threads';
 import { instantiateCore } from '../core/wasm-core.js';
 import { hostPread } from '../core/host-pread.js';
+import { namedChunkReads } from '../core/named-chunks.js';
 import { PrefetchLoop, type PrefetchBuffers } from './prefetch-loop.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import type { FromPrefetcher } from './messages.js';
@@ -24,7 +25,7 @@ export function runPrefetchThread(ioctl: IoctlFn): void {
   const parent = parentPort;
   if (!parent) throw new Error('prefetch-worker must run as a worker thread');
   const send = (m: FromPrefetcher): void => parent.postMessage(m);
-  const core = instantiateCore(data.module, data.memory, hostPread(data.memory));
+  const core = instantiateCore(data.module, data.memory, hostPread(data.memory), namedChunkReads(data.memory));
   const loop = new PrefetchLoop(core, data.port, send, data.policy, data, ioctl);
   send({ type: 'ready' });
   loop.run();

@@ -4,6 +4,7 @@
 import { workerData, parentPort, type MessagePort } from 'node:worker_threads';
 import { instantiateCore } from '../core/wasm-core.js';
 import { hostPread } from '../core/host-pread.js';
+import { namedChunkReads } from '../core/named-chunks.js';
 import { EventFd } from '../../native/fd.js';
 import { FaultLoop } from './fault-loop.js';
 import type { FromWorker } from './messages.js';
@@ -31,7 +32,7 @@ export function runFaultThread(ioctl: IoctlFn): void {
   const parent = parentPort;
   if (!parent) throw new Error('fault-worker must run as a worker thread');
   const send = (m: FromWorker): void => parent.postMessage(m);
-  const core = instantiateCore(data.module, data.memory, hostPread(data.memory));
+  const core = instantiateCore(data.module, data.memory, hostPread(data.memory), namedChunkReads(data.memory));
   const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging, data.stats, data.owner, ioctl);
   send({ type: 'ready' });
   loop.run();

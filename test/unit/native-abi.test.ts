@@ -66,7 +66,7 @@ describe('native ABI against the kernel and libc headers', () => {
   it('poll, eventfd, fcntl, lseek, sched constants', () => {
     for (const [k, v] of Object.entries(fd.POLL)) same(`POLL${k}`, v);
     same('pollfd.size', fd.POLLFD_SIZE);
-    for (const k of ['EFD_NONBLOCK', 'EFD_CLOEXEC', 'F_GETFL', 'F_DUPFD_CLOEXEC', 'O_NONBLOCK', 'SEEK_DATA', 'SEEK_HOLE'] as const) same(k, fd[k]);
+    for (const k of ['EFD_NONBLOCK', 'EFD_CLOEXEC', 'F_GETFL', 'F_DUPFD_CLOEXEC', 'O_NONBLOCK', 'O_RDONLY', 'O_CLOEXEC', 'SEEK_DATA', 'SEEK_HOLE'] as const) same(k, fd[k]);
     same('SCHED_IDLE', sched.SCHED_IDLE);
     same('SCHED_BATCH', sched.SCHED_BATCH);
     for (const [k, v] of Object.entries(epoll.EPOLL)) same(k.startsWith('CTL') || k === 'CLOEXEC' ? `EPOLL_${k}` : `EPOLL${k}`, v);
