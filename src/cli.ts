@@ -16,6 +16,8 @@ import { serveUntilStopped, StopSignals, DEFAULT_DRAIN_TIMEOUT_S, MAX_DRAIN_TIME
 import { TRACE_OUTPUT } from './trace/trace-file.js';
 import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValues } from './tool-args.js';
 import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.js';
+import { storeTool, storeOption } from './store/commands.js';
+import { FolderStore } from './store/folder-store.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -27,10 +29,12 @@ export const EXIT = {
 } as const;
 
 /** The commands besides the drop-in form; `serve` and `help` are handled here. */
-const COMMANDS: Record<string, Tool> = { ...TOOLS, trace: traceTool, report: reportTool };
-const COMMAND_NAMES = ['serve', 'pack', 'unpack', 'inspect', 'verify', 'trace', 'report', 'help'];
+const COMMANDS: Record<string, Tool> = { ...TOOLS, trace: traceTool, report: reportTool, store: storeTool };
+const COMMAND_NAMES = ['serve', 'pack', 'unpack', 'inspect', 'verify', 'trace', 'report', 'store', 'help'];
 
 const SERVE_OPTIONS = `Options:
+  --store DIR               serve a snapshot of this store (default: $SNAPFAULT_STORE): the
+                            memory-file argument (--mem) is then the snapshot's name
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
   --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
                             since a guest whose pages cannot be served is frozen) or disconnect
@@ -80,6 +84,9 @@ Usage:
   snapfault verify <file> [--against <memory-file>]
       Compressed snapshots: every serving command takes one wherever it takes a
       memory file (told apart by its header). See snapfault pack --help.
+  snapfault store put|ls|inspect|verify|rm|gc|flatten ... --store DIR
+      Snapshots that share what they have in common: a content-addressed store of
+      chunks, with layered (Diff) snapshots. See snapfault store --help.
   snapfault trace show <trace> [--against <trace>] [--json]
   snapfault trace merge <trace>... -o <trace> [--mode union|intersection] [--min-runs N] [--force]
       Recorded restores (--record): what they touched; working sets for replay.
@@ -127,6 +134,7 @@ const optionSpec = {
   version: { type: 'boolean' },
   socket: { type: 'string', path: true },
   mem: { type: 'string', path: true },
+  store: { type: 'string', path: true },
 } as const;
 
 type Values = ToolValues<typeof optionSpec>;
@@ -165,7 +173,7 @@ function recordChecks(values: Values, record: string, memPath: string, prefetch:
     throw new UsageError(`--record ${record}: serve records one trace per VM; put {pid} in the path, e.g. traces/vm-{pid}.trace`);
   }
   if (dirname(record).includes('{pid}')) throw new UsageError(`--record ${record}: put {pid} in the file name; the folder must exist before`);
-  const inputs = [{ path: memPath, what: 'the memory file being served' }, ...prefetchInputs(prefetch)];
+  const inputs = [...(memPath ? [{ path: memPath, what: 'the memory file being served' }] : []), ...prefetchInputs(prefetch)];
   const check = (path: string): void => checkOutput({ option: '--record', path, kind: TRACE_OUTPUT, inputs, force: values.force });
   // Fail now, not when the first VM ends and its trace cannot be written.
   if (once) check(record);
@@ -183,8 +191,12 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const fillAround = onOff(values['fill-around'], '--fill-around');
   const prefetch = parsePrefetch(values.prefetch ?? 'none');
   const record = values.record ?? null;
-  const checkRecordPath = record === null ? undefined : recordChecks(values, record, memPath, prefetch, once);
+  const storePath = storeOption(values.store);
+  const store = storePath === null ? null : FolderStore.open(storePath);
+  // A name in a store is no file --record could write over.
+  const checkRecordPath = record === null ? undefined : recordChecks(values, record, store ? '' : memPath, prefetch, once);
   return {
+    store,
     prefetch,
     record,
     checkRecordPath,

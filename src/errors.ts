@@ -60,3 +60,10 @@ export class TraceError extends SnapfaultError {}
 
 /** A prefetch policy that cannot be loaded, or that failed while running. */
 export class PolicyError extends SnapfaultError {}
+
+/** A snapshot store (src/store/) that cannot be used as asked: a missing store or snapshot, a name in use, damage. */
+export class StoreError extends SnapfaultError {
+  constructor(readonly store: string, problem: string) {
+    super(`store ${store}: ${problem}`);
+  }
+}

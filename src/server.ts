@@ -9,6 +9,7 @@ import { mmapAnonymous, munmap, type Mapping } from '../native/mmap.js';
 import { compileCore, createSharedMemory, instantiateCore, type Core } from './core/wasm-core.js';
 import { Arena } from './core/arena.js';
 import { hostPread } from './core/host-pread.js';
+import { namedChunkReads } from './core/named-chunks.js';
 import { SnapshotCache } from './snapshot/cache.js';
 import type { ServedSnapshot } from './snapshot/cache.js';
 import { CompressedSnapshot } from './compressed/compressed-snapshot.js';
@@ -30,10 +31,20 @@ import { writeTrace, recordCount } from './trace/trace-file.js';
 import { epochMs } from './trace/clock.js';
 import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
+import type { FolderStore } from './store/folder-store.js';
+import { storeSnapshotLabel } from './store/store-snapshot.js';
+
+/** The snapshot served, as messages name it. */
+function servedLabel(opts: ServerOptions): string {
+  return opts.store ? storeSnapshotLabel(opts.store, opts.memPath) : opts.memPath;
+}
 
 export interface ServerOptions {
   socketPath: string;
+  /** The memory file, or with `store` the snapshot's name in it. */
   memPath: string;
+  /** Serve snapshots of this store (src/store/): memPath is then a name. */
+  store?: FolderStore | null;
   socketMode: number;
   /** Peer uids allowed besides the handler's own (a jailed Firecracker's uid). */
   allowUids: readonly number[];
@@ -169,11 +180,11 @@ export class SnapfaultServer {
   static async start(opts: ServerOptions): Promise<SnapfaultServer> {
     const module = compileCore();
     const memory = createSharedMemory();
-    const core = instantiateCore(module, memory, hostPread(memory));
+    const core = instantiateCore(module, memory, hostPread(memory), namedChunkReads(memory));
     const arena = new Arena(memory);
     // One word the fault workers bump on every batch: background work backs off while it moves.
     const activity = arena.alloc(64);
-    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log);
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
     const first = cache.acquire(opts.memPath);
     cache.release(first);
@@ -219,7 +230,7 @@ export class SnapfaultServer {
       throw e;
     }
     server.listener.start((fd) => void server.onConnection(fd));
-    opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)` +
+    opts.log.info(`listening on ${opts.socketPath}, serving ${servedLabel(opts)} with ${opts.workers} fault worker(s)` +
       (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''),
     { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
     return server;
@@ -336,7 +347,7 @@ export class SnapfaultServer {
       if (this.stopped) throw new HandshakeError('peer', 'the handler is shutting down');
       const regions = parseRegions(hs.text, this.core.layout.VM_MAX_REGIONS);
       snap = this.cache.acquire(this.opts.memPath);
-      validateRegions(regions, snap.size, this.opts.memPath);
+      validateRegions(regions, snap.size, servedLabel(this.opts));
       const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
       // Recording turns fill-around off: every page the guest touches must fault to be recorded.
       const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;

@@ -10,6 +10,9 @@ import { startZeroScan, type ZeroScan } from './zero-scan.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 import type { Logger } from '../log.js';
+import { openStoreSnapshot } from '../store/store-snapshot.js';
+import { manifestIdentity } from '../store/manifest.js';
+import type { FolderStore } from '../store/folder-store.js';
 
 /** A memory file as served: raw (mapped) or compressed (decoded through the core's cache). */
 export type ServedSnapshot = RawSnapshot | CompressedSnapshot;
@@ -18,6 +21,8 @@ interface Entry {
   snap: ServedSnapshot;
   users: number;
   scan: ZeroScan | null;
+  /** A store's snapshot is leased while open: gc keeps its manifests and chunks even if it is removed meanwhile. */
+  lease: (() => void) | null;
 }
 
 export class SnapshotCache {
@@ -32,10 +37,13 @@ export class SnapshotCache {
     private readonly activity: number,
     private readonly cacheBytes: number,
     private readonly log: Logger,
+    /** With a store, snapshots are named in it rather than given by path. */
+    private readonly store: FolderStore | null = null,
   ) {}
 
-  /** The snapshot at path as it is now; release it when the VM ends. */
+  /** The snapshot at path (or of that name in the store) as it is now; release it when the VM ends. */
   acquire(path: string): ServedSnapshot {
+    if (this.store) return this.acquireFromStore(this.store, path);
     let identity: string;
     try {
       identity = fileIdentity(statSync(path));
@@ -52,12 +60,31 @@ export class SnapshotCache {
       let snap: ServedSnapshot;
       if (startsCompressed(path)) {
         snap = CompressedSnapshot.open(path, identity, this.core, this.arena, this.cacheBytes);
-        entry = { snap, users: 0, scan: null };
+        entry = { snap, users: 0, scan: null, lease: null };
       } else {
         snap = RawSnapshot.open(path, this.core, this.arena);
-        entry = { snap, users: 0, scan: this.zeroScan ? this.scan(snap) : null };
+        entry = { snap, users: 0, scan: this.zeroScan ? this.scan(snap) : null, lease: null };
       }
       this.current.set(path, entry);
+    }
+    entry.users++;
+    return entry.snap;
+  }
+
+  /** A snapshot of the store: reopened when its name now holds another snapshot (removed and put again). */
+  private acquireFromStore(store: FolderStore, name: string): ServedSnapshot {
+    const identity = manifestIdentity(store.readManifest(name));
+    let entry = this.current.get(name);
+    if (entry && entry.snap.identity !== identity) {
+      this.current.delete(name);
+      this.retire(entry);
+      entry = undefined;
+    }
+    if (!entry) {
+      const { snap, identities } = openStoreSnapshot(store, name, this.core, this.arena, this.cacheBytes);
+      const lease = store.register('leases', JSON.stringify({ identities }));
+      entry = { snap, users: 0, scan: null, lease: lease.release };
+      this.current.set(name, entry);
     }
     entry.users++;
     return entry.snap;
@@ -87,13 +114,10 @@ export class SnapshotCache {
   }
 
   async close(): Promise<void> {
-    for (const e of this.current.values()) {
+    for (const e of [...this.current.values(), ...this.retired]) {
       await e.scan?.stop();
       e.snap.close();
-    }
-    for (const e of this.retired) {
-      await e.scan?.stop();
-      e.snap.close();
+      e.lease?.();
     }
     this.current.clear();
     this.retired.clear();
@@ -115,6 +139,7 @@ export class SnapshotCache {
     const close = async (): Promise<void> => {
       await e.scan?.stop();
       e.snap.close();
+      e.lease?.();
     };
     void close();
   }

@@ -1,0 +1,235 @@
+// `snapfault store ...`: put a memory file into a store, list, inspect,
+// verify, remove, flatten its snapshots, and collect its garbage. Other tools
+// script against these forms (and --json), so they stay as they are.
+import { statSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsageError, StoreError } from '../errors.js';
+import { parseTool, onePositional, intOption } from '../tool-args.js';
+import { progressBar } from '../progress.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../compressed/format.js';
+import { FolderStore, checkSnapshotName } from './folder-store.js';
+import { put } from './put.js';
+import { gc } from './gc.js';
+import { verifySnapshot, StoreFaultError } from './verify.js';
+import { flattenSnapshot } from './flatten.js';
+import { readChain, readLayer, flattenChain } from './chain.js';
+import { PAGE_IS_ZERO, PAGE_IN_PARENT } from './manifest.js';
+
+type Tool = (argv: string[]) => Promise<number>;
+
+/** The store to use: --store, else $SNAPFAULT_STORE; null when neither is set. */
+export function storeOption(value: string | undefined): string | null {
+  const v = value ?? process.env.SNAPFAULT_STORE;
+  return v === undefined || v === '' ? null : v;
+}
+
+const HELP = `Usage: snapfault store <command> --store DIR ...   (default --store: $SNAPFAULT_STORE)
+
+A store keeps many snapshots' memory in chunks named by the SHA-256 of their
+content: a chunk the store already holds is never stored twice, whichever
+snapshot brought it. Serve a snapshot from it with --store DIR and its name
+where a memory file goes: snapfault --store DIR <socket> <name>.
+
+  put <memory-file> <name> [--parent <name>] [--chunk-kib N] [--workers N]
+      Adds a snapshot; prints what it added and what it reused. With --parent,
+      the file is a Firecracker Diff snapshot: its holes are the parent's pages.
+      --chunk-kib sets the chunk size of a new store (default ${DEFAULT_CHUNK_BYTES / 1024}).
+  ls [--json]                      the snapshots, and what the store holds
+  inspect <name> [--json]          pages (zero, own, parent's), layers, chunks
+  verify <name> [--against <memory-file>]
+      Reads every chunk the snapshot uses and checks it against its checksum and
+      its name (and with --against, every page). Exit 1 on a fault, naming it.
+  rm <name>                        removes a snapshot (refused while layers use it)
+  flatten <name> <new-name>        a layered snapshot as one with no parent (no chunk copied)
+  gc [--grace SECONDS] [--json]    deletes chunks no snapshot uses and untouched for
+                                   --grace (default 3600); safe beside puts and restores`;
+
+const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+
+function openStore(values: { store?: string }, create?: { chunkBytes: number }): FolderStore {
+  const path = storeOption(values.store);
+  if (path === null) throw new UsageError('no store given: pass --store DIR or set SNAPFAULT_STORE');
+  return FolderStore.open(path, create);
+}
+
+function name(positionals: string[], command: string): string {
+  const n = onePositional(positionals, `store ${command}`, '<name>');
+  checkSnapshotName(n);
+  return n;
+}
+
+/** Bytes the store takes on disk: chunks, and the rest (manifests, dedup index). */
+export function storeUsage(store: FolderStore): { chunks: number; chunkBytes: number; metadataBytes: number } {
+  const files = store.listChunks();
+  let metadataBytes = 0;
+  for (const d of ['snapshots', 'digests', 'removed']) {
+    for (const f of readdirSync(join(store.root, d))) {
+      try {
+        metadataBytes += statSync(join(store.root, d, f)).size;
+      } catch { /* gone */ }
+    }
+  }
+  return { chunks: files.length, chunkBytes: files.reduce((n, f) => n + f.bytes, 0), metadataBytes };
+}
+
+const COMMANDS: Record<string, Tool> = {
+  async put(argv) {
+    const { values, positionals } = parseTool(argv, 'store put', {
+      store: { type: 'string', path: true }, parent: { type: 'string' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' }, json: { type: 'boolean' },
+    });
+    if (values.help) return help();
+    if (positionals.length !== 2) throw new UsageError(`store put takes <memory-file> <name>, got ${positionals.length} argument(s); see snapfault store --help`);
+    const [file, snapshot] = positionals;
+    checkSnapshotName(snapshot);
+    if (values.parent !== undefined) checkSnapshotName(values.parent);
+    const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
+    if (chunkKib % 4 !== 0) throw new UsageError(`--chunk-kib ${chunkKib}: expected a multiple of 4`);
+    const store = openStore(values, { chunkBytes: chunkKib * 1024 });
+    if (values['chunk-kib'] !== undefined && store.info.chunkBytes !== chunkKib * 1024) {
+      throw new UsageError(`--chunk-kib ${chunkKib}: the store at ${store.root} already has ${store.info.chunkBytes / 1024} KiB chunks; leave the option out`);
+    }
+    const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
+    const bar = progressBar('putting');
+    const s = await put(store, file, snapshot, { parent: values.parent, workers, progress: (d, t) => bar.update(d, t) });
+    bar.finish();
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(s)}\n`);
+      return 0;
+    }
+    process.stdout.write(`${s.name}: ${mib(s.pages * 4096)} in ${s.seconds.toFixed(1)} s; added ${s.chunksAdded} chunks (${mib(s.bytesAdded)}), ` +
+      `reused ${s.chunksReused} chunks; pages: ${s.newPages} new, ${s.reusedPages} already stored, ${s.zeroPages} zero` +
+      `${values.parent !== undefined ? `, ${s.parentPages} from ${values.parent}` : ''}; identity ${s.identity.slice(0, 16)}\n`);
+    return 0;
+  },
+
+  async ls(argv) {
+    const { values, positionals } = parseTool(argv, 'store ls', { store: { type: 'string', path: true }, json: { type: 'boolean' } });
+    if (values.help) return help();
+    if (positionals.length > 0) throw new UsageError(`store ls takes no argument, got ${positionals[0]}`);
+    const store = openStore(values);
+    const rows = store.listSnapshots().map((n) => {
+      const l = readLayer(store, n);
+      return { name: n, identity: l.identity, bytes: l.manifest.originalSize, parent: l.manifest.parent?.name ?? null, created: new Date(l.manifest.createdMs).toISOString() };
+    });
+    const usage = storeUsage(store);
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ snapshots: rows, usage: { ...usage, chunkSizeBytes: store.info.chunkBytes } })}\n`);
+      return 0;
+    }
+    const w = Math.max(4, ...rows.map((r) => r.name.length));
+    process.stdout.write(`${'NAME'.padEnd(w)}  ${'SIZE'.padStart(10)}  CREATED                   PARENT\n`);
+    for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${mib(r.bytes).padStart(10)}  ${r.created.padEnd(24)}  ${r.parent ?? '-'}\n`);
+    process.stdout.write(`${rows.length} snapshot(s); ${usage.chunks} chunks of ${store.info.chunkBytes / 1024} KiB, ${mib(usage.chunkBytes)} stored, ${mib(usage.metadataBytes)} of manifests and index\n`);
+    return 0;
+  },
+
+  async inspect(argv) {
+    const { values, positionals } = parseTool(argv, 'store inspect', { store: { type: 'string', path: true }, json: { type: 'boolean' } });
+    if (values.help) return help();
+    const store = openStore(values);
+    const n = name(positionals, 'inspect');
+    const chain = readChain(store, n);
+    const top = chain[0].manifest;
+    let zero = 0;
+    let parent = 0;
+    for (const v of top.pageTable) {
+      if (v === PAGE_IS_ZERO) zero++;
+      else if (v === PAGE_IN_PARENT) parent++;
+    }
+    const view = flattenChain(chain);
+    const storedBytes = view.chunks.reduce((s, c) => s + ((c.stored & 0x7fffffff) >>> 0), 0);
+    const info = {
+      name: n, identity: chain[0].identity, bytes: top.originalSize, pages: top.pages, created: new Date(top.createdMs).toISOString(),
+      layers: chain.map((l) => l.name), zeroPages: zero, parentPages: parent, ownPages: top.pages - zero - parent,
+      chunksInLayer: top.chunks.length, chunksUsed: view.chunks.length, chunkStoredBytes: storedBytes, manifestBytes: chain[0].bytes,
+    };
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(info)}\n`);
+      return 0;
+    }
+    process.stdout.write([
+      `snapshot:   ${n} (identity ${info.identity})`,
+      `store:      ${store.root}`,
+      `size:       ${mib(info.bytes)}, ${info.pages} pages: ${info.ownPages} its own, ${info.zeroPages} zero, ${info.parentPages} from its parent`,
+      `layers:     ${info.layers.join(' <- ')}`,
+      `chunks:     ${info.chunksInLayer} in this layer, ${info.chunksUsed} in all (${mib(storedBytes)} stored, shared with other snapshots)`,
+      `created:    ${info.created}`,
+      '',
+    ].join('\n'));
+    return 0;
+  },
+
+  async verify(argv) {
+    const { values, positionals } = parseTool(argv, 'store verify', { store: { type: 'string', path: true }, against: { type: 'string', path: true } });
+    if (values.help) return help();
+    const store = openStore(values);
+    const n = name(positionals, 'verify');
+    const bar = progressBar('verifying');
+    try {
+      const s = verifySnapshot(store, n, values.against ?? null, (d, t) => bar.update(d, t));
+      bar.finish();
+      process.stdout.write(`${n}: ok: ${s.layers} layer(s), ${s.chunks} chunks (${mib(s.bytesRead)}) match their checksums and names` +
+        `${values.against !== undefined ? `; all ${s.pagesCompared} pages match ${values.against}` : ''}\n`);
+      return 0;
+    } catch (e) {
+      bar.finish();
+      if (!(e instanceof StoreFaultError)) throw e;
+      process.stderr.write(`snapfault: ${e.message}\n`);
+      return 1;
+    }
+  },
+
+  async rm(argv) {
+    const { values, positionals } = parseTool(argv, 'store rm', { store: { type: 'string', path: true } });
+    if (values.help) return help();
+    const store = openStore(values);
+    const n = name(positionals, 'rm');
+    const layer = readLayer(store, n);
+    const children = store.listSnapshots().filter((c) => c !== n && readLayer(store, c).manifest.parent?.name === n);
+    if (children.length > 0) {
+      throw new StoreError(store.root, `snapshot "${n}" is the parent of ${children.join(', ')}: remove or flatten ${children.length > 1 ? 'them' : 'it'} first (snapfault store flatten)`);
+    }
+    store.retireManifest(n, layer.identity);
+    process.stdout.write(`${n}: removed; snapfault store gc deletes the chunks no other snapshot uses\n`);
+    return 0;
+  },
+
+  async flatten(argv) {
+    const { values, positionals } = parseTool(argv, 'store flatten', { store: { type: 'string', path: true } });
+    if (values.help) return help();
+    if (positionals.length !== 2) throw new UsageError(`store flatten takes <name> <new-name>, got ${positionals.length} argument(s)`);
+    const store = openStore(values);
+    positionals.forEach(checkSnapshotName);
+    const r = flattenSnapshot(store, positionals[0], positionals[1]);
+    process.stdout.write(`${positionals[1]}: ${positionals[0]}'s ${r.layers} layer(s) as one, ${r.chunks} chunks (none copied); identity ${r.identity.slice(0, 16)}\n`);
+    return 0;
+  },
+
+  async gc(argv) {
+    const { values, positionals } = parseTool(argv, 'store gc', { store: { type: 'string', path: true }, grace: { type: 'string' }, json: { type: 'boolean' } });
+    if (values.help) return help();
+    if (positionals.length > 0) throw new UsageError(`store gc takes no argument, got ${positionals[0]}`);
+    const store = openStore(values);
+    const grace = intOption(values.grace, '--grace', { def: 3600, min: 0, max: 10 * 365 * 86400 });
+    const s = gc(store, grace * 1000);
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(s)}\n`);
+      return 0;
+    }
+    process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks; deleted ${s.chunksDeleted} chunks (${mib(s.bytesDeleted)})` +
+      `${s.chunksSpared > 0 ? `; spared ${s.chunksSpared} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
+    return 0;
+  },
+};
+
+function help(): number {
+  process.stdout.write(`${HELP}\n`);
+  return 0;
+}
+
+export const storeTool: Tool = async (argv) => {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return help();
+  if (!Object.hasOwn(COMMANDS, sub)) throw new UsageError(`unknown store command '${sub}'; commands: ${Object.keys(COMMANDS).join(', ')}; see snapfault store --help`);
+  return COMMANDS[sub](rest);
+};

@@ -1,0 +1,108 @@
+// Garbage collection: mark and sweep with a grace period. Marked: every chunk
+// of every snapshot, of every removed snapshot a restore still leases, and of
+// nothing else. Swept: unmarked chunks untouched for the grace period, and
+// none touched since the oldest put under way began (a put touches each chunk
+// it reuses before it refers to it). Mark and sweep rather than reference
+// counts: counts would have to be updated, crash-safely and under a lock
+// shared by every host, on every put and rm; this needs nothing on the put
+// path but a touch, and a gc killed midway leaves only work for the next one.
+import { decodeManifest } from './manifest.js';
+import { decodeDigestPack, encodeDigestPack } from './digest-pack.js';
+import { REGISTRATION_LIVE_MS, type FolderStore } from './folder-store.js';
+
+export interface GcStats {
+  snapshots: number;
+  chunksKept: number;
+  chunksDeleted: number;
+  bytesDeleted: number;
+  /** Unreferenced chunks spared for now: touched within the grace period or since a live put began. */
+  chunksSpared: number;
+  removedManifestsDeleted: number;
+  seconds: number;
+}
+
+export function gc(store: FolderStore, graceMs: number): GcStats {
+  const started = Date.now();
+  const now = Date.now();
+  const live = (mtimeMs: number): boolean => now - mtimeMs < REGISTRATION_LIVE_MS;
+  // Registrations first: a put or restore that begins after this is covered by its touches and its lease.
+  const puts = store.listRegistrations('pending');
+  const leases = store.listRegistrations('leases');
+  const leased = new Set<string>();
+  for (const l of leases) {
+    if (!live(l.mtimeMs)) {
+      store.deleteRegistration('leases', l.id);
+      continue;
+    }
+    try {
+      for (const id of (JSON.parse(l.content) as { identities: string[] }).identities) leased.add(id);
+    } catch { /* being written: its next heartbeat rewrites it */ }
+  }
+  let cutoff = now - graceMs;
+  for (const p of puts) {
+    if (!live(p.mtimeMs)) {
+      store.deleteRegistration('pending', p.id);
+      continue;
+    }
+    try {
+      cutoff = Math.min(cutoff, (JSON.parse(p.content) as { startedMs: number }).startedMs - 1000);
+    } catch {
+      cutoff = Math.min(cutoff, p.mtimeMs - REGISTRATION_LIVE_MS);
+    }
+  }
+
+  const marked = new Set<string>();
+  const mark = (bytes: Buffer): void => {
+    for (const c of decodeManifest(bytes).chunks) marked.add(c.name.toString('hex'));
+  };
+  const snapshots = store.listSnapshots();
+  for (const name of snapshots) mark(store.readManifest(name));
+  let removedManifestsDeleted = 0;
+  for (const identity of store.listRemoved()) {
+    if (leased.has(identity)) mark(store.readRemoved(identity));
+    else {
+      store.deleteRemoved(identity);
+      removedManifestsDeleted++;
+    }
+  }
+  // A gc killed between moving a chunk aside and deciding leaves it in trash: put back what may be in use.
+  store.recoverTrash((hex, mtimeMs) => marked.has(hex) || mtimeMs >= cutoff);
+
+  let chunksKept = 0;
+  let chunksDeleted = 0;
+  let bytesDeleted = 0;
+  let chunksSpared = 0;
+  const deleted = new Set<string>();
+  for (const c of store.listChunks()) {
+    if (marked.has(c.hex)) {
+      chunksKept++;
+      continue;
+    }
+    if (c.mtimeMs >= cutoff || !store.deleteChunkIfUntouched(c.hex, c.mtimeMs)) {
+      chunksSpared++;
+      continue;
+    }
+    deleted.add(c.hex);
+    chunksDeleted++;
+    bytesDeleted += c.bytes;
+  }
+  for (const t of store.listTemporary()) {
+    if (t.mtimeMs < cutoff) store.removeTemporary(t.path);
+  }
+  if (deleted.size > 0) pruneDigestPacks(store, deleted);
+  return { snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, removedManifestsDeleted, seconds: (Date.now() - started) / 1000 };
+}
+
+/** Digest packs forget deleted chunks (a pack listing a missing chunk costs a put only a failed touch, but they would pile up). */
+function pruneDigestPacks(store: FolderStore, deleted: Set<string>): void {
+  const ppc = store.info.chunkBytes / 4096;
+  for (const id of store.listDigestPacks()) {
+    const bytes = store.readDigestPack(id);
+    const records = bytes ? decodeDigestPack(bytes, ppc) : null;
+    if (!records) continue;
+    const kept = records.filter((r) => !deleted.has(r.name.toString('hex')));
+    if (kept.length === records.length) continue;
+    if (kept.length > 0) store.writeDigestPack(encodeDigestPack(ppc, kept));
+    store.deleteDigestPack(id);
+  }
+}

@@ -1,0 +1,113 @@
+// A snapshot in a store is a manifest: which chunk and slot holds each page
+// (or that it is zero, or, in a layer, its parent's), and the chunks it uses,
+// named by the SHA-256 of their decoded bytes. It ends with the SHA-256 of all
+// that precedes it: the snapshot's identity, and its check. Layout in docs/store.md.
+import { createHash } from 'node:crypto';
+
+export const MANIFEST_MAGIC = Buffer.from([0x89, 0x53, 0x46, 0x4d, 0x0d, 0x0a, 0x1a, 0x0a]); // \x89 S F M \r \n \x1a \n
+export const MANIFEST_VERSION = 1;
+const HEADER_BYTES = 128;
+const CHUNK_RECORD_BYTES = 40;
+const TRAILER_BYTES = 32;
+export const NAME_BYTES = 32;
+/** Page table values besides chunk * pagesPerChunk + slot. */
+export const PAGE_IS_ZERO = 0xffffffff;
+export const PAGE_IN_PARENT = 0xfffffffe;
+
+export interface ChunkRecord {
+  /** SHA-256 of the decoded chunk (always chunkBytes long: the last chunk of a put is padded with zero pages). */
+  name: Buffer;
+  /** Stored length; bit 31 set: stored raw. */
+  stored: number;
+  /** xxh32 of the decoded chunk: the core checks it before the name. */
+  checksum: number;
+}
+
+export interface Manifest {
+  originalSize: number;
+  chunkBytes: number;
+  pages: number;
+  createdMs: number;
+  /** The parent's name and identity: a layer's holes are its parent's pages. */
+  parent: { name: string; identity: string } | null;
+  chunks: ChunkRecord[];
+  /** pages x u32: PAGE_IS_ZERO, PAGE_IN_PARENT, or chunk * (chunkBytes / 4096) + slot. */
+  pageTable: Uint32Array;
+}
+
+const H = { magic: 0, version: 8, headerBytes: 12, originalSize: 16, pageBytes: 24, chunkBytes: 28, pages: 32, chunks: 36, createdMs: 40, parentLength: 48, parentIdentity: 56 } as const;
+
+export function encodeManifest(m: Manifest): Buffer {
+  const parentName = Buffer.from(m.parent?.name ?? '', 'utf8');
+  const nameArea = (parentName.length + 7) & ~7;
+  const size = HEADER_BYTES + nameArea + m.chunks.length * CHUNK_RECORD_BYTES + m.pages * 4 + TRAILER_BYTES;
+  const b = Buffer.alloc(size);
+  MANIFEST_MAGIC.copy(b, H.magic);
+  b.writeUInt32LE(MANIFEST_VERSION, H.version);
+  b.writeUInt32LE(HEADER_BYTES, H.headerBytes);
+  b.writeBigUInt64LE(BigInt(m.originalSize), H.originalSize);
+  b.writeUInt32LE(4096, H.pageBytes);
+  b.writeUInt32LE(m.chunkBytes, H.chunkBytes);
+  b.writeUInt32LE(m.pages, H.pages);
+  b.writeUInt32LE(m.chunks.length, H.chunks);
+  b.writeBigUInt64LE(BigInt(m.createdMs), H.createdMs);
+  b.writeUInt32LE(parentName.length, H.parentLength);
+  if (m.parent) Buffer.from(m.parent.identity, 'hex').copy(b, H.parentIdentity);
+  let o = HEADER_BYTES;
+  parentName.copy(b, o);
+  o += nameArea;
+  for (const c of m.chunks) {
+    c.name.copy(b, o);
+    b.writeUInt32LE(c.stored >>> 0, o + 32);
+    b.writeUInt32LE(c.checksum >>> 0, o + 36);
+    o += CHUNK_RECORD_BYTES;
+  }
+  Buffer.from(m.pageTable.buffer, m.pageTable.byteOffset, m.pages * 4).copy(b, o);
+  o += m.pages * 4;
+  createHash('sha256').update(b.subarray(0, o)).digest().copy(b, o);
+  return b;
+}
+
+/** The identity of an encoded manifest: its trailing SHA-256, in hex. */
+export function manifestIdentity(b: Buffer): string {
+  return b.subarray(b.length - TRAILER_BYTES).toString('hex');
+}
+
+/** Decodes and checks a manifest; throws an Error whose message says what is wrong (the caller names the snapshot). */
+export function decodeManifest(b: Buffer): Manifest {
+  if (b.length < HEADER_BYTES + TRAILER_BYTES || !b.subarray(0, 8).equals(MANIFEST_MAGIC)) throw new Error('is not a snapfault manifest');
+  const version = b.readUInt32LE(H.version);
+  if (version !== MANIFEST_VERSION) throw new Error(`has manifest version ${version}; this snapfault reads version ${MANIFEST_VERSION}: upgrade snapfault`);
+  const body = b.subarray(0, b.length - TRAILER_BYTES);
+  if (!createHash('sha256').update(body).digest().equals(b.subarray(b.length - TRAILER_BYTES))) throw new Error('fails its checksum: the manifest is damaged');
+  const chunkBytes = b.readUInt32LE(H.chunkBytes);
+  const pages = b.readUInt32LE(H.pages);
+  const chunkCount = b.readUInt32LE(H.chunks);
+  const parentLength = b.readUInt32LE(H.parentLength);
+  const nameArea = (parentLength + 7) & ~7;
+  const originalSize = Number(b.readBigUInt64LE(H.originalSize));
+  if (b.readUInt32LE(H.pageBytes) !== 4096 || chunkBytes % 4096 !== 0 || chunkBytes === 0 || originalSize !== pages * 4096) throw new Error('has impossible sizes');
+  if (b.length !== HEADER_BYTES + nameArea + chunkCount * CHUNK_RECORD_BYTES + pages * 4 + TRAILER_BYTES) throw new Error('has the wrong length');
+  const parent = parentLength === 0 ? null : {
+    name: b.toString('utf8', HEADER_BYTES, HEADER_BYTES + parentLength),
+    identity: b.subarray(H.parentIdentity, H.parentIdentity + 32).toString('hex'),
+  };
+  let o = HEADER_BYTES + nameArea;
+  const chunks: ChunkRecord[] = [];
+  for (let c = 0; c < chunkCount; c++, o += CHUNK_RECORD_BYTES) {
+    chunks.push({ name: Buffer.from(b.subarray(o, o + 32)), stored: b.readUInt32LE(o + 32), checksum: b.readUInt32LE(o + 36) });
+  }
+  const pageTable = new Uint32Array(pages);
+  Buffer.from(pageTable.buffer).set(b.subarray(o, o + pages * 4));
+  const ppc = chunkBytes / 4096;
+  for (let p = 0; p < pages; p++) {
+    const v = pageTable[p];
+    if (v === PAGE_IS_ZERO) continue;
+    if (v === PAGE_IN_PARENT) {
+      if (!parent) throw new Error(`page ${p} is its parent's, but it has no parent`);
+      continue;
+    }
+    if (Math.floor(v / ppc) >= chunkCount) throw new Error(`page ${p} refers to chunk ${Math.floor(v / ppc)} of ${chunkCount}`);
+  }
+  return { originalSize, chunkBytes, pages, createdMs: Number(b.readBigUInt64LE(H.createdMs)), parent, chunks, pageTable };
+}
