@@ -449,7 +449,7 @@ export class SnapfaultServer {
     if (e.reason === 'fatal') {
       // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).
       const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;
-      this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, fields);
+      this.opts.log.error(`${who}: ${e.message}${vm ? ` (snapshot ${vm.snap.path})` : ''}; ${action} (${summary})`, fields);
     } else {
       this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, fields);
     }

@@ -18,7 +18,7 @@ import type { PreparedPolicy } from './policy-spec.js';
 import { Recorder } from '../trace/recorder.js';
 import { epochMs, usSince } from '../trace/clock.js';
 import { RECORD } from '../trace/trace-file.js';
-import { chunkErrorText } from '../compressed/chunk-error.js';
+import { chunkFailureText } from '../compressed/chunk-error.js';
 import { PolicyError } from '../errors.js';
 import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
 
@@ -256,7 +256,7 @@ export class PrefetchLoop {
           if (slot >= 0) fn.chunkRelease(a.snap, slot);
           slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes, L.OWNER_PREFETCH);
           if (slot < 0) {
-            this.stop(vm, `chunk ${arg} of the compressed snapshot ${chunkErrorText(L, slot)}`);
+            this.stop(vm, chunkFailureText(this.core, a.snap, arg, slot));
             return -1;
           }
           chunk = arg;
@@ -267,7 +267,7 @@ export class PrefetchLoop {
           chunk = -1;
           const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes, L.OWNER_PREFETCH);
           if (rc < 0) {
-            this.stop(vm, `chunk ${this.dv.getUint32(staging, true)} of the compressed snapshot ${chunkErrorText(L, rc)}`);
+            this.stop(vm, chunkFailureText(this.core, a.snap, this.dv.getUint32(staging, true), rc));
             return -1;
           }
           staged = arg;

@@ -82,7 +82,7 @@ export class SnapshotCache {
     }
     if (!entry) {
       const { snap, identities } = openStoreSnapshot(store, name, this.core, this.arena, this.cacheBytes);
-      const lease = store.register('leases', JSON.stringify({ identities }));
+      const lease = store.register('leases', { identities });
       entry = { snap, users: 0, scan: null, lease: lease.release };
       this.current.set(name, entry);
     }

@@ -34,7 +34,24 @@ export interface ChunkFile {
 export interface Registration {
   id: string;
   mtimeMs: number;
-  content: string;
+  /** What the registrant wrote, with its host and pid. */
+  content: Record<string, unknown> & { host?: string; pid?: number };
+}
+
+/**
+ * Whether a registration still stands for a process at work: touched within
+ * REGISTRATION_LIVE_MS, and, when made on this host, by a process still alive
+ * (so a put killed here is known dead at once, not two minutes later).
+ */
+export function registrationLive(r: Registration, now = Date.now()): boolean {
+  if (now - r.mtimeMs >= REGISTRATION_LIVE_MS) return false;
+  if (r.content.host !== hostname() || typeof r.content.pid !== 'number') return true;
+  try {
+    process.kill(r.content.pid, 0);
+    return true;
+  } catch (e) {
+    return code(e) === 'EPERM';
+  }
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -326,7 +343,8 @@ export class FolderStore {
    * it may use. The file is touched every 10 s until released; one left by a
    * killed process stops being live after REGISTRATION_LIVE_MS.
    */
-  register(kind: 'pending' | 'leases', content: string): { id: string; release: () => void } {
+  register(kind: 'pending' | 'leases', fields: Record<string, unknown>): { id: string; release: () => void } {
+    const content = JSON.stringify({ ...fields, host: hostname(), pid: process.pid });
     const id = `${hostname()}-${process.pid}-${randomBytes(6).toString('hex')}`;
     const path = join(this.root, kind, id);
     writeFileSync(path, content);
@@ -357,7 +375,12 @@ export class FolderStore {
     for (const f of readdirSync(join(this.root, kind))) {
       try {
         const path = join(this.root, kind, f);
-        out.push({ id: f, mtimeMs: statSync(path).mtimeMs, content: readFileSync(path, 'utf8') });
+        const mtimeMs = statSync(path).mtimeMs;
+        let content: Registration['content'] = {};
+        try {
+          content = JSON.parse(readFileSync(path, 'utf8')) as Registration['content'];
+        } catch { /* being written, or damaged: judged by its age alone */ }
+        out.push({ id: f, mtimeMs, content });
       } catch { /* released meanwhile */ }
     }
     return out;

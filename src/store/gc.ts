@@ -8,7 +8,7 @@
 // path but a touch, and a gc killed midway leaves only work for the next one.
 import { decodeManifest } from './manifest.js';
 import { decodeDigestPack, encodeDigestPack } from './digest-pack.js';
-import { REGISTRATION_LIVE_MS, type FolderStore } from './folder-store.js';
+import { REGISTRATION_LIVE_MS, registrationLive, type FolderStore } from './folder-store.js';
 
 export interface GcStats {
   snapshots: number;
@@ -24,31 +24,26 @@ export interface GcStats {
 export function gc(store: FolderStore, graceMs: number): GcStats {
   const started = Date.now();
   const now = Date.now();
-  const live = (mtimeMs: number): boolean => now - mtimeMs < REGISTRATION_LIVE_MS;
   // Registrations first: a put or restore that begins after this is covered by its touches and its lease.
   const puts = store.listRegistrations('pending');
   const leases = store.listRegistrations('leases');
   const leased = new Set<string>();
   for (const l of leases) {
-    if (!live(l.mtimeMs)) {
+    if (!registrationLive(l, now)) {
       store.deleteRegistration('leases', l.id);
       continue;
     }
-    try {
-      for (const id of (JSON.parse(l.content) as { identities: string[] }).identities) leased.add(id);
-    } catch { /* being written: its next heartbeat rewrites it */ }
+    const ids = l.content.identities;
+    if (Array.isArray(ids)) for (const id of ids) leased.add(String(id));
   }
   let cutoff = now - graceMs;
   for (const p of puts) {
-    if (!live(p.mtimeMs)) {
+    if (!registrationLive(p, now)) {
       store.deleteRegistration('pending', p.id);
       continue;
     }
-    try {
-      cutoff = Math.min(cutoff, (JSON.parse(p.content) as { startedMs: number }).startedMs - 1000);
-    } catch {
-      cutoff = Math.min(cutoff, p.mtimeMs - REGISTRATION_LIVE_MS);
-    }
+    const startedMs = p.content.startedMs;
+    cutoff = Math.min(cutoff, typeof startedMs === 'number' ? startedMs - 1000 : p.mtimeMs - REGISTRATION_LIVE_MS);
   }
 
   const marked = new Set<string>();

@@ -51,7 +51,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
   checkSnapshotName(name);
   if (store.hasSnapshot(name)) throw new StoreError(store.root, `already has a snapshot "${name}": choose another name, or remove it first (snapfault store rm)`);
   const fd = openSnapshotFile(memPath);
-  const pending = store.register('pending', JSON.stringify({ name, startedMs: started }));
+  const pending = store.register('pending', { name, startedMs: started });
   const workers: Worker[] = [];
   try {
     const size = fstatSync(fd).size;

@@ -13,7 +13,7 @@ import { pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import type { Core } from '../core/wasm-core.js';
 import { readFaultCounts } from '../vm/vm-table.js';
 import { HUGE_PAGE } from '../handshake/regions.js';
-import { chunkErrorText } from '../compressed/chunk-error.js';
+import { chunkFailureText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
 import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
@@ -384,7 +384,7 @@ export class FaultLoop {
   }
 
   private chunkFailed(vm: ServedVm, chunk: number, err: number): number {
-    this.fatal(vm, `chunk ${chunk} of the compressed snapshot ${chunkErrorText(this.L, err)}; no byte of it was served`);
+    this.fatal(vm, `${chunkFailureText(this.core, vm.a.snap, chunk, err)}; no byte of it was served`);
     return GONE;
   }
 
