@@ -27,12 +27,17 @@ import { preparePrefetch, type PrefetchSpec, type PreparedPolicy } from './prefe
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { FEED_BYTES, DOORBELL_BYTES } from './prefetch/fault-feed.js';
 import { traceOfVm } from './trace/vm-trace.js';
-import { writeTrace, recordCount } from './trace/trace-file.js';
+import { writeTrace, recordCount, snapshotKeyOf } from './trace/trace-file.js';
 import { epochMs } from './trace/clock.js';
 import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
 import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
+
+/** A snapshot's identity by content, the same on every host: a store's snapshot has one (its manifest's SHA-256), a file none. */
+function contentIdentity(snap: ServedSnapshot): string | null {
+  return snap instanceof CompressedSnapshot ? snap.contentIdentity : null;
+}
 
 /** The snapshot served, as messages name it. */
 function servedLabel(opts: ServerOptions): string {
@@ -190,7 +195,7 @@ export class SnapfaultServer {
     cache.release(first);
     let prepared: ReturnType<typeof preparePrefetch> | null = null;
     try {
-      prepared = opts.prefetch.kind === 'none' ? null : preparePrefetch(opts.prefetch, first.size);
+      prepared = opts.prefetch.kind === 'none' ? null : preparePrefetch(opts.prefetch, first.size, snapshotKeyOf(contentIdentity(first)));
     } catch (e) {
       await cache.close();
       throw e;
@@ -461,7 +466,7 @@ export class SnapfaultServer {
     const path = this.opts.record!.replaceAll('{pid}', String(vm.pid));
     try {
       this.opts.checkRecordPath?.(path);
-      const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching);
+      const trace = traceOfVm(this.core, vm.table, vm.regions, vm.snap.size, vm.t0, faults, prefetched, vm.prefetching, snapshotKeyOf(contentIdentity(vm.snap)));
       writeTrace(path, trace, '--record');
       this.opts.log.info(`VM pid ${vm.pid}: trace written to ${path}`, { vm: vm.pid, event: 'trace_written', path, records: recordCount(trace) });
     } catch (err) {

@@ -102,8 +102,13 @@ export class CompressedSnapshot {
 
   /** A snapshot laid out by its opener (a store's, src/store/store-snapshot.ts): its blocks and fd are this object's to free. */
   static assembled(path: string, fd: number, header: Header, identity: string, arena: Arena, descriptor: number, blocks: number[]): CompressedSnapshot {
-    return new CompressedSnapshot(path, fd, header, identity, arena, descriptor, blocks);
+    const snap = new CompressedSnapshot(path, fd, header, identity, arena, descriptor, blocks);
+    snap.contentIdentity = identity;
+    return snap;
   }
+
+  /** Its identity by content (a store's snapshot: the manifest's SHA-256, in hex), null for a file. */
+  contentIdentity: string | null = null;
 
   private constructor(
     readonly path: string,

@@ -40,7 +40,7 @@ export interface PreparedPrefetch {
 }
 
 /** Reads and checks what the policy needs; `snapshotBytes` is the served snapshot's memory size. */
-export function preparePrefetch(spec: Exclude<PrefetchSpec, { kind: 'none' }>, snapshotBytes: bigint): PreparedPrefetch {
+export function preparePrefetch(spec: Exclude<PrefetchSpec, { kind: 'none' }>, snapshotBytes: bigint, snapshotKey: Buffer | null = null): PreparedPrefetch {
   const notes: string[] = [];
   const traceRanges = (path: string): Uint32Array => {
     const t = readTrace(path);
@@ -48,6 +48,10 @@ export function preparePrefetch(spec: Exclude<PrefetchSpec, { kind: 'none' }>, s
       throw new PolicyError(`trace ${path} was recorded from a ${t.snapshotBytes}-byte snapshot but the served one has ${snapshotBytes} bytes: record it again from this snapshot`);
     }
     if (recordedWhilePrefetching(t)) notes.push(prefetchRecordedWarning(path));
+    // Another snapshot of the same size (a layer, a later Full one): its working set may still fit, so a warning.
+    if (t.snapshotKey && snapshotKey && !t.snapshotKey.equals(snapshotKey)) {
+      notes.push(`trace ${path} was recorded from another snapshot (${t.snapshotKey.toString('hex')}…) than the one served (${snapshotKey.toString('hex')}…): its pages may not be the ones this guest needs`);
+    }
     const ws = workingSet(t);
     if (ws.length === 0) notes.push(`trace ${path} holds no touched pages: nothing to replay`);
     return replayRanges(ws);

@@ -54,7 +54,7 @@ async function show(argv: string[]): Promise<number> {
   const at = (ms: number | null): string => (ms === null ? '' : `; last at ${ms.toFixed(1)} ms`);
   const faults = s.faults.copy + s.faults.zero + s.faults.late;
   const lines = [
-    `trace:       ${path} (${s.records} records, snapshot of ${mib(s.snapshotBytes)})`,
+    `trace:       ${path} (${s.records} records, snapshot of ${mib(s.snapshotBytes)}${s.snapshotKey ? `, key ${s.snapshotKey}` : ''})`,
     `touched:     ${s.touchedPages} pages, ${mib(s.touchedBytes)} (${((100 * s.touchedPages * 4096) / s.snapshotBytes).toFixed(1)}% of memory)`,
   ];
   if (s.merged) {

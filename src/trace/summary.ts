@@ -6,6 +6,8 @@ import { workingSet, prefetchedSet } from './working-set.js';
 
 export interface TraceSummary {
   snapshotBytes: number;
+  /** The snapshot's key in hex (a snapshot in a store), or null. */
+  snapshotKey: string | null;
   records: number;
   /** Distinct pages the guest touched (faulted on), and their bytes. */
   touchedPages: number;
@@ -39,7 +41,7 @@ export interface PrefetchScore {
 export function summarize(t: Trace, reference?: Trace): TraceSummary {
   const r = t.records;
   const s: TraceSummary = {
-    snapshotBytes: Number(t.snapshotBytes), records: r.length / RECORD_WORDS, touchedPages: 0, touchedBytes: 0,
+    snapshotBytes: Number(t.snapshotBytes), snapshotKey: t.snapshotKey?.toString('hex') ?? null, records: r.length / RECORD_WORDS, touchedPages: 0, touchedBytes: 0,
     faults: { copy: 0, zero: 0, late: 0 }, prefetchedPages: 0, prefetchedZeroPages: 0, removedPages: 0,
     lastFaultMs: null, lastPrefetchMs: null, recordedWhilePrefetching: recordedWhilePrefetching(t), merged: isMerged(t),
   };

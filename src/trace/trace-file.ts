@@ -13,6 +13,14 @@ export const TRACE_MAGIC = 'SFTRACE1';
  */
 export const TRACE_VERSION = 2;
 export const HEADER_BYTES = 64;
+/** Where the snapshot's key lies in the header (zero: none). */
+const SNAPSHOT_KEY_OFFSET = 44;
+export const SNAPSHOT_KEY_BYTES = 16;
+
+/** A snapshot's key as traces hold it: the first 16 bytes of a hex content identity. */
+export function snapshotKeyOf(contentIdentity: string | null): Buffer | null {
+  return contentIdentity ? Buffer.from(contentIdentity.slice(0, SNAPSHOT_KEY_BYTES * 2), 'hex') : null;
+}
 /** A record in memory, as in a version 2 file: page, pages, time (u64 µs: low word, high word), kind, reserved (zero). */
 export const RECORD_WORDS = 6;
 export const FIELD = { PAGE: 0, PAGES: 1, TIME_LO: 2, TIME_HI: 3, KIND: 4, RESERVED: 5 } as const;
@@ -73,6 +81,11 @@ export interface Trace {
   /** Unix time of the handshake, ms; 0 for a merged trace (no one handshake). */
   startedMs: number;
   flags: number;
+  /**
+   * The first 16 bytes of the served snapshot's content identity (a store's
+   * snapshot: its manifest's SHA-256), or null when it has none (a file).
+   */
+  snapshotKey?: Buffer | null;
   /** RECORD_WORDS u32 per record (see FIELD): page, pages, µs since the handshake, kind. */
   records: Uint32Array;
 }
@@ -112,6 +125,7 @@ export function encodeTrace(t: Trace): Buffer {
   b.writeBigUInt64LE(BigInt(n), 24);
   b.writeBigUInt64LE(BigInt(Math.round(t.startedMs)), 32);
   b.writeUInt32LE(t.flags, 40);
+  if (t.snapshotKey) t.snapshotKey.copy(b, SNAPSHOT_KEY_OFFSET, 0, SNAPSHOT_KEY_BYTES);
   const view = new Uint32Array(b.buffer, b.byteOffset + HEADER_BYTES, n * RECORD_WORDS);
   view.set(t.records);
   // Little-endian hosts only (x86_64, aarch64): the records are written as they lie in memory.
@@ -152,7 +166,9 @@ export function decodeTrace(b: Buffer, name: string): Trace {
       throw new TraceError(`${name}: record ${o / RECORD_WORDS} is corrupt (page ${first}, ${count} pages, kind ${kind}, at ${recordTimeUs(records, o)} µs); record the trace again`);
     }
   }
-  return { snapshotBytes, startedMs: Number(b.readBigUInt64LE(32)), flags: b.readUInt32LE(40), records };
+  const key = Buffer.from(b.subarray(SNAPSHOT_KEY_OFFSET, SNAPSHOT_KEY_OFFSET + SNAPSHOT_KEY_BYTES));
+  const snapshotKey = key.every((x) => x === 0) ? null : key;
+  return { snapshotBytes, startedMs: Number(b.readBigUInt64LE(32)), flags: b.readUInt32LE(40), snapshotKey, records };
 }
 
 export function readTrace(path: string): Trace {

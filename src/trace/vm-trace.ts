@@ -7,7 +7,7 @@ import { usSince } from './clock.js';
 
 export function traceOfVm(
   core: Core, table: number, regions: readonly GuestRegion[], snapshotBytes: bigint, t0: number,
-  faults: Uint32Array | null, prefetched: Uint32Array | null, prefetching: boolean,
+  faults: Uint32Array | null, prefetched: Uint32Array | null, prefetching: boolean, snapshotKey: Buffer | null = null,
 ): Trace {
   const endUs = usSince(t0);
   const removed = removedRuns(core, table, regions);
@@ -17,7 +17,7 @@ export function traceOfVm(
   records.set(parts[1], parts[0].length);
   let o = parts[0].length + parts[1].length;
   for (let i = 0; i < removed.length; i += 2, o += RECORD_WORDS) setRecord(records, o, removed[i], removed[i + 1], endUs, RECORD.REMOVED);
-  return { snapshotBytes, startedMs: t0, flags: prefetching ? TRACE_FLAG_PREFETCHED : 0, records: sortByTime(records) };
+  return { snapshotBytes, startedMs: t0, flags: prefetching ? TRACE_FLAG_PREFETCHED : 0, snapshotKey, records: sortByTime(records) };
 }
 
 /** Runs of removed pages (first snapshot page, pages), from each region's removed bitmap. */

@@ -68,7 +68,10 @@ export function mergeTraces(traces: readonly Trace[], names: readonly string[], 
   // Order, not time: every time is 0 and the file order is the order (time ties keep it).
   keep.forEach((p, i) => setRecord(records, i * RECORD_WORDS, p, 1, 0, RECORD.FAULT_COPY));
   const prefetched = traces.some((t) => (t.flags & TRACE_FLAG_PREFETCHED) !== 0) ? TRACE_FLAG_PREFETCHED : 0;
-  return { snapshotBytes: bytes, startedMs: 0, flags: TRACE_FLAG_MERGED | prefetched, records };
+  // Traces of one snapshot keep its key; of several (a layer and its parent, say), none.
+  const key = traces[0].snapshotKey ?? null;
+  const snapshotKey = key && traces.every((t) => t.snapshotKey?.equals(key)) ? key : null;
+  return { snapshotBytes: bytes, startedMs: 0, flags: TRACE_FLAG_MERGED | prefetched, snapshotKey, records };
 }
 
 /** Pages of the first-touch order taken at a time, sorted and joined into ranges. */
