@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import { openStoreSnapshot } from '../store/store-snapshot.js';
 import { manifestIdentity } from '../store/manifest.js';
 import type { FolderStore } from '../store/folder-store.js';
+import { StoreError } from '../errors.js';
 
 /** A memory file as served: raw (mapped) or compressed (decoded through the core's cache). */
 export type ServedSnapshot = RawSnapshot | CompressedSnapshot;
@@ -83,6 +84,16 @@ export class SnapshotCache {
     if (!entry) {
       const { snap, identities } = openStoreSnapshot(store, name, this.core, this.arena, this.cacheBytes);
       const lease = store.register('leases', { identities });
+      // Removed (and collected) between the read and the lease? Then its chunks may be gone: refuse now, not at a fault.
+      let still = false;
+      try {
+        still = manifestIdentity(store.readManifest(name)) === identity;
+      } catch { /* removed */ }
+      if (!still) {
+        lease.release();
+        snap.close();
+        throw new StoreError(store.root, `snapshot "${name}" was removed or replaced while it was being opened: try again`);
+      }
       entry = { snap, users: 0, scan: null, lease: lease.release };
       this.current.set(name, entry);
     }

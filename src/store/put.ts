@@ -102,7 +102,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
       filling = null;
       const ab = f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.length) as ArrayBuffer;
       const { result } = await jobs.submit({ kind: 'chunk', id: 0, data: ab });
-      chunkWrites.push(result.then((r) => {
+      const written = result.then((r) => {
         if (r.kind !== 'chunk') throw new Error('internal: a digest answered a chunk job');
         f.ref.name = Buffer.from(r.name);
         f.ref.stored = r.stored;
@@ -112,7 +112,9 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
           bytesAdded += r.out.byteLength;
         }
         newRecords.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
-      }));
+      });
+      jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection
+      chunkWrites.push(written);
     };
     const addNewPage = async (page: Buffer, digest: Buffer, key: string, p: number): Promise<void> => {
       if (!filling) {
@@ -184,7 +186,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     const manifest = encodeManifest({ originalSize: size, chunkBytes, pages, createdMs: Date.now(), parent, chunks, pageTable: table });
     if (newRecords.length > 0) store.writeDigestPack(encodeDigestPack(ppc, newRecords));
     store.commitManifest(name, manifest);
-    confirmAfterCommit(store, name, used);
+    confirmAfterCommit(store, name, used, parent);
     const reused = used.filter((r) => r.existing).length;
     return {
       name, identity: manifestIdentity(manifest), pages, zeroPages: s.zeroPages, parentPages: pages - s.zeroPages - s.reusedPages - s.newPages,
@@ -208,7 +210,18 @@ function isZeroDigest(d: Buffer): boolean {
  * after: the chunks the committed manifest reuses are checked once more, and
  * one caught aside is put back.
  */
-function confirmAfterCommit(store: FolderStore, name: string, used: ChunkRef[]): void {
+function confirmAfterCommit(store: FolderStore, name: string, used: ChunkRef[], parent: { name: string; identity: string } | null): void {
+  // rm checks for children when it runs: one removing the parent while this put ran saw none.
+  if (parent) {
+    let same = false;
+    try {
+      same = manifestIdentity(store.readManifest(parent.name)) === parent.identity;
+    } catch { /* removed */ }
+    if (!same) {
+      store.retireManifest(name, manifestIdentity(store.readManifest(name)));
+      throw new StoreError(store.root, `parent "${parent.name}" was removed or replaced while "${name}" was being put: put both again`);
+    }
+  }
   for (const r of used) {
     if (!r.existing) continue;
     const hex = r.name.toString('hex');

@@ -1,7 +1,9 @@
 // 2 MiB hugetlbfs guest memory: reserves huge pages for the test (root) and
 // puts the old reservation back afterwards.
 import { expect } from 'chai';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, runSim } from '../helpers/processes.js';
 import { pack } from '../../src/compressed/pack.js';
@@ -54,6 +56,37 @@ describe('2 MiB hugetlbfs guest memory', function () {
     expect(sim.json?.mismatches).to.equal(0);
     expect((await h.waitExit()).code).to.equal(0);
     expect(h.stderr).to.match(/chunks: [1-9]\d* decoded/);
+  });
+
+  it('serves 2 MiB pages from a three-layer snapshot in a store, with removes', async () => {
+    const store = tmp.file('huge-store');
+    const base = readFileSync(mem);
+    const put = (file: string, name: string, extra: string[] = []): void => {
+      const r = spawnSync(SNAPFAULT, ['store', 'put', file, name, '--store', store, ...extra], { encoding: 'utf8' });
+      expect(r.status, r.stderr).to.equal(0);
+    };
+    put(mem, 'h0');
+    // Two sparse Diff layers: 4 KiB pages changed here and there, inside several huge pages.
+    const merged = Buffer.from(base);
+    for (const [layer, step] of [[1, 97], [2, 131]]) {
+      const diff = tmp.file(`huge-diff${layer}.img`);
+      const fd = openSync(diff, 'w');
+      ftruncateSync(fd, base.length);
+      for (let p = layer; p < base.length / 4096; p += step) {
+        merged.fill(layer * 16 + (p & 15), p * 4096, (p + 1) * 4096);
+        writeSync(fd, merged, p * 4096, 4096, p * 4096);
+      }
+      closeSync(fd);
+      put(diff, `h${layer}`, ['--parent', `h${layer - 1}`]);
+    }
+    const want = tmp.file('huge-merged.img', merged);
+    const sock = tmp.file('h-store.sock');
+    const h = await startSnapfault(['--store', store, sock, 'h2']);
+    const sim = await runSim(['--socket', sock, '--mem', want, '--page-size', '2097152', '--verify', '--pattern', 'random', '--threads', '2',
+      '--balloon', '6M:2M', '--balloon-mode', 'after']);
+    expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect((await h.waitExit()).code).to.equal(0);
   });
 
   it('ballooned 2 MiB pages come back as zeros (hugetlbfs has no ZEROPAGE)', async () => {

@@ -299,6 +299,34 @@ describe('snapshot store', function () {
     });
   });
 
+  describe('a full disk', () => {
+    const mnt = tmp.file('small-fs');
+    before(() => {
+      spawnSync('mkdir', ['-p', mnt]);
+      const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`cannot mount a small tmpfs (needs root): ${r.stderr}`);
+    });
+    after(() => {
+      spawnSync('umount', [mnt]);
+    });
+
+    it('a put that runs out of space fails in one line and leaves the store as it was', () => {
+      const store = join(mnt, 'store');
+      const small = tmp.file('small.img', makeImage(2 * MiB, { seed: 'small', zeroFraction: 0.2 }));
+      putJson(store, small, 'small');
+      const big = tmp.file('big-random.img', prng('big-random', 16 * MiB));
+      const r = cli(['store', 'put', big, 'big', '--store', store]);
+      expect(r.code).to.equal(2);
+      expect(r.stderr).to.match(/^snapfault: store .*: chunk [0-9a-f]{64} cannot be written \(ENOSPC\): the disk is full\n$/);
+      expect(FolderStore.open(store).listSnapshots()).to.deep.equal(['small']);
+      expect(cli(['store', 'verify', 'small', '--store', store, '--against', small]).code).to.equal(0);
+      // gc gives the space back: only what 'small' uses is left.
+      expect(cli(['store', 'gc', '--store', store, '--grace', '0']).code).to.equal(0);
+      expect(new Set(chunkFiles(store))).to.deep.equal(referenced(store));
+      putJson(store, small, 'small-again');
+    });
+  });
+
   describe('damage and bad input', () => {
     const store = tmp.file('bad-store');
     let img: string;
