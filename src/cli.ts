@@ -192,6 +192,10 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const prefetch = parsePrefetch(values.prefetch ?? 'none');
   const record = values.record ?? null;
   const storePath = storeOption(values.store);
+  if (storePath !== null && memPath.includes('/')) {
+    const from = values.store !== undefined ? '--store' : 'SNAPFAULT_STORE';
+    throw new UsageError(`${memPath} looks like a path, but ${from} makes it a snapshot's name in the store ${storePath}: give a name (snapfault store ls), or ${from === '--store' ? 'leave out --store' : 'unset SNAPFAULT_STORE'} to serve a memory file`);
+  }
   const store = storePath === null ? null : FolderStore.open(storePath);
   // A name in a store is no file --record could write over.
   const checkRecordPath = record === null ? undefined : recordChecks(values, record, store ? '' : memPath, prefetch, once);

@@ -4,7 +4,7 @@
 import { statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError, StoreError } from '../errors.js';
-import { parseTool, onePositional, intOption } from '../tool-args.js';
+import { parseTool, onePositional, intOption, nearest } from '../tool-args.js';
 import { progressBar } from '../progress.js';
 import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../compressed/format.js';
 import { FolderStore, checkSnapshotName } from './folder-store.js';
@@ -230,6 +230,9 @@ function help(): number {
 export const storeTool: Tool = async (argv) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return help();
-  if (!Object.hasOwn(COMMANDS, sub)) throw new UsageError(`unknown store command '${sub}'; commands: ${Object.keys(COMMANDS).join(', ')}; see snapfault store --help`);
+  if (!Object.hasOwn(COMMANDS, sub)) {
+    const near = nearest(sub, Object.keys(COMMANDS));
+    throw new UsageError(`unknown store command '${sub}'${near ? `: did you mean ${near}?` : `; commands: ${Object.keys(COMMANDS).join(', ')}; see snapfault store --help`}`);
+  }
   return COMMANDS[sub](rest);
 };

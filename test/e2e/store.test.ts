@@ -395,6 +395,7 @@ describe('snapshot store', function () {
       writeFileSync(join(store, 'snapshots', 'broken'), m);
       const cases: Array<[string[], RegExp]> = [
         [[tmp.file('x.sock'), 'broken'], /^snapfault: store .*: snapshot "broken" fails its checksum: the manifest is damaged\n$/],
+        [[tmp.file('x.sock'), './some/mem'], /^snapfault: \.\/some\/mem looks like a path, but --store makes it a snapshot's name in the store .*: give a name \(snapfault store ls\), or leave out --store to serve a memory file\n$/],
         [[tmp.file('x.sock'), 'nothing'], /^snapfault: store .*: has no snapshot "nothing": `snapfault store ls --store .*` lists them\n$/],
         [['store', 'put', img, 'child', '--parent', 'nothing'], /^snapfault: store .*: has no snapshot "nothing"/],
         [['store', 'put', img, 'bad'], /^snapfault: store .*: already has a snapshot "bad": choose another name, or remove it first \(snapfault store rm\)\n$/],
@@ -406,6 +407,7 @@ describe('snapshot store', function () {
         expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(2);
         expect(r.stderr, args.join(' ')).to.match(re);
       }
+      expect(cli(['store', 'lss', '--store', store]).stderr).to.equal("snapfault: unknown store command 'lss': did you mean ls?\n");
       const none = cli(['store', 'ls', '--store', tmp.file('no-such-store')]);
       expect(none.code).to.equal(2);
       expect(none.stderr).to.match(/^snapfault: store .*no-such-store: no such folder: give the folder of a store/);
