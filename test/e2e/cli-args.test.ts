@@ -60,7 +60,7 @@ describe('snapfault command line: mistyped commands', function () {
     [['serv', '--socket', 's.sock', '--mem', 'mem.img'], /^snapfault: unknown command 'serv': did you mean serve\?/],
     [['--log-level', 'debug', 'verfiy', 'mem.img'], /^snapfault: unknown command 'verfiy': did you mean verify\?/],
     [['Pack', 'mem.img'], /^snapfault: unknown command 'Pack': did you mean pack\?/],
-    [['frobnicate'], /^snapfault: unknown command 'frobnicate'; commands: serve, pack, unpack, inspect, verify, trace, report, help; or serve one Firecracker with snapfault \[options\] <socket> <memory-file>\n$/],
+    [['frobnicate'], /^snapfault: unknown command 'frobnicate'; commands: serve, pack, unpack, inspect, verify, trace, report, store, help; or serve one Firecracker with snapfault \[options\] <socket> <memory-file>\n$/],
     [['trace', 'shwo', 'x.trace'], /^snapfault: unknown command 'trace shwo': did you mean trace show\?\n$/],
   ];
   for (const [args, re] of cases) {
