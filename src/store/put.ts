@@ -16,9 +16,11 @@ import { dataExtents } from '../../native/fd.js';
 import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from '../snapshot/limits.js';
 import { FolderStore, checkSnapshotName } from './folder-store.js';
 import { encodeManifest, decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN_PARENT, type ChunkRecord } from './manifest.js';
-import { encodeDigestPack, PAGE_DIGEST_BYTES, type DigestRecord } from './digest-pack.js';
+import { encodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
+import { JobQueue } from './put-jobs.js';
+import { ChunkGatherer } from './chunk-gatherer.js';
 import { loadDedupIndex, type ChunkRef } from './dedup-index.js';
-import type { PutJob, PutResult, PutWorkerData } from './put-worker.js';
+import type { PutWorkerData } from './put-worker.js';
 
 export interface PutOptions {
   parent?: string;
@@ -90,45 +92,11 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     }
     const jobs = new JobQueue(workers, count * 2);
 
-    // New pages are gathered into the chunk being filled; a full chunk goes to a worker to be named.
-    let filling: { ref: ChunkRef; data: Buffer; digests: Buffer; used: number } | null = null;
-    const newRecords: DigestRecord[] = [];
-    const chunkWrites: Array<Promise<void>> = [];
-    let chunksAdded = 0;
-    let bytesAdded = 0;
-    const sendChunk = async (): Promise<void> => {
-      if (!filling) return;
-      const f = filling;
-      filling = null;
-      const ab = f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.length) as ArrayBuffer;
-      const { result } = await jobs.submit({ kind: 'chunk', id: 0, data: ab });
-      const written = result.then((r) => {
-        if (r.kind !== 'chunk') throw new Error('internal: a digest answered a chunk job');
-        f.ref.name = Buffer.from(r.name);
-        f.ref.stored = r.stored;
-        f.ref.checksum = r.checksum;
-        if (store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
-          chunksAdded++;
-          bytesAdded += r.out.byteLength;
-        }
-        newRecords.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
-      });
-      jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection
-      chunkWrites.push(written);
-    };
+    const gatherer = new ChunkGatherer(store, jobs, index, chunkBytes);
     const addNewPage = async (page: Buffer, digest: Buffer, key: string, p: number): Promise<void> => {
-      if (!filling) {
-        const ref = index.newRef();
-        filling = { ref, data: Buffer.alloc(chunkBytes), digests: Buffer.alloc(ppc * PAGE_DIGEST_BYTES), used: 0 };
-      }
-      const f = filling;
-      const slot = f.used++;
-      page.copy(f.data, slot * PAGE);
-      digest.copy(f.digests, slot * PAGE_DIGEST_BYTES);
-      index.set(key, f.ref, slot);
-      table[p] = useRef(f.ref) * ppc + slot;
+      const { ref, slot } = await gatherer.add(page, digest, key);
+      table[p] = useRef(ref) * ppc + slot;
       s.newPages++;
-      if (f.used === ppc) await sendChunk();
     };
     const sortPages = async (block: Buffer, digests: Buffer, firstPage: number): Promise<void> => {
       for (let i = 0; i < block.length / PAGE; i++) {
@@ -178,19 +146,18 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
       }
     }
     await order;
-    await sendChunk(); // the last chunk, padded with zero pages
-    await Promise.all(chunkWrites);
+    await gatherer.finish();
     jobs.check();
 
     const chunks: ChunkRecord[] = used.map((r) => ({ name: r.name, stored: r.stored, checksum: r.checksum }));
     const manifest = encodeManifest({ originalSize: size, chunkBytes, pages, createdMs: Date.now(), parent, chunks, pageTable: table });
-    if (newRecords.length > 0) store.writeDigestPack(encodeDigestPack(ppc, newRecords));
+    if (gatherer.records.length > 0) store.writeDigestPack(encodeDigestPack(ppc, gatherer.records));
     store.commitManifest(name, manifest);
     confirmAfterCommit(store, name, used, parent);
     const reused = used.filter((r) => r.existing).length;
     return {
       name, identity: manifestIdentity(manifest), pages, zeroPages: s.zeroPages, parentPages: pages - s.zeroPages - s.reusedPages - s.newPages,
-      reusedPages: s.reusedPages, newPages: s.newPages, chunksAdded, bytesAdded, chunksReused: reused, manifestBytes: manifest.length,
+      reusedPages: s.reusedPages, newPages: s.newPages, chunksAdded: gatherer.chunksAdded, bytesAdded: gatherer.bytesAdded, chunksReused: reused, manifestBytes: manifest.length,
       seconds: (Date.now() - started) / 1000,
     };
   } finally {
@@ -227,55 +194,5 @@ function confirmAfterCommit(store: FolderStore, name: string, used: ChunkRef[], 
     const hex = r.name.toString('hex');
     if (store.chunkExists(hex) || store.restoreFromTrash(hex)) continue;
     throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${hex} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
-  }
-}
-
-/** Jobs for the put workers, least busy first, with at most `limit` in flight. */
-class JobQueue {
-  private inFlight = 0;
-  private next = 0;
-  private readonly waiting: Array<() => void> = [];
-  private readonly replies = new Map<number, { resolve: (r: PutResult) => void; reject: (e: Error) => void }>();
-  private failure: Error | null = null;
-
-  constructor(private readonly workers: Worker[], private readonly limit: number) {
-    for (const w of workers) {
-      w.on('message', (r: PutResult) => {
-        const reply = this.replies.get(r.id);
-        this.replies.delete(r.id);
-        this.inFlight--;
-        this.waiting.shift()?.();
-        reply?.resolve(r);
-      });
-      w.on('error', (e) => this.fail(e));
-    }
-  }
-
-  /** Resolves once the job is sent (so reading can go on), with the promise of its result. */
-  async submit(job: PutJob): Promise<{ result: Promise<PutResult> }> {
-    while (this.inFlight >= this.limit && !this.failure) await new Promise<void>((r) => this.waiting.push(r));
-    this.check();
-    const id = this.next++;
-    const result = new Promise<PutResult>((resolve, reject) => this.replies.set(id, { resolve, reject }));
-    result.catch(() => undefined); // rejections surface through check() and the awaiting chain
-    this.inFlight++;
-    this.workers[id % this.workers.length].postMessage({ ...job, id }, [job.data]);
-    return { result };
-  }
-
-  /** A chain of work that may fail: its failure stops the put at the next check. */
-  track(p: Promise<void>): void {
-    p.catch((e: Error) => this.fail(e));
-  }
-
-  check(): void {
-    if (this.failure) throw this.failure;
-  }
-
-  private fail(e: Error): void {
-    if (!this.failure) this.failure = e;
-    for (const r of this.replies.values()) r.reject(e);
-    this.replies.clear();
-    this.waiting.splice(0).forEach((f) => f());
   }
 }

@@ -1,0 +1,66 @@
+// A put's new pages, gathered into chunks in the order they come: a full
+// chunk goes to a put worker to be named, checksummed and compressed, then is
+// written unless the store holds a chunk of that name. The last chunk is
+// padded with zero pages, so every chunk decodes to the store's chunk size.
+import { PAGE_DIGEST_BYTES, type DigestRecord } from './digest-pack.js';
+import type { FolderStore } from './folder-store.js';
+import type { ChunkRef, DedupIndex } from './dedup-index.js';
+import type { JobQueue } from './put-jobs.js';
+
+const PAGE = 4096;
+
+export class ChunkGatherer {
+  /** The chunks written, with their page digests: the put's digest pack. */
+  readonly records: DigestRecord[] = [];
+  chunksAdded = 0;
+  bytesAdded = 0;
+  private filling: { ref: ChunkRef; data: Buffer; digests: Buffer; used: number } | null = null;
+  private readonly writes: Array<Promise<void>> = [];
+  private readonly ppc: number;
+
+  constructor(private readonly store: FolderStore, private readonly jobs: JobQueue, private readonly index: DedupIndex, private readonly chunkBytes: number) {
+    this.ppc = chunkBytes / PAGE;
+  }
+
+  /** Takes a new page; returns its chunk and slot (the chunk is named later). */
+  async add(page: Buffer, digest: Buffer, key: string): Promise<{ ref: ChunkRef; slot: number }> {
+    if (!this.filling) {
+      this.filling = { ref: this.index.newRef(), data: Buffer.alloc(this.chunkBytes), digests: Buffer.alloc(this.ppc * PAGE_DIGEST_BYTES), used: 0 };
+    }
+    const f = this.filling;
+    const slot = f.used++;
+    page.copy(f.data, slot * PAGE);
+    digest.copy(f.digests, slot * PAGE_DIGEST_BYTES);
+    // Later copies of this page in the same put find it here.
+    this.index.set(key, f.ref, slot);
+    if (f.used === this.ppc) await this.send();
+    return { ref: f.ref, slot };
+  }
+
+  /** Sends the last chunk and waits until every chunk is written. */
+  async finish(): Promise<void> {
+    await this.send();
+    await Promise.all(this.writes);
+  }
+
+  private async send(): Promise<void> {
+    const f = this.filling;
+    if (!f) return;
+    this.filling = null;
+    const data = f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.length) as ArrayBuffer;
+    const { result } = await this.jobs.submit({ kind: 'chunk', id: 0, data });
+    const written = result.then((r) => {
+      if (r.kind !== 'chunk') throw new Error('internal: a digest answered a chunk job');
+      f.ref.name = Buffer.from(r.name);
+      f.ref.stored = r.stored;
+      f.ref.checksum = r.checksum;
+      if (this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
+        this.chunksAdded++;
+        this.bytesAdded += r.out.byteLength;
+      }
+      this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
+    });
+    this.jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection
+    this.writes.push(written);
+  }
+}
