@@ -60,3 +60,9 @@ export class TraceError extends SnapfaultError {}
 
 /** A prefetch policy that cannot be loaded, or that failed while running. */
 export class PolicyError extends SnapfaultError {}
+
+/** A state directory (--state-dir) that cannot be used, or a record in it that cannot be read. */
+export class StateError extends SnapfaultError {}
+
+/** A state record written by a newer snapfault: not damaged, only unreadable here. */
+export class StateVersionError extends StateError {}
