@@ -2,6 +2,7 @@
 // the VM's page table and hands the VM to a fault worker. One VM's failure is
 // logged and contained; the others go on.
 import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
 import { SocketListener } from './socket-listener.js';
 import { peerCredentials } from '../native/socket.js';
 import { closeFd } from '../native/fd.js';
@@ -35,7 +36,7 @@ import { StateDir, type StateOwner } from './state/state-dir.js';
 import { VmRecord } from './state/vm-record.js';
 import { takeUffd } from './state/take-uffd.js';
 import { recordVm, mirrorTarget, loadRemoved, wakeAll } from './state/recorded-vm.js';
-import { processStartTime } from './state/firecracker-process.js';
+import { processStartTime, holdsUserfaultfd } from './state/firecracker-process.js';
 import { SIGUSR2 } from '../native/pidfd.js';
 import { StateError } from './errors.js';
 
@@ -276,9 +277,14 @@ export class SnapfaultServer {
       throw e;
     }
     server.listener?.start((fd) => void server.onConnection(fd));
-    opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} with ${opts.workers} fault worker(s)` +
-      (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''),
-    { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
+    const how = `with ${opts.workers} fault worker(s)` + (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : '');
+    if (server.listener) {
+      opts.log.info(`listening on ${opts.socketPath}, serving ${opts.memPath} ${how}`,
+        { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
+    } else {
+      opts.log.info(`serving the VM taken over ${how}; not listening on ${opts.socketPath}: this drop-in handler's one Firecracker is that VM`,
+        { event: 'serving_taken_over', socket: opts.socketPath, workers: opts.workers });
+    }
     return server;
   }
 
@@ -344,15 +350,18 @@ export class SnapfaultServer {
 
   private async onConnection(conn: number): Promise<void> {
     this.handshaking++;
+    const pending = { path: null as string | null };
     try {
-      await this.serveConnection(conn);
+      await this.serveConnection(conn, pending);
     } finally {
+      // Recorded, refused or ignored: either way no longer a handshake a successor would have lost.
+      if (pending.path) rmSync(pending.path, { force: true });
       this.handshaking--;
       this.checkIdle();
     }
   }
 
-  private async serveConnection(conn: number): Promise<void> {
+  private async serveConnection(conn: number, marked: { path: string | null }): Promise<void> {
     const { log } = this.opts;
     let pid = 0;
     let pidfd = -1;
@@ -382,6 +391,9 @@ export class SnapfaultServer {
       } catch {
         gone = true; // a probe that connected and exited; what it sent (if anything) decides
       }
+      const startTime = this.state ? processStartTime(pid) : null;
+      if (this.state && startTime !== null) marked.path = this.state.markPending(pid, startTime);
+      log.debug(`connection from pid ${pid} accepted`, { vm: pid, event: 'accepted' });
       let hs;
       try {
         hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
@@ -498,6 +510,7 @@ export class SnapfaultServer {
     const state = this.state!;
     const t0 = performance.now();
     const records = state.records().map((path) => VmRecord.open(path));
+    this.settleLostHandshakes(records.map((r) => r.identity.pid));
     let adopted = 0;
     for (const record of records) {
       const id = record.identity;
@@ -513,6 +526,31 @@ export class SnapfaultServer {
       if (this.adopt(record, t.pidfd, t.uffd, t0)) adopted++;
     }
     return adopted;
+  }
+
+  /**
+   * Connections the previous handler accepted and died before recording: the
+   * handshake went with it (Firecracker sends it once), so the VM cannot be
+   * served. A Firecracker still running with a userfaultfd is frozen for good:
+   * it gets the --on-fatal treatment, so its restore fails instead of hanging.
+   */
+  private settleLostHandshakes(recorded: number[]): void {
+    for (const p of this.state!.pending()) {
+      rmSync(p.path, { force: true });
+      if (recorded.includes(p.pid) || p.startTime === null || processStartTime(p.pid) !== p.startTime || !holdsUserfaultfd(p.pid)) continue;
+      let killed = false;
+      try {
+        const pidfd = pidfdOpen(p.pid);
+        if (processStartTime(p.pid) === p.startTime && this.opts.onFatal === 'kill-peer') killed = pidfdSignal(pidfd, SIGKILL);
+        closeFd(pidfd);
+      } catch {
+        continue; // exited meanwhile
+      }
+      this.opts.log.error(`VM pid ${p.pid}: the previous handler died after accepting its connection and before recording its handshake, ` +
+        `which went with it: it cannot be served; ${killed ? `killed Firecracker pid ${p.pid}` : leftRunningText(p.pid)}`,
+      { vm: p.pid, event: 'takeover', outcome: 'lost', killed });
+      this.count(this.takeovers, 'lost');
+    }
   }
 
   /** Serves a VM whose uffd was just taken; a VM that cannot be served (its snapshot changed, say) gets the --on-fatal treatment. */

@@ -20,17 +20,6 @@ export function processStartTime(pid: number): bigint | null {
   return start !== undefined && /^\d+$/.test(start) ? BigInt(start) : null;
 }
 
-/** True when the process has exited but is not yet reaped, or is gone. */
-export function processGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state === 'Z' || state === 'X';
-  } catch {
-    return true;
-  }
-}
-
 export const USERFAULTFD_LINK = 'anon_inode:[userfaultfd]';
 
 /**
@@ -56,4 +45,19 @@ export function findUserfaultfd(pid: number, dev: number, ino: bigint): number |
     }
   }
   return null;
+}
+
+/** True when process `pid` holds any userfaultfd (a Firecracker past creating its guest memory). */
+export function holdsUserfaultfd(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((name) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${name}`) === USERFAULTFD_LINK;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }

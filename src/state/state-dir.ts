@@ -1,8 +1,9 @@
 // The state directory (--state-dir): one VM record a served VM
-// (vm-record.ts), and `lock`, flocked by the one snapfault that owns the
+// (vm-record.ts); `pending-<pid>`, a connection accepted whose handshake is
+// not recorded yet; and `lock`, flocked by the one snapfault that owns the
 // directory. The kernel lets go of the flock however that process ends, so a
 // successor finds the directory free the moment its owner is gone.
-import { mkdirSync, openSync, closeSync, readdirSync, unlinkSync, fstatSync, readSync, writeSync, ftruncateSync, constants as fsc } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, openSync, closeSync, readdirSync, unlinkSync, fstatSync, readSync, writeSync, ftruncateSync, constants as fsc } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tryLockExclusive } from '../../native/fd.js';
 import { StateError } from '../errors.js';
@@ -62,6 +63,35 @@ export class StateDir {
     for (const name of readdirSync(this.path)) {
       if (/^\.vm-\d+\.state\.tmp$/.test(name)) unlinkSync(join(this.path, name));
       else if (/^vm-\d+\.state$/.test(name)) out.push(join(this.path, name));
+    }
+    return out;
+  }
+
+  /**
+   * Notes a connection accepted from `pid` before its handshake is read: if
+   * this handler dies before the VM is recorded, the handshake dies with it,
+   * and a successor finds the Firecracker by this mark (takeover).
+   */
+  markPending(pid: number, startTime: bigint): string {
+    const path = join(this.path, `pending-${pid}`);
+    writeFileSync(path, `${startTime}\n`, { mode: 0o600 });
+    return path;
+  }
+
+  /** The connections a handler that is gone had accepted without recording them: pid and start time. */
+  pending(): Array<{ path: string; pid: number; startTime: bigint | null }> {
+    const out = [];
+    for (const name of readdirSync(this.path)) {
+      const m = /^pending-(\d+)$/.exec(name);
+      if (!m) continue;
+      const path = join(this.path, name);
+      let text = '';
+      try {
+        text = readFileSync(path, 'latin1');
+      } catch {
+        /* removed meanwhile */
+      }
+      out.push({ path, pid: Number(m[1]), startTime: /^\d+\n$/.test(text) ? BigInt(text.trim()) : null });
     }
     return out;
   }
