@@ -114,8 +114,11 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     await new Promise((r) => setTimeout(r, 500));
     first.kill('SIGKILL');
     await first.exited;
-    const second = new Proc(SNAPFAULT, args);
+    const second = new Proc(SNAPFAULT, ['--metrics', '127.0.0.1:0', ...args]);
     live.push(second);
+    const url = (await second.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
+    await second.waitForStderr(/taken over from the previous handler/);
+    expect(await (await fetch(url)).text()).to.match(/^snapfault_takeovers_total\{outcome="taken"\} 1$/m);
     const r = await sim.result;
     expect(r.code, `${r.stderr}\n${second.stderr}`).to.equal(0);
     expect(r.json?.mismatches).to.equal(0);
