@@ -71,7 +71,10 @@ export async function serveUntilStopped(server: SnapfaultServer, signals: StopSi
     const vms = server.connectedPids;
     log.info(`handing over: a snapfault started with --takeover asked for this state directory; stopping at once and leaving ` +
       `${vms.length} VM(s) to it${vms.length ? ` (pid ${vms.join(', ')})` : ''}`, { event: 'handover', vms });
-  } else if (sig !== null && sig !== 'crashed') await drain(server, sig, drainTimeoutS, log, signals.second);
+  } else if (sig !== null && sig !== 'crashed') {
+    // A successor asking for the VMs (--takeover) ends a drain as a second signal would, leaving them recorded for it.
+    await drain(server, sig, drainTimeoutS, log, Promise.race([signals.second, signals.handover.then(() => 'signal' as const)]));
+  }
   await stopAll();
   return sig === 'crashed' ? 'crashed' : 'stopped';
 }

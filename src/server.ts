@@ -271,8 +271,6 @@ export class SnapfaultServer {
       await server.pool?.stop();
       await server.prefetcher?.stop();
       await cache.close();
-      // Records stay: another handler takes them over.
-      for (const vm of server.vms.values()) vm.record?.close(false);
       if (server.state !== state) server.state?.release();
       throw e;
     }
