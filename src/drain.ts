@@ -75,6 +75,7 @@ export async function serveUntilStopped(server: SnapfaultServer, signals: StopSi
     // A successor asking for the VMs (--takeover) ends a drain as a second signal would, leaving them recorded for it.
     await drain(server, sig, drainTimeoutS, log, Promise.race([signals.second, signals.handover.then(() => 'signal' as const)]));
   }
+  if (sig === 'handover') await server.handOver();
   await stopAll();
   return sig === 'crashed' ? 'crashed' : 'stopped';
 }

@@ -35,6 +35,7 @@ import type { GuestRegion } from './handshake/regions.js';
 import { StateDir, type StateOwner } from './state/state-dir.js';
 import { VmRecord } from './state/vm-record.js';
 import { takeUffd } from './state/take-uffd.js';
+import { SocketKeeper } from './state/socket-keeper.js';
 import { recordVm, mirrorTarget, loadRemoved, wakeAll } from './state/recorded-vm.js';
 import { processStartTime, holdsUserfaultfd } from './state/firecracker-process.js';
 import { SIGUSR2 } from '../native/pidfd.js';
@@ -173,6 +174,9 @@ export class SnapfaultServer {
   private prefetcher: Prefetcher | null = null;
   /** Created once everything a VM needs is ready (start); none for a drop-in handler that took its VM over. */
   private listener: SocketListener | null = null;
+  /** Holds a copy of the listening socket while this handler owns a state directory (src/state/socket-keeper.ts). */
+  private keeper: SocketKeeper | null = null;
+  private handingOver = false;
   private policy: PreparedPolicy | null = null;
   private doorbell = 0;
   /** VMs that ended and wait for the prefetch worker to let go of them. */
@@ -265,8 +269,10 @@ export class SnapfaultServer {
       // started, the core compiled and the snapshot open, so a Firecracker
       // that connects the moment it exists is served at once. A drop-in
       // handler that took its one VM over has no socket to serve.
-      if (opts.once && adopted > 0) server.claimed = true;
-      else server.listener = SocketListener.create(opts.socketPath, opts.socketMode);
+      if (opts.once && adopted > 0) {
+        server.claimed = true;
+        if (server.state) SocketKeeper.adopt(server.state.path, opts.socketPath)?.keeper.stop();
+      } else server.listen();
     } catch (e) {
       await server.pool?.stop();
       await server.prefetcher?.stop();
@@ -284,6 +290,46 @@ export class SnapfaultServer {
         { event: 'serving_taken_over', socket: opts.socketPath, workers: opts.workers });
     }
     return server;
+  }
+
+  /**
+   * Creates the socket, or with a state directory takes back the one a
+   * handler that is gone left with its keeper (its queued connections
+   * included), and gives it a keeper.
+   */
+  private listen(): void {
+    const { socketPath, socketMode, log } = this.opts;
+    const kept = this.state ? SocketKeeper.adopt(this.state.path, socketPath) : null;
+    if (kept) {
+      try {
+        this.listener = SocketListener.adopt(socketPath, kept.fd);
+        this.keeper = kept.keeper;
+        return;
+      } catch (e) {
+        closeFd(kept.fd);
+        kept.keeper.stop();
+        log.warn(`${(e as Error).message}; creating it anew`, { event: 'socket_keeper' });
+      }
+    }
+    this.listener = SocketListener.create(socketPath, socketMode);
+    if (!this.state) return;
+    try {
+      this.keeper = SocketKeeper.start(this.state.path, this.listener.fd);
+    } catch (e) {
+      log.warn(`${(e as Error).message}: Firecrackers connecting while this handler dies will be lost with it`, { event: 'socket_keeper' });
+    }
+  }
+
+  /** Closes the socket for good: its keeper too, or it would keep queueing connections nobody accepts. */
+  private closeListener(): void {
+    this.listener?.close();
+    this.keeper?.stop();
+  }
+
+  /** Stops for a successor started with --takeover: the socket stays bound and kept, every VM recorded. */
+  handOver(): Promise<void> {
+    this.handingOver = true;
+    return this.stop();
   }
 
   get connectedVms(): number {
@@ -308,7 +354,7 @@ export class SnapfaultServer {
    * stop() releases whatever is left.
    */
   drain(timeoutMs: number): Promise<boolean> {
-    this.listener?.close();
+    this.closeListener();
     if (this.idle) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       const done = (): void => {
@@ -374,7 +420,7 @@ export class SnapfaultServer {
       if (mine) return;
       if (this.claimed) throw new HandshakeError('peer', 'this drop-in handler serves one Firecracker and already has it: start one handler per VM, or use snapfault serve');
       this.claimed = mine = true;
-      this.listener?.close();
+      this.closeListener();
     };
     try {
       const cred = peerCredentials(conn);
@@ -693,7 +739,10 @@ export class SnapfaultServer {
 
   private async stopOnce(): Promise<void> {
     this.stopped = true;
-    this.listener?.close();
+    if (this.handingOver) {
+      this.listener?.detach();
+      this.keeper?.leave();
+    } else this.closeListener();
     const left = this.connectedPids;
     if (left.length > 0 && this.state) {
       this.opts.log.info(`stopping with ${left.length} VM(s) still served: pid ${left.join(', ')}; their records stay in ${this.state.path} ` +

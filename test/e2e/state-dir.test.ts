@@ -11,6 +11,7 @@ import { TempDir, makeImage } from '../helpers/images.js';
 import { cli, expectRefused } from '../helpers/cli.js';
 import { Proc, startSnapfault, startSim } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
+import { stopKeeper } from '../helpers/state.js';
 import { VmRecord, recordFileName } from '../../src/state/vm-record.js';
 import { processStartTime } from '../../src/state/firecracker-process.js';
 import { fileIdentity } from '../../src/snapshot/raw-file.js';
@@ -26,12 +27,18 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
   before(() => {
     mem = tmp.file('mem.img', makeImage(8 * MiB, { seed: 'state-dir' }));
   });
+  const dirs: string[] = [];
   afterEach(() => {
     for (const p of live.splice(0)) p.kill('SIGKILL');
+    for (const d of dirs.splice(0)) stopKeeper(d);
   });
   after(() => tmp.remove());
 
-  const fresh = (): { sock: string; state: string } => ({ sock: tmp.file(`s${n}.sock`), state: tmp.file(`state${n++}`) });
+  const fresh = (): { sock: string; state: string } => {
+    const state = tmp.file(`state${n}`);
+    dirs.push(state);
+    return { sock: tmp.file(`s${n++}.sock`), state };
+  };
   const serve = (sock: string, state: string): string[] => ['serve', '--socket', sock, '--mem', mem, '--state-dir', state, '--log-format', 'text'];
 
   /** A record of process `pid` as if snapfault had served it, with the given start time. */

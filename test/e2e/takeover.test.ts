@@ -11,6 +11,7 @@ import { readdirSync } from 'node:fs';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
+import { stopKeeper } from '../helpers/state.js';
 
 const MiB = 1 << 20;
 const VMS = 8;
@@ -106,6 +107,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       expect((await last.waitExit()).code, last.stderr).to.equal(0);
     } finally {
       for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
+      stopKeeper(state);
     }
   });
 });
