@@ -680,7 +680,8 @@ export class SnapfaultServer {
       const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;
       this.opts.log.error(`${who}: ${e.message}; ${action} (${summary})`, fields);
     } else {
-      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, fields);
+      const why = this.handingOver && e.reason === 'shutdown' ? 'handed over to the next handler' : e.message;
+      this.opts.log.info(`${who} ended: ${why}; ${summary}`, fields);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
     this.checkIdle();
