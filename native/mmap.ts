@@ -1,4 +1,5 @@
 // mmap/munmap/madvise and raw memory copies.
+import koffi from 'koffi';
 import { libc, check, errno, addressOf, SyscallError } from './libc.js';
 
 const mmapFn = libc.func('intptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)') as (
@@ -30,6 +31,18 @@ export function mmapFile(fd: number, length: number, what: string): Mapping {
   const addr = mmapFn(0, length, PROT.READ, MAP.PRIVATE | MAP.NORESERVE, fd, 0);
   if (addr === -1) throw new SyscallError('mmap', errno(), what);
   return { addr, length };
+}
+
+/** A writable MAP_SHARED mapping of [offset, offset + length) of a file: what is written lands in the page cache, which outlives this process. */
+export function mmapSharedFile(fd: number, length: number, offset: number, what: string): Mapping {
+  const addr = mmapFn(0, length, PROT.READ | PROT.WRITE, MAP.SHARED, fd, offset);
+  if (addr === -1) throw new SyscallError('mmap', errno(), what);
+  return { addr, length };
+}
+
+/** The bytes of a live mapping as an ArrayBuffer (no copy): valid until it is unmapped. */
+export function viewOf(m: Mapping): ArrayBuffer {
+  return koffi.view(m.addr, m.length);
 }
 
 export function mmapAnonymous(length: number, flags = 0): Mapping {

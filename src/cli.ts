@@ -62,6 +62,10 @@ const SERVE_OPTIONS = `Options:
                             until they exit, at most this long, then exit 0 (default ${DEFAULT_DRAIN_TIMEOUT_S};
                             0: at once); VMs still connected then, or at a second signal, are released
                             and can no longer fault pages in
+  --state-dir DIR           record every VM served in DIR (e.g. /run/snapfault), and at start take
+                            over the VMs a handler that died recorded there (see Crashes and upgrades)
+  --takeover                with --state-dir: ask the snapfault running on DIR to hand its VMs
+                            over, take them and its socket, and serve on (an upgrade)
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
   -h, --help                this help`;
@@ -135,6 +139,8 @@ const optionSpec = {
   socket: { type: 'string', path: true },
   mem: { type: 'string', path: true },
   store: { type: 'string', path: true },
+  'state-dir': { type: 'string', path: true },
+  takeover: { type: 'boolean' },
 } as const;
 
 type Values = ToolValues<typeof optionSpec>;
@@ -199,6 +205,7 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const store = storePath === null ? null : FolderStore.open(storePath);
   // A name in a store is no file --record could write over.
   const checkRecordPath = record === null ? undefined : recordChecks(values, record, store ? '' : memPath, prefetch, once);
+  if (values.takeover && !values['state-dir']) throw new UsageError('--takeover needs --state-dir DIR: the directory the running snapfault records its VMs in');
   return {
     store,
     prefetch,
@@ -215,12 +222,14 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
     zeroScan,
     fillAround,
     cacheMiB: intOption(values['cache-mib'], '--cache-mib', { def: 64, min: 1, max: 1024 }),
+    stateDir: values['state-dir'] ?? null,
+    takeover: values.takeover ?? false,
     log: createLogger(level as LogLevel, format),
   };
 }
 
 async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drainTimeoutS: number): Promise<number> {
-  const signals = new StopSignals(opts.log);
+  const signals = new StopSignals(opts.log, opts.stateDir !== null && opts.stateDir !== undefined);
   try {
     const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
     let server: SnapfaultServer;

@@ -32,6 +32,10 @@ export class StopSignals {
   readonly first = new Promise<NodeJS.Signals>((r) => (this.onFirst = r));
   /** A second one: stop at once. */
   readonly second = new Promise<'signal'>((r) => (this.onSecond = () => r('signal')));
+  private onHandover: () => void = () => undefined;
+  /** SIGUSR2 from a snapfault started with --takeover on our state directory: hand the VMs over to it. */
+  readonly handover = new Promise<'handover'>((r) => (this.onHandover = () => r('handover')));
+  private readonly handoverHandler = (): void => this.onHandover();
   private readonly handler = (sig: NodeJS.Signals): void => {
     this.count++;
     if (this.count === 1) return this.onFirst(sig);
@@ -39,14 +43,17 @@ export class StopSignals {
     this.onSecond();
   };
 
-  constructor(private readonly log: Logger) {
+  /** `handover`: listen for SIGUSR2 (a handler with a state directory). */
+  constructor(private readonly log: Logger, handover = false) {
     process.on('SIGTERM', this.handler);
     process.on('SIGINT', this.handler);
+    if (handover) process.on('SIGUSR2', this.handoverHandler);
   }
 
   dispose(): void {
     process.off('SIGTERM', this.handler);
     process.off('SIGINT', this.handler);
+    process.off('SIGUSR2', this.handoverHandler);
   }
 }
 
@@ -58,8 +65,17 @@ export class StopSignals {
 export async function serveUntilStopped(server: SnapfaultServer, signals: StopSignals, { drainTimeoutS, once, log }: DrainOptions,
   stopAll: () => Promise<void>): Promise<'stopped' | 'crashed'> {
   const crashed = server.crashed.then(() => 'crashed' as const);
-  const sig = await Promise.race([signals.first, crashed, ...(once ? [server.firstOutcome.then(() => null)] : [])]);
-  if (sig !== null && sig !== 'crashed') await drain(server, sig, drainTimeoutS, log, signals.second);
+  const sig = await Promise.race([signals.first, crashed, signals.handover, ...(once ? [server.firstOutcome.then(() => null)] : [])]);
+  if (sig === 'handover') {
+    // No drain: the successor is ready and waits for the state directory; every VM's record stays for it.
+    const vms = server.connectedPids;
+    log.info(`handing over: a snapfault started with --takeover asked for this state directory; stopping at once and leaving ` +
+      `${vms.length} VM(s) to it${vms.length ? ` (pid ${vms.join(', ')})` : ''}`, { event: 'handover', vms });
+  } else if (sig !== null && sig !== 'crashed') {
+    // A successor asking for the VMs (--takeover) ends a drain as a second signal would, leaving them recorded for it.
+    await drain(server, sig, drainTimeoutS, log, Promise.race([signals.second, signals.handover.then(() => 'signal' as const)]));
+  }
+  if (sig === 'handover') await server.handOver();
   await stopAll();
   return sig === 'crashed' ? 'crashed' : 'stopped';
 }

@@ -67,3 +67,9 @@ export class StoreError extends SnapfaultError {
     super(`store ${store}: ${problem}`);
   }
 }
+
+/** A state directory (--state-dir) that cannot be used, or a record in it that cannot be read. */
+export class StateError extends SnapfaultError {}
+
+/** A state record written by a newer snapfault: not damaged, only unreadable here. */
+export class StateVersionError extends StateError {}

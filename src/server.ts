@@ -1,6 +1,8 @@
 // The handler: accepts Firecracker connections, checks each handshake, builds
 // the VM's page table and hands the VM to a fault worker. One VM's failure is
 // logged and contained; the others go on.
+import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
 import { SocketListener } from './socket-listener.js';
 import { peerCredentials } from '../native/socket.js';
 import { closeFd } from '../native/fd.js';
@@ -31,6 +33,14 @@ import { writeTrace, recordCount, snapshotKeyOf } from './trace/trace-file.js';
 import { epochMs } from './trace/clock.js';
 import { fenceWords, leaveCopy } from './vm/fence.js';
 import type { GuestRegion } from './handshake/regions.js';
+import { StateDir, type StateOwner } from './state/state-dir.js';
+import { VmRecord } from './state/vm-record.js';
+import { takeUffd } from './state/take-uffd.js';
+import { SocketKeeper } from './state/socket-keeper.js';
+import { recordVm, mirrorTarget, loadRemoved, wakeAll } from './state/recorded-vm.js';
+import { processStartTime, holdsUserfaultfd } from './state/firecracker-process.js';
+import { SIGUSR2 } from '../native/pidfd.js';
+import { StateError } from './errors.js';
 import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
 
@@ -74,6 +84,10 @@ export interface ServerOptions {
   prefetchWorker?: URL;
   /** The fault workers' entry module; tests pass one that injects faults (test/helpers/faulty-fault-worker.ts). */
   faultWorker?: URL;
+  /** Record every VM served here, and take over those a handler that is gone recorded (--state-dir). */
+  stateDir?: string | null;
+  /** With stateDir: ask the handler that owns it to hand its VMs over, and wait for it (--takeover). */
+  takeover?: boolean;
 }
 
 /** How a served VM ended, or why its handshake was refused. */
@@ -85,6 +99,21 @@ export interface VmOutcome {
   stats: VmStats | null;
 }
 
+/** A VM to serve: its handshake just accepted, or taken over from a handler that is gone. */
+interface AdmitVm {
+  pid: number;
+  pidfd: number;
+  uffd: number;
+  /** Its connection, or -1 for a VM taken over (its end shows on the pidfd). */
+  conn: number;
+  regions: readonly GuestRegion[];
+  snap: ServedSnapshot;
+  t0: number;
+  record: VmRecord | null;
+  /** Taken over: its removed pages are loaded from its record. */
+  adopted: boolean;
+}
+
 interface LiveVm {
   pid: number;
   table: number;
@@ -93,6 +122,8 @@ interface LiveVm {
   regions: readonly GuestRegion[];
   prefetching: boolean;
   t0: number;
+  /** Its record in the state directory, or null. */
+  record: VmRecord | null;
 }
 
 const NO_FAULTS: FaultCounts = {
@@ -109,6 +140,8 @@ export interface MetricsSnapshot {
   ended: ReadonlyMap<string, number>;
   /** One WORKER_STAT block per fault worker. */
   workers: Float64Array[];
+  /** VMs found in the state directory at start, by outcome: taken, gone, refused, failed. */
+  takeovers: ReadonlyMap<string, number>;
 }
 
 /** ms with µs precision: enough for a log field. */
@@ -145,6 +178,9 @@ export class SnapfaultServer {
   private endedTotals: FaultCounts = { ...NO_FAULTS };
   private readonly rejected = new Map<string, number>();
   private readonly endedBy = new Map<string, number>();
+  private readonly takeovers = new Map<string, number>();
+  /** The state directory, owned while this handler runs (--state-dir). */
+  private state: StateDir | null = null;
   private nextId = 1;
   private zeroHugePage: Mapping | null = null;
   private stopped = false;
@@ -152,8 +188,11 @@ export class SnapfaultServer {
   private claimed = false;
   private resolveOnce: ((o: VmOutcome) => void) | null = null;
   private prefetcher: Prefetcher | null = null;
-  /** Created once everything a VM needs is ready (start). */
-  private listener!: SocketListener;
+  /** Created once everything a VM needs is ready (start); none for a drop-in handler that took its VM over. */
+  private listener: SocketListener | null = null;
+  /** Holds a copy of the listening socket while this handler owns a state directory (src/state/socket-keeper.ts). */
+  private keeper: SocketKeeper | null = null;
+  private handingOver = false;
   private policy: PreparedPolicy | null = null;
   private doorbell = 0;
   /** VMs that ended and wait for the prefetch worker to let go of them. */
@@ -183,6 +222,21 @@ export class SnapfaultServer {
   }
 
   static async start(opts: ServerOptions): Promise<SnapfaultServer> {
+    // The state directory first: a second handler on it is refused before it does any work.
+    const taken = opts.stateDir ? StateDir.take(opts.stateDir) : null;
+    if (taken && !(taken instanceof StateDir) && !opts.takeover) {
+      throw new StateError(`state directory ${opts.stateDir} is in use by another snapfault${taken.owner ? ` (pid ${taken.owner.pid})` : ''}: ` +
+        'stop it, or start this one with --takeover to take its VMs over');
+    }
+    try {
+      return await SnapfaultServer.startOn(opts, taken instanceof StateDir ? taken : null, taken && !(taken instanceof StateDir) ? taken.owner : null);
+    } catch (e) {
+      if (taken instanceof StateDir) taken.release();
+      throw e;
+    }
+  }
+
+  private static async startOn(opts: ServerOptions, state: StateDir | null, owner: StateOwner | null): Promise<SnapfaultServer> {
     const module = compileCore();
     const memory = createSharedMemory();
     const core = instantiateCore(module, memory, hostPread(memory), namedChunkReads(memory));
@@ -224,21 +278,74 @@ export class SnapfaultServer {
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
           (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e), opts.prefetchWorker);
       }
+      // Everything is ready: only now is a running owner asked to hand over, so its VMs wait the least.
+      server.state = state ?? await handover(opts, owner);
+      const adopted = server.state ? server.takeOverRecorded() : 0;
       // Ready means serving: the socket appears only now, with the workers
       // started, the core compiled and the snapshot open, so a Firecracker
-      // that connects the moment it exists is served at once.
-      server.listener = SocketListener.create(opts.socketPath, opts.socketMode);
+      // that connects the moment it exists is served at once. A drop-in
+      // handler that took its one VM over has no socket to serve.
+      if (opts.once && adopted > 0) {
+        server.claimed = true;
+        if (server.state) SocketKeeper.adopt(server.state.path, opts.socketPath)?.keeper.stop();
+      } else server.listen();
     } catch (e) {
       await server.pool?.stop();
       await server.prefetcher?.stop();
       await cache.close();
+      if (server.state !== state) server.state?.release();
       throw e;
     }
-    server.listener.start((fd) => void server.onConnection(fd));
-    opts.log.info(`listening on ${opts.socketPath}, serving ${servedLabel(opts)} with ${opts.workers} fault worker(s)` +
-      (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : ''),
-    { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
+    server.listener?.start((fd) => void server.onConnection(fd));
+    const how = `with ${opts.workers} fault worker(s)` + (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : '');
+    if (server.listener) {
+      opts.log.info(`listening on ${opts.socketPath}, serving ${servedLabel(opts)} ${how}`,
+        { event: 'listening', socket: opts.socketPath, mem: opts.memPath, workers: opts.workers, prefetch: prepared?.policy.name ?? null, record: opts.record });
+    } else {
+      opts.log.info(`serving the VM taken over ${how}; not listening on ${opts.socketPath}: this drop-in handler's one Firecracker is that VM`,
+        { event: 'serving_taken_over', socket: opts.socketPath, workers: opts.workers });
+    }
     return server;
+  }
+
+  /**
+   * Creates the socket, or with a state directory takes back the one a
+   * handler that is gone left with its keeper (its queued connections
+   * included), and gives it a keeper.
+   */
+  private listen(): void {
+    const { socketPath, socketMode, log } = this.opts;
+    const kept = this.state ? SocketKeeper.adopt(this.state.path, socketPath) : null;
+    if (kept) {
+      try {
+        this.listener = SocketListener.adopt(socketPath, kept.fd);
+        this.keeper = kept.keeper;
+        return;
+      } catch (e) {
+        closeFd(kept.fd);
+        kept.keeper.stop();
+        log.warn(`${(e as Error).message}; creating it anew`, { event: 'socket_keeper' });
+      }
+    }
+    this.listener = SocketListener.create(socketPath, socketMode);
+    if (!this.state) return;
+    try {
+      this.keeper = SocketKeeper.start(this.state.path, this.listener.fd);
+    } catch (e) {
+      log.warn(`${(e as Error).message}: Firecrackers connecting while this handler dies will be lost with it`, { event: 'socket_keeper' });
+    }
+  }
+
+  /** Closes the socket for good: its keeper too, or it would keep queueing connections nobody accepts. */
+  private closeListener(): void {
+    this.listener?.close();
+    this.keeper?.stop();
+  }
+
+  /** Stops for a successor started with --takeover: the socket stays bound and kept, every VM recorded. */
+  handOver(): Promise<void> {
+    this.handingOver = true;
+    return this.stop();
   }
 
   get connectedVms(): number {
@@ -263,7 +370,7 @@ export class SnapfaultServer {
    * stop() releases whatever is left.
    */
   drain(timeoutMs: number): Promise<boolean> {
-    this.listener.close();
+    this.closeListener();
     if (this.idle) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       const done = (): void => {
@@ -292,6 +399,7 @@ export class SnapfaultServer {
     return {
       total, live, rejected: this.rejected, ended: this.endedBy,
       workers: this.workerStats.map((at) => new Float64Array(this.core.memory.buffer, at, WORKER_STAT.SIZE)),
+      takeovers: this.takeovers,
     };
   }
 
@@ -302,21 +410,25 @@ export class SnapfaultServer {
 
   private async onConnection(conn: number): Promise<void> {
     this.handshaking++;
+    const pending = { path: null as string | null };
     try {
-      await this.serveConnection(conn);
+      await this.serveConnection(conn, pending);
     } finally {
+      // Recorded, refused or ignored: either way no longer a handshake a successor would have lost.
+      if (pending.path) rmSync(pending.path, { force: true });
       this.handshaking--;
       this.checkIdle();
     }
   }
 
-  private async serveConnection(conn: number): Promise<void> {
+  private async serveConnection(conn: number, marked: { path: string | null }): Promise<void> {
     const { log } = this.opts;
     let pid = 0;
     let pidfd = -1;
     let uffd = -1;
     let snap: ServedSnapshot | null = null;
-    let blocks: number[] = [];
+    const blocks: number[] = [];
+    let record: VmRecord | null = null;
     // The drop-in form serves exactly one Firecracker: the first connection that sends something. One that sends
     // nothing (another handler's or a script's liveness probe) is not it, so the socket stays open until then.
     let mine = !this.opts.once;
@@ -324,7 +436,7 @@ export class SnapfaultServer {
       if (mine) return;
       if (this.claimed) throw new HandshakeError('peer', 'this drop-in handler serves one Firecracker and already has it: start one handler per VM, or use snapfault serve');
       this.claimed = mine = true;
-      this.listener.close();
+      this.closeListener();
     };
     try {
       const cred = peerCredentials(conn);
@@ -339,6 +451,9 @@ export class SnapfaultServer {
       } catch {
         gone = true; // a probe that connected and exited; what it sent (if anything) decides
       }
+      const startTime = this.state ? processStartTime(pid) : null;
+      if (this.state && startTime !== null) marked.path = this.state.markPending(pid, startTime);
+      log.debug(`connection from pid ${pid} accepted`, { vm: pid, event: 'accepted' });
       let hs;
       try {
         hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
@@ -353,43 +468,14 @@ export class SnapfaultServer {
       const regions = parseRegions(hs.text, this.core.layout.VM_MAX_REGIONS);
       snap = this.cache.acquire(this.opts.memPath);
       validateRegions(regions, snap.size, servedLabel(this.opts));
-      const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
-      // Recording turns fill-around off: every page the guest touches must fault to be recorded.
-      const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;
-      const prefetching = this.prefetcher !== null && this.prefetcher.alive;
-      const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, { compressed, prefetch: prefetching });
-      blocks = [...vmt.blocks];
       const t0 = epochMs();
-      let feed = 0;
-      if (prefetching && this.policy?.kind === 'wasm') {
-        feed = this.arena.alloc(FEED_BYTES);
-        blocks.push(feed);
-      }
-      let fill = 0;
-      if (snap instanceof CompressedSnapshot) {
-        fill = this.arena.alloc((snap.header.chunkBytes / PAGE_BYTES + 1) * this.core.layout.ACTION_STRIDE);
-        blocks.push(fill);
-      }
-      const msgs = this.arena.alloc(MSG_CAPACITY * this.core.layout.MSG_SIZE);
-      blocks.push(msgs);
-      const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
-      blocks.push(actions);
-      const id = this.nextId++;
-      // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
-      const prefetchUffd = prefetching ? dupFd(uffd) : -1;
-      this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0 });
+      // Recorded before a single fault is served: from here on a successor can take the VM over.
+      if (this.state) record = this.recordNew(pid, uffd, regions, snap, t0);
+      this.admit({ pid, pidfd, uffd, conn, regions, snap, t0, record, adopted: false }, blocks);
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
       const bytes = (huge: boolean): number => Number(regions.reduce((n, r) => n + ((r.pageSize === HUGE_PAGE) === huge ? r.size : 0n), 0n));
       log.info(`VM pid ${pid}: serving ${regions.length} region(s), ${pages} pages`, {
         vm: pid, event: 'vm_connected', regions: regions.length, pages4k: bytes(false) / 4096, pages2m: bytes(true) / HUGE_PAGE, guestBytes: bytes(false) + bytes(true),
-      });
-      this.pool?.assign({
-        id, peerPid: pid, uffd, conn, pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
-        snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
-      });
-      if (prefetching) this.prefetcher?.add({
-        id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
-        pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
       });
     } catch (e) {
       if (e instanceof HandshakeError && e.silent && e.reason === 'closed') {
@@ -409,10 +495,162 @@ export class SnapfaultServer {
       for (const fd of [uffd, conn, pidfd]) closeFd(fd);
       for (const b of blocks) this.arena.freeBlock(b);
       if (snap) this.cache.release(snap);
+      record?.close(true);
       this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
       // Drop-in: only its Firecracker's refusal ends it, not a silent connection's timeout nor a second Firecracker's.
       if (mine) this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
+  }
+
+  /**
+   * Builds a VM's page table and buffers in shared memory and hands it to a
+   * fault worker (and the prefetch worker): a VM whose handshake was just
+   * accepted, or one taken over (`adopted`: its removed pages come from its
+   * record). Every block it allocates is pushed to `blocks`. Returns how many
+   * removed pages the record held.
+   */
+  private admit(v: AdmitVm, blocks: number[]): number {
+    const { pid, uffd, regions, snap, t0 } = v;
+    const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
+    // Recording turns fill-around off: every page the guest touches must fault to be recorded.
+    const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;
+    const prefetching = this.prefetcher !== null && this.prefetcher.alive;
+    const vmt = writeVmTable(this.core, this.arena, regions, snap, zeroSrc, { compressed, prefetch: prefetching });
+    blocks.push(...vmt.blocks);
+    const removed = v.adopted && v.record ? loadRemoved(this.core, vmt.table, v.record) : 0;
+    let feed = 0;
+    if (prefetching && this.policy?.kind === 'wasm') {
+      feed = this.arena.alloc(FEED_BYTES);
+      blocks.push(feed);
+    }
+    let fill = 0;
+    if (snap instanceof CompressedSnapshot) {
+      fill = this.arena.alloc((snap.header.chunkBytes / PAGE_BYTES + 1) * this.core.layout.ACTION_STRIDE);
+      blocks.push(fill);
+    }
+    const msgs = this.arena.alloc(MSG_CAPACITY * this.core.layout.MSG_SIZE);
+    blocks.push(msgs);
+    const actions = this.arena.alloc(MSG_CAPACITY * this.core.layout.ACTION_STRIDE);
+    blocks.push(actions);
+    const id = this.nextId++;
+    // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
+    const prefetchUffd = prefetching ? dupFd(uffd) : -1;
+    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record });
+    this.pool?.assign({
+      id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
+      snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
+      mirror: v.record ? mirrorTarget(v.record) : null,
+    });
+    if (prefetching) this.prefetcher?.add({
+      id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
+      pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
+    });
+    return removed;
+  }
+
+  /** The record of a VM whose handshake was accepted; a VM that cannot be recorded is served all the same, with a warning. */
+  private recordNew(pid: number, uffd: number, regions: readonly GuestRegion[], snap: ServedSnapshot, t0: number): VmRecord | null {
+    try {
+      return recordVm(this.state!, pid, uffd, regions, this.opts.store ? this.opts.memPath : resolve(this.opts.memPath), snap.identity, t0);
+    } catch (e) {
+      if (e instanceof HandshakeError) throw e;
+      this.opts.log.warn(`VM pid ${pid}: it cannot be recorded in ${this.state!.path} (${(e as Error).message}); it is served, but a handler crash would freeze it`,
+        { vm: pid, event: 'vm_warning' });
+      return null;
+    }
+  }
+
+  /**
+   * Takes over every VM recorded in the state directory whose Firecracker
+   * still runs (src/state/take-uffd.ts), and removes the records of those
+   * that have gone. A record that is damaged or from a newer snapfault stops
+   * the start before anything is touched. Returns how many were taken.
+   */
+  private takeOverRecorded(): number {
+    const state = this.state!;
+    const t0 = performance.now();
+    const records = state.records().map((path) => VmRecord.open(path));
+    this.settleLostHandshakes(records.map((r) => r.identity.pid));
+    let adopted = 0;
+    for (const record of records) {
+      const id = record.identity;
+      const t = takeUffd(id);
+      if (t.kind !== 'taken') {
+        const gone = t.kind === 'gone';
+        this.opts.log[gone ? 'info' : 'error'](`VM pid ${id.pid}: not taken over: ${t.why}${gone ? '; its record is removed' : `; its record stays in ${state.path}`}`,
+          { vm: id.pid, event: 'takeover', outcome: t.kind });
+        this.count(this.takeovers, t.kind);
+        record.close(gone);
+        continue;
+      }
+      if (this.adopt(record, t.pidfd, t.uffd, t0)) adopted++;
+    }
+    return adopted;
+  }
+
+  /**
+   * Connections the previous handler accepted and died before recording: the
+   * handshake went with it (Firecracker sends it once), so the VM cannot be
+   * served. A Firecracker still running with a userfaultfd is frozen for good:
+   * it gets the --on-fatal treatment, so its restore fails instead of hanging.
+   */
+  private settleLostHandshakes(recorded: number[]): void {
+    for (const p of this.state!.pending()) {
+      rmSync(p.path, { force: true });
+      if (recorded.includes(p.pid) || p.startTime === null || processStartTime(p.pid) !== p.startTime || !holdsUserfaultfd(p.pid)) continue;
+      let killed = false;
+      try {
+        const pidfd = pidfdOpen(p.pid);
+        if (processStartTime(p.pid) === p.startTime && this.opts.onFatal === 'kill-peer') killed = pidfdSignal(pidfd, SIGKILL);
+        closeFd(pidfd);
+      } catch {
+        continue; // exited meanwhile
+      }
+      this.opts.log.error(`VM pid ${p.pid}: the previous handler died after accepting its connection and before recording its handshake, ` +
+        `which went with it: it cannot be served; ${killed ? `killed Firecracker pid ${p.pid}` : leftRunningText(p.pid)}`,
+      { vm: p.pid, event: 'takeover', outcome: 'lost', killed });
+      this.count(this.takeovers, 'lost');
+    }
+  }
+
+  /** Serves a VM whose uffd was just taken; a VM that cannot be served (its snapshot changed, say) gets the --on-fatal treatment. */
+  private adopt(record: VmRecord, pidfd: number, uffd: number, t0: number): boolean {
+    const id = record.identity;
+    const pid = id.pid;
+    const blocks: number[] = [];
+    let snap: ServedSnapshot | null = null;
+    try {
+      snap = this.cache.acquire(id.snapshotPath);
+      if (snap.identity !== id.snapshotIdentity) {
+        throw new StateError(`its snapshot ${id.snapshotPath} was replaced or changed since the VM was restored from it, so its pages cannot be served`);
+      }
+      validateRegions(id.regions, snap.size, id.snapshotPath);
+      const removed = this.admit({ pid, pidfd, uffd, conn: -1, regions: id.regions, snap, t0: id.handshakeMs, record, adopted: true }, blocks);
+      // Only once a fault worker watches it: the faults the dead handler had read are raised again now.
+      const rc = wakeAll(uffd, id.regions);
+      if (rc < 0) this.opts.log.warn(`VM pid ${pid}: waking its threads failed (errno ${-rc})`, { vm: pid, event: 'vm_warning' });
+      const ms = performance.now() - t0;
+      this.opts.log.info(`VM pid ${pid}: taken over from the previous handler (${removed} removed page(s) honoured, every waiting thread woken) ` +
+        `${ms.toFixed(1)} ms after the state directory was taken; serving ${id.regions.length} region(s) from ${id.snapshotPath}`,
+      { vm: pid, event: 'takeover', outcome: 'taken', removedPages: removed, ms: Math.round(ms * 1000) / 1000 });
+      this.count(this.takeovers, 'taken');
+      return true;
+    } catch (e) {
+      const message = e instanceof SnapfaultError ? e.message : `unexpected error: ${(e as Error).message}`;
+      const killed = this.opts.onFatal === 'kill-peer' && pidfdSignal(pidfd, SIGKILL);
+      this.opts.log.error(`VM pid ${pid}: cannot be taken over: ${message}; ${killed ? `killed Firecracker pid ${pid}` : leftRunningText(pid)}`,
+        { vm: pid, event: 'takeover', outcome: 'failed', killed });
+      this.count(this.takeovers, 'failed');
+      for (const fd of [uffd, pidfd]) closeFd(fd);
+      for (const b of blocks) this.arena.freeBlock(b);
+      if (snap) this.cache.release(snap);
+      record.close(true);
+      return false;
+    }
+  }
+
+  private count(m: Map<string, number>, key: string): void {
+    m.set(key, (m.get(key) ?? 0) + 1);
   }
 
   private onWorkerEvent(e: WorkerEvent): void {
@@ -436,6 +674,8 @@ export class SnapfaultServer {
     const who = `VM pid ${vm?.pid ?? '?'}`;
     if (vm) {
       if (this.opts.record) this.writeVmTrace(vm, e.records, prefetchRecords);
+      // A VM released by a stop keeps its record: the next handler on the state directory takes it over.
+      vm.record?.close(e.reason !== 'shutdown');
       this.vms.delete(e.id);
       for (const b of vm.blocks) this.arena.freeBlock(b);
       this.cache.release(vm.snap);
@@ -456,7 +696,8 @@ export class SnapfaultServer {
       const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;
       this.opts.log.error(`${who}: ${e.message}${vm ? ` (snapshot ${vm.snap.path})` : ''}; ${action} (${summary})`, fields);
     } else {
-      this.opts.log.info(`${who} ended: ${e.message}; ${summary}`, fields);
+      const why = this.handingOver && e.reason === 'shutdown' ? 'handed over to the next handler' : e.message;
+      this.opts.log.info(`${who} ended: ${why}; ${summary}`, fields);
     }
     this.record({ pid: vm?.pid ?? 0, reason: e.reason, message: e.message, killed: e.killed, stats: s });
     this.checkIdle();
@@ -515,14 +756,22 @@ export class SnapfaultServer {
 
   private async stopOnce(): Promise<void> {
     this.stopped = true;
-    this.listener.close();
+    if (this.handingOver) {
+      this.listener?.detach();
+      this.keeper?.leave();
+    } else this.closeListener();
     const left = this.connectedPids;
-    if (left.length > 0) {
+    if (left.length > 0 && this.state) {
+      this.opts.log.info(`stopping with ${left.length} VM(s) still served: pid ${left.join(', ')}; their records stay in ${this.state.path} ` +
+        'for the next snapfault started on it to take them over', { event: 'releasing', vms: left, recorded: true });
+    } else if (left.length > 0) {
       this.opts.log.warn(`stopping while ${left.length} VM(s) still depend on this handler: pid ${left.join(', ')}; released unfinished, ` +
         'their Firecrackers keep running but their guests can no longer fault pages in', { event: 'releasing', vms: left });
     }
     await this.pool?.stop();
     await Promise.all([...this.finishing]);
+    // No thread of this handler touches a VM any more: a successor may take them.
+    this.state?.release();
     await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);
@@ -531,4 +780,27 @@ export class SnapfaultServer {
     for (const w of this.idleWaiters) w();
     this.idleWaiters.clear();
   }
+}
+
+/**
+ * --takeover: asks the running owner of the state directory to hand its VMs
+ * over (SIGUSR2: it stops serving at a clean point, leaves its records, lets
+ * go of the directory and exits), then takes the directory. With no owner
+ * running, the directory is simply taken (crash recovery).
+ */
+async function handover(opts: ServerOptions, owner: StateOwner | null): Promise<StateDir | null> {
+  if (!opts.stateDir) return null;
+  const dir = opts.stateDir;
+  if (!owner || processStartTime(owner.pid) !== owner.startTime) return StateDir.takeWhenFree(dir, 5_000);
+  let pidfd = -1;
+  try {
+    pidfd = pidfdOpen(owner.pid);
+    if (processStartTime(owner.pid) === owner.startTime) pidfdSignal(pidfd, SIGUSR2);
+  } catch {
+    /* it exited meanwhile: the directory is free */
+  } finally {
+    closeFd(pidfd);
+  }
+  opts.log.info(`asked snapfault pid ${owner.pid} to hand its VMs over`, { event: 'handover_requested', owner: owner.pid });
+  return StateDir.takeWhenFree(dir, 30_000);
 }

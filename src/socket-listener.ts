@@ -40,6 +40,21 @@ export class SocketListener {
     }
   }
 
+  /**
+   * Listens again on a socket this path is bound to, through `fd` (a
+   * descriptor of it a previous handler left with its keeper,
+   * src/state/socket-keeper.ts): the connections queued on it are kept.
+   */
+  static adopt(path: string, fd: number): SocketListener {
+    const lock = SocketLock.take(path);
+    try {
+      return new SocketListener(path, fd, lstatSync(path).ino, lock);
+    } catch (e) {
+      lock.release();
+      throw new SocketError(`socket ${path} cannot be taken over (${(e as Error).message}): remove it and start again`);
+    }
+  }
+
   /** Calls onConnection with each accepted, non-blocking, close-on-exec fd. */
   start(onConnection: (fd: number) => void): void {
     this.watch = watchReadable(this.fd, () => {
@@ -50,6 +65,15 @@ export class SocketListener {
         onConnection(conn);
       }
     });
+  }
+
+  /** Stops listening but leaves the socket bound, for a successor that holds it too (a handover). */
+  detach(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watch?.close();
+    closeFd(this.fd);
+    this.lock.release();
   }
 
   close(): void {

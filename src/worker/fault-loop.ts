@@ -21,6 +21,8 @@ import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
 import { usSince } from '../trace/clock.js';
 import { RECORD } from '../trace/trace-file.js';
+import { RemovedMirror } from '../state/removed-mirror.js';
+import { viewOf } from '../../native/mmap.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
@@ -50,9 +52,11 @@ interface ServedVm {
   rec: Recorder | null;
   /** Faults fed to the prefetch policy since the prefetch worker was last rung. */
   unrung: number;
+  /** Mirrors its removes into its state record (--state-dir). */
+  mirror: RemovedMirror | null;
 }
 
-/** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket). */
+/** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket, or for a VM taken over its pidfd). */
 const CONTROL_TAG = 0;
 
 export class FaultLoop {
@@ -160,11 +164,13 @@ export class FaultLoop {
     const vm: ServedVm = {
       a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
-      unrung: 0,
+      unrung: 0, mirror: a.mirror ? new RemovedMirror(this.core, a.table, a.mirror, (addr, length) => viewOf({ addr, length })) : null,
     };
     this.slots[slot] = vm;
     this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
-    this.epoll.add(a.conn, EPOLL.IN | EPOLL.RDHUP, 2 * slot + 3);
+    // A VM taken over has no socket: its pidfd becomes readable when Firecracker exits.
+    if (a.conn >= 0) this.epoll.add(a.conn, EPOLL.IN | EPOLL.RDHUP, 2 * slot + 3);
+    else this.epoll.add(a.pidfd, EPOLL.IN, 2 * slot + 3);
   }
 
   /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
@@ -185,6 +191,7 @@ export class FaultLoop {
       if (vm.fence) enterRead(this.i32, vm.fence);
       try {
         if (room > 0) r = readInto(a.uffd, this.base + a.msgs + vm.pending * msgSize, room * msgSize);
+        const fresh = vm.pending;
         if (r > 0) {
           vm.pending += r / msgSize;
           full = r === room * msgSize;
@@ -192,6 +199,8 @@ export class FaultLoop {
         if (vm.pending > 0) {
           started = now();
           count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
+          // Before any ioctl of the batch: a successor must know these pages were removed (src/state/removed-mirror.ts).
+          if (vm.mirror && r > 0) vm.mirror.record(this.i32, this.dv, a.msgs, fresh, vm.pending);
         }
       } finally {
         if (vm.fence) leaveRead(this.i32, vm.fence);
@@ -396,6 +405,7 @@ export class FaultLoop {
   }
 
   private checkConnection(vm: ServedVm): void {
+    if (vm.a.conn < 0) return this.end(vm, 'exited', 'Firecracker exited');
     // Firecracker never writes after the handshake: readable means end-of-file or garbage.
     const r = readInto(vm.a.conn, this.drainAddr, this.drainBuf.length);
     if (r === 0 || (r < 0 && r !== -E.EAGAIN && r !== -E.EINTR)) {
@@ -422,7 +432,7 @@ export class FaultLoop {
     // Deregister first: Firecracker holds the same open uffd, so closing ours
     // would not take it out of the interest list.
     this.epoll.remove(a.uffd);
-    this.epoll.remove(a.conn);
+    this.epoll.remove(a.conn >= 0 ? a.conn : a.pidfd);
     closeFd(a.uffd);
     closeFd(a.conn);
     closeFd(a.pidfd);

@@ -1,5 +1,6 @@
 // What the main thread and the fault workers say to each other.
 import type { FaultCounts } from '../vm/vm-table.js';
+import type { MirrorTarget } from '../state/removed-mirror.js';
 
 export type FatalPolicy = 'kill-peer' | 'disconnect';
 
@@ -9,6 +10,7 @@ export interface VmAssignment {
   /** Firecracker's pid (SO_PEERCRED), for messages. */
   peerPid: number;
   uffd: number;
+  /** Its connection; -1 for a VM taken over from another handler, whose end shows on the pidfd instead. */
   conn: number;
   /** A pidfd of the peer, opened at accept, so a kill can never hit a reused pid. -1 if none. */
   pidfd: number;
@@ -32,6 +34,8 @@ export interface VmAssignment {
   t0: number;
   /** Record every fault for the trace (--record). */
   record: boolean;
+  /** Its record in the state directory: every REMOVE read is mirrored there (--state-dir), or null. */
+  mirror: MirrorTarget | null;
 }
 
 export type ToWorker =

@@ -90,6 +90,7 @@ static uint64_t opt_churn_window = 512; /* pages */
 static uint64_t opt_churn_max = 8;  /* pages per remove, at most */
 static uint64_t opt_churn_stuck_ms = 5000;
 static int opt_churn_removers = 1;
+static uint64_t opt_stall_ms;       /* 0: no stall report */
 
 static const char *pattern_names[] = {"seq", "random", "hot"};
 
@@ -439,7 +440,9 @@ static void usage(FILE *f)
 	    "  --churn-window N       pages in the window (default 512)\n"
 	    "  --churn-max N          pages a remove takes at most (default 8)\n"
 	    "  --churn-removers N     threads removing at once (default 1)\n"
-	    "  --churn-stuck-ms N     exit 5 once a reading thread made no progress for N ms (default 5000)\n",
+	    "  --churn-stuck-ms N     exit 5 once a reading thread made no progress for N ms (default 5000)\n"
+	    "  --stall-report-ms N    (--churn-ms) report every read that took over N ms: \"stalls\" in the\n"
+	    "                         JSON, [start, end] in CLOCK_MONOTONIC ns, at most 1024\n",
 	    f);
 }
 
@@ -449,7 +452,7 @@ static void parse_options(int argc, char **argv)
 		O_SOCKET = 256, O_MEM, O_PAGE_SIZE, O_SHAPE, O_PAD, O_RAW, O_NO_FD, O_NO_SEND,
 		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_BALLOON, O_BMODE,
 		O_HOLD, O_PAUSE, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
-		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_HELP
+		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_STALL, O_HELP
 	};
 	static const struct option opts[] = {
 	    {"socket", required_argument, 0, O_SOCKET},
@@ -480,6 +483,7 @@ static void parse_options(int argc, char **argv)
 	    {"churn-max", required_argument, 0, O_CHURN_MAX},
 	    {"churn-stuck-ms", required_argument, 0, O_CHURN_STUCK},
 	    {"churn-removers", required_argument, 0, O_CHURN_REMOVERS},
+	    {"stall-report-ms", required_argument, 0, O_STALL},
 	    {"help", no_argument, 0, O_HELP},
 	    {0, 0, 0, 0}};
 	int c;
@@ -565,6 +569,7 @@ static void parse_options(int argc, char **argv)
 			opt_churn_removers = (int)t;
 			break;
 		}
+		case O_STALL: opt_stall_ms = parse_u64_opt("stall-report-ms", optarg); break;
 		case O_HELP: usage(stdout); exit(0);
 		default:
 			if (optopt)
@@ -975,13 +980,32 @@ static void churn_check(uint64_t w, bool whole)
 		fprintf(stderr, "mismatch at window page %" PRIu64 " (guest page %" PRIu64 "): %s\n", w, g, why);
 }
 
+/* Reads that waited over --stall-report-ms: how long a handler's death or takeover held a vCPU up. */
+#define MAX_STALLS 1024
+static uint64_t stalls[MAX_STALLS][2];
+static atomic_uint stall_count;
+
+static void note_stall(uint64_t t0, uint64_t t1)
+{
+	if (!opt_stall_ms || t1 - t0 <= opt_stall_ms * 1000000ull)
+		return;
+	unsigned i = atomic_fetch_add(&stall_count, 1);
+	if (i < MAX_STALLS) {
+		stalls[i][0] = t0;
+		stalls[i][1] = t1;
+	}
+}
+
 /* Reads window page w (the fault, if any, blocks here), notes the progress, checks the page. */
 static void churn_touch(struct churn_reader *r, uint64_t w, bool whole)
 {
 	atomic_store(&r->page, w);
 	volatile uint8_t *p = page_addr(churn_first + w, NULL);
+	uint64_t t0 = now_ns();
 	(void)*p;
-	atomic_store(&r->last_ns, now_ns());
+	uint64_t t1 = now_ns();
+	note_stall(t0, t1);
+	atomic_store(&r->last_ns, t1);
 	r->reads++;
 	if (opt_verify)
 		churn_check(w, whole);
@@ -1131,8 +1155,12 @@ static int run_churn(uint64_t t_handshake)
 	reads += last.reads;
 	uint64_t mm = atomic_load(&mismatches);
 	printf("{\"touches\":%" PRIu64 ",\"removes\":%" PRIu64 ",\"elapsed_ns\":%" PRIu64 ",\"mismatches\":%" PRIu64
-	       ",\"threads\":%d,\"pattern\":\"churn\",\"since_handshake_ns\":%" PRIu64 "}\n",
+	       ",\"threads\":%d,\"pattern\":\"churn\",\"since_handshake_ns\":%" PRIu64 ",\"stalls\":[",
 	       reads, (uint64_t)atomic_load(&churn_removes), t_end - t_start, mm, opt_threads, t_end - t_handshake);
+	unsigned ns = atomic_load(&stall_count);
+	for (unsigned i = 0; i < ns && i < MAX_STALLS; i++)
+		printf("%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", stalls[i][0], stalls[i][1]);
+	printf("]}\n");
 	fflush(stdout);
 	return mm ? EXIT_MISMATCH : 0;
 }

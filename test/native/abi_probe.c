@@ -156,9 +156,11 @@ int main(void) {
   F("MADV_POPULATE_READ", MADV_POPULATE_READ);
   F("SYS_pidfd_open", SYS_pidfd_open);
   F("SYS_pidfd_send_signal", SYS_pidfd_send_signal);
+  F("SYS_pidfd_getfd", SYS_pidfd_getfd);
   F("PIDFD_NONBLOCK", O_NONBLOCK);
   F("SIGKILL", SIGKILL);
   F("SIGTERM", SIGTERM);
+  F("SIGUSR2", SIGUSR2);
   printf("  \"end\": 0\n}\n");
   return 0;
 }

@@ -79,8 +79,10 @@ describe('native ABI against the kernel and libc headers', () => {
     for (const [k, v] of Object.entries(mmap.MADV)) same(`MADV_${k}`, v);
     same('SYS_pidfd_open', pidfd.SYS_pidfd_open);
     same('SYS_pidfd_send_signal', pidfd.SYS_pidfd_send_signal);
+    same('SYS_pidfd_getfd', pidfd.SYS_pidfd_getfd);
     same('PIDFD_NONBLOCK', pidfd.PIDFD_NONBLOCK);
     same('SIGKILL', pidfd.SIGKILL);
     same('SIGTERM', pidfd.SIGTERM);
+    same('SIGUSR2', pidfd.SIGUSR2);
   });
 });

@@ -1,0 +1,128 @@
+// Takeover under the real Firecracker (the kit in ../shared/firecracker): a
+// `serve` with a state directory is SIGKILLed in the middle of a restore, raw
+// and compressed, with the balloon inflated and deflated (REMOVE events that
+// must stay zeros), and a new one started on the same state directory takes
+// the running Firecracker's userfaultfd and serves on; then a planned
+// `--takeover` while three guests restore. Each guest checks every byte.
+import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TempDir } from '../helpers/images.js';
+import { Proc, startSnapfault } from '../helpers/processes.js';
+import { SNAPFAULT } from '../helpers/paths.js';
+import { stopKeeper } from '../helpers/state.js';
+import { kitProblem, KitSnapshot, type Restore } from '../helpers/firecracker.js';
+import { pack } from '../../src/compressed/pack.js';
+
+const snapshot = new KitSnapshot(16, 128);
+const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
+const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function expectPass(r: Restore): void {
+  expect(r.pass, r.output).to.equal(true);
+}
+
+describe('real Firecracker: takeover', function () {
+  this.timeout(300_000);
+  const tmp = new TempDir();
+  let packed = '';
+  let n = 0;
+  const live: Proc[] = [];
+  const dirs: string[] = [];
+  const stateDir = (): string => {
+    const d = tmp.file(`state${n}`);
+    dirs.push(d);
+    return d;
+  };
+
+  before(async function () {
+    const problem = kitProblem();
+    if (problem) {
+      if (process.env.CI) throw new Error(`real Firecracker tests cannot run: ${problem}`);
+      console.log(`    real Firecracker: SKIPPED: ${problem}`);
+      this.skip();
+    }
+    await snapshot.ensure();
+    packed = tmp.file('mem.sfz');
+    await pack(snapshot.mem, packed);
+  });
+  afterEach(async () => {
+    for (const h of live.splice(0)) if (h.child.exitCode === null && h.child.signalCode === null) {
+      h.kill('SIGKILL');
+      await h.exited;
+    }
+    for (const d of dirs.splice(0)) stopKeeper(d);
+  });
+  after(() => tmp.remove());
+
+  // The kit starts "the handler" per restore: here a stand-in that points its socket at the running serve.
+  const viaServe = (sock: string): string[] => sh(`ln -s ${q(sock)} "$1" && exec sleep 600`);
+  const log = (hs: Proc[]): string => hs.map((h, i) => `--- handler ${i} ---\n${h.stderr}`).join('\n');
+
+  /** Waits until the VM's record holds a removed page: the balloon has inflated, and the pages it took must read as zeros from now on. */
+  async function removesRecorded(state: string, pid: string): Promise<void> {
+    for (let i = 0; i < 3000; i++) {
+      try {
+        if (readFileSync(join(state, `vm-${pid}.state`)).subarray(8192).some((b) => b !== 0)) return;
+      } catch {
+        /* not yet */
+      }
+      await sleep(10);
+    }
+    throw new Error('the balloon never removed a page');
+  }
+
+  const cases = [
+    { compressed: false, when: 'in its first round of faults' },
+    { compressed: false, when: 'once the balloon has removed pages' },
+    { compressed: true, when: 'once the balloon has removed pages' },
+  ];
+  for (const { compressed, when } of cases) {
+    it(`real Firecracker: a handler SIGKILLed ${when} is taken over by the next, every byte right, removed pages zero${compressed ? ', compressed' : ''}`, async () => {
+      const sock = tmp.file(`k${n++}.sock`);
+      const state = stateDir();
+      const args = ['serve', '--socket', sock, '--mem', compressed ? packed : snapshot.mem, '--state-dir', state, '--log-format', 'text'];
+      const first = await startSnapfault(args);
+      live.push(first);
+      const restoring = snapshot.restore(viaServe(sock), { HANDLER_EXIT_TIMEOUT: '0', BALLOON_MIB: '16', ROUNDS: '2' });
+      const pid = (await first.waitForStderr(/VM pid (\d+): serving/, 60_000))[1];
+      if (when.startsWith('once')) await removesRecorded(state, pid);
+      else await sleep(250);
+      first.kill('SIGKILL');
+      await first.exited;
+      const t0 = performance.now();
+      const second = new Proc(SNAPFAULT, args);
+      live.push(second);
+      const m = await second.waitForStderr(/taken over from the previous handler \((\d+) removed/, 20_000);
+      const tookMs = performance.now() - t0;
+      if (when.startsWith('once')) expect(Number(m[1]), 'removed pages handed over').to.be.above(0);
+      const r = await restoring;
+      expectPass(r);
+      expect(r.output).to.match(/balloon: reached 16 MiB/);
+      expect(r.output).to.match(/nonzero_words=0/);
+      await second.waitForStderr(/ended: Firecracker exited/, 20_000);
+      console.log(`      handler killed ${when}: taken over ${tookMs.toFixed(0)} ms after the new handler was started (${m[1]} removed pages then); ` +
+        `load->verified ${r.verifiedMs} ms`);
+      expect(log([first, second])).not.to.match(/error/);
+    });
+  }
+
+  it('real Firecracker: serve --takeover while three guests restore, every guest verified', async () => {
+    const sock = tmp.file(`u${n++}.sock`);
+    const args = ['serve', '--socket', sock, '--mem', snapshot.mem, '--state-dir', stateDir(), '--log-format', 'text'];
+    const old = await startSnapfault(args);
+    live.push(old);
+    const restores = [0, 1, 2].map(() => snapshot.restore(viaServe(sock), { HANDLER_EXIT_TIMEOUT: '0', BALLOON_MIB: '16', ROUNDS: '2' }));
+    await old.waitForStderr(/(VM pid \d+: serving[^]*){3}/, 90_000);
+    await sleep(200);
+    const next = await startSnapfault([...args, '--takeover']);
+    live.push(next);
+    expect((await old.waitExit(20_000)).code, old.stderr).to.equal(0);
+    const rs = await Promise.all(restores);
+    for (const r of rs) expectPass(r);
+    expect((next.stderr.match(/taken over from the previous handler/g) ?? []).length, log([old, next])).to.be.at.least(1);
+    console.log(`      planned takeover: ${(next.stderr.match(/taken over from the previous handler/g) ?? []).length} VM(s) handed over; ` +
+      `load->verified ${rs.map((r) => r.verifiedMs).join(', ')} ms`);
+  });
+});

@@ -1,0 +1,145 @@
+// The state directory's refusals and the drop-in form's takeover: a
+// directory in use, a recorded pid that now belongs to another process (never
+// touched), a process without the recorded userfaultfd (left alone, its
+// record kept), a damaged record and one from a newer snapfault (refused
+// before anything is touched); and a drop-in handler SIGKILLed mid-restore
+// whose restart takes its one VM over and exits once that Firecracker has.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, statSync, openSync, writeSync, closeSync, existsSync, mkdirSync } from 'node:fs';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { cli, expectRefused } from '../helpers/cli.js';
+import { Proc, startSnapfault, startSim } from '../helpers/processes.js';
+import { SNAPFAULT } from '../helpers/paths.js';
+import { stopKeeper } from '../helpers/state.js';
+import { VmRecord, recordFileName } from '../../src/state/vm-record.js';
+import { processStartTime } from '../../src/state/firecracker-process.js';
+import { fileIdentity } from '../../src/snapshot/raw-file.js';
+
+const MiB = 1 << 20;
+
+describe('state directory: refusals, and the drop-in form taking its VM over', function () {
+  this.timeout(60_000);
+  const tmp = new TempDir();
+  let mem: string;
+  let n = 0;
+  const live: Array<Proc | ChildProcess> = [];
+  before(() => {
+    mem = tmp.file('mem.img', makeImage(8 * MiB, { seed: 'state-dir' }));
+  });
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const p of live.splice(0)) p.kill('SIGKILL');
+    for (const d of dirs.splice(0)) stopKeeper(d);
+  });
+  after(() => tmp.remove());
+
+  const fresh = (): { sock: string; state: string } => {
+    const state = tmp.file(`state${n}`);
+    dirs.push(state);
+    return { sock: tmp.file(`s${n++}.sock`), state };
+  };
+  const serve = (sock: string, state: string): string[] => ['serve', '--socket', sock, '--mem', mem, '--state-dir', state, '--log-format', 'text'];
+
+  /** A record of process `pid` as if snapfault had served it, with the given start time. */
+  function writeRecord(state: string, pid: number, startTime: bigint): string {
+    const st = statSync(mem);
+    VmRecord.create(state, {
+      pid, startTime, uffdDev: 1, uffdIno: 12345n, handshakeMs: Date.now(), snapshotPath: mem, snapshotIdentity: fileIdentity(st),
+      regions: [{ base: 0x7f0000000000n, size: BigInt(st.size), offset: 0n, pageSize: 4096 }],
+    }).close(false);
+    return `${state}/${recordFileName(pid)}`;
+  }
+
+  function bystander(): ChildProcess {
+    const p = spawn('sleep', ['60'], { stdio: 'ignore' });
+    live.push(p);
+    return p;
+  }
+
+  it('a second snapfault on a state directory in use refuses to start, in one line', async () => {
+    const { sock, state } = fresh();
+    const h = await startSnapfault(serve(sock, state));
+    live.push(h);
+    const r = cli(serve(tmp.file(`other${n}.sock`), state));
+    expectRefused(r, new RegExp(`state directory .* is in use by another snapfault \\(pid ${h.pid}\\): stop it, or start this one with --takeover`), 'in use');
+  });
+
+  it('--takeover without --state-dir is a usage error', () => {
+    const { sock } = fresh();
+    expectRefused(cli(['serve', '--socket', sock, '--mem', mem, '--takeover']), /--takeover needs --state-dir DIR/, 'takeover alone');
+  });
+
+  it('a recorded pid now used by another process is never touched; its record is removed', async () => {
+    const { sock, state } = fresh();
+    const p = bystander();
+    await new Promise((r) => p.once('spawn', r));
+    const start = processStartTime(p.pid!)!;
+    const file = writeRecord(stateFolder(state), p.pid!, start + 7n);
+    const h = await startSnapfault(serve(sock, state));
+    live.push(h);
+    expect(h.stderr).to.match(new RegExp(`VM pid ${p.pid}: not taken over: pid ${p.pid} now belongs to another process .*left alone; its record is removed`));
+    expect(existsSync(file)).to.equal(false);
+    expect(p.exitCode).to.equal(null);
+    expect(p.signalCode).to.equal(null);
+  });
+
+  it('a live process without the recorded userfaultfd is left alone, and its record kept', async () => {
+    const { sock, state } = fresh();
+    const p = bystander();
+    await new Promise((r) => p.once('spawn', r));
+    const file = writeRecord(stateFolder(state), p.pid!, processStartTime(p.pid!)!);
+    const h = await startSnapfault(serve(sock, state));
+    live.push(h);
+    expect(h.stderr).to.match(new RegExp(`VM pid ${p.pid}: not taken over: no userfaultfd of Firecracker pid ${p.pid} matches the recorded one.*its record stays`));
+    expect(existsSync(file)).to.equal(true);
+    expect(p.exitCode).to.equal(null);
+  });
+
+  it('a damaged record, or one from a newer snapfault, stops the start before anything is touched', () => {
+    for (const [offset, byte, re] of [[300, 0x41, /state record .* is damaged \(checksum mismatch\): .*move the file away/], [8, 2, /state record .* was written by a newer snapfault \(record version 2, this one reads 1\)/]] as const) {
+      const { sock, state } = fresh();
+      const p = bystander();
+      const file = writeRecord(stateFolder(state), p.pid!, processStartTime(p.pid!) ?? 1n);
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.from([byte]), 0, 1, offset);
+      closeSync(fd);
+      expectRefused(cli(serve(sock, state)), re, `record changed at ${offset}`);
+      expect(existsSync(file)).to.equal(true);
+      expect(p.exitCode).to.equal(null);
+    }
+  });
+
+  it('the drop-in form, SIGKILLed mid-restore and started again, takes its VM over and exits 0 when it has gone', async () => {
+    const { sock, state } = fresh();
+    const args = ['--state-dir', state, '--log-format', 'text', sock, mem];
+    const first = await startSnapfault(args);
+    live.push(first);
+    const sim = startSim(['--socket', sock, '--mem', mem, '--churn-ms', '3000', '--threads', '2', '--churn-window', '1024', '--verify', '--churn-stuck-ms', '20000']);
+    live.push(sim.proc);
+    await first.waitForStderr(/serving 1 region/);
+    await new Promise((r) => setTimeout(r, 500));
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = new Proc(SNAPFAULT, ['--metrics', '127.0.0.1:0', ...args]);
+    live.push(second);
+    const url = (await second.waitForStderr(/metrics on (http:\/\/[^\s"]+)/))[1];
+    await second.waitForStderr(/taken over from the previous handler/);
+    expect(await (await fetch(url)).text()).to.match(/^snapfault_takeovers_total\{outcome="taken"\} 1$/m);
+    const r = await sim.result;
+    expect(r.code, `${r.stderr}\n${second.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    const exit = await second.waitExit(10_000);
+    expect(exit.code, second.stderr).to.equal(0);
+    expect(second.stderr).to.match(/taken over from the previous handler/);
+    expect(second.stderr).to.match(/ended: Firecracker exited/);
+    expect(second.stderr).not.to.match(/info: listening on/); // its one VM was taken over: no socket to serve
+    expect(readdirSync(state).filter((f) => f.startsWith('vm-'))).to.deep.equal([]);
+  });
+});
+
+/** The state directory, made as --state-dir makes it (VmRecord.create writes into an existing folder). */
+function stateFolder(state: string): string {
+  mkdirSync(state, { recursive: true, mode: 0o700 });
+  return state;
+}

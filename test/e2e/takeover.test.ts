@@ -1,0 +1,127 @@
+// Crash recovery: a `serve` with a state directory is SIGKILLed at random
+// moments (before, during and after handshakes, in fault storms, inside
+// prefetch batches, during its own takeover) while eight simulated
+// Firecrackers restore under balloon churn, and is started again on the same
+// state directory each time. Every VM must finish with every byte the
+// snapshot's or, once removed, zero; the only exception is the documented
+// one, a handshake accepted by a handler killed before it could record it,
+// whose Firecracker the next handler must name and kill (never leave frozen). The simulators
+// report every read that waited over 20 ms; the longest wait after a new
+// handler was started is the figure the README quotes.
+import { expect } from 'chai';
+import { readdirSync } from 'node:fs';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
+import { SNAPFAULT } from '../helpers/paths.js';
+import { stopKeeper } from '../helpers/state.js';
+
+const MiB = 1 << 20;
+const VMS = 8;
+const KILLS = 20;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const monoNs = (): bigint => process.hrtime.bigint(); // CLOCK_MONOTONIC, as the simulator's stall times
+
+/** A small seeded PRNG (mulberry32): a failing run's kill schedule can be replayed with TAKEOVER_SEED. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Report extends SimResult {
+  stalls: Array<[number, number]>;
+}
+
+/** The longest any read waited after the handler that served it was started: for each stall, from max(its start, the last start before its end) to its end. */
+export function longestWaitAfterStart(stalls: Array<[number, number]>, starts: bigint[]): number {
+  let worst = 0;
+  for (const [s, e] of stalls) {
+    let last = -1n;
+    for (const t of starts) if (t <= BigInt(e) && t > last) last = t;
+    if (last < 0n) continue;
+    const from = BigInt(s) > last ? BigInt(s) : last;
+    worst = Math.max(worst, Number(BigInt(e) - from) / 1e6);
+  }
+  return worst;
+}
+
+describe('takeover: a handler SIGKILLed at random moments, restarted on its state directory', function () {
+  this.timeout(240_000);
+  const tmp = new TempDir();
+  let img: string;
+
+  before(() => {
+    img = tmp.file('mem.img', makeImage(32 * MiB, { seed: 'takeover', zeroFraction: 0.3 }));
+  });
+  after(() => tmp.remove());
+
+  it(`${VMS} VMs under balloon churn, ${KILLS} SIGKILLs: every VM finishes byte-exact, but one whose handshake a killed handler lost, which is killed, never frozen`, async () => {
+    const seed = Number(process.env.TAKEOVER_SEED ?? Date.now() % 1_000_000);
+    const rand = prng(seed);
+    const sock = tmp.file('s.sock');
+    const state = tmp.file('state');
+    const args = ['serve', '--socket', sock, '--mem', img, '--state-dir', state, '--prefetch', 'all', '--workers', '2', '--log-format', 'text'];
+    const handlers: Proc[] = [await startSnapfault(args)];
+    const starts: bigint[] = [monoNs()];
+    const sims: Array<Promise<SimResult>> = [];
+    const simPids: number[] = [];
+    const simStarts = (async () => {
+      for (let i = 0; i < VMS; i++) {
+        const sim = startSim(['--timeout-ms', '120000', '--socket', sock, '--mem', img, '--churn-ms', '9000', '--threads', '2', '--churn-removers', '1',
+          '--churn-window', '1024', '--churn-max', '8', '--churn-stuck-ms', '30000', '--stall-report-ms', '20', '--seed', String(seed + i), '--verify']);
+        sims.push(sim.result);
+        simPids.push(sim.proc.pid);
+        await sleep(900);
+      }
+    })();
+    const log = (): string => handlers.map((h, i) => `--- handler ${i} (pid ${h.pid}) ---\n${h.stderr}`).join('\n');
+    try {
+      for (let k = 0; k < KILLS; k++) {
+        await sleep(100 + rand() * 900);
+        const h = handlers[handlers.length - 1];
+        h.kill('SIGKILL');
+        await h.exited;
+        starts.push(monoNs());
+        handlers.push(new Proc(SNAPFAULT, args));
+      }
+      await simStarts;
+      const results = (await Promise.all(sims)) as Report[];
+      for (const r of results) r.stalls = ((r.json as unknown as { stalls?: Array<[number, number]> }) ?? {}).stalls ?? [];
+      const last = handlers[handlers.length - 1];
+      // The one documented loss: a handshake accepted by a handler killed before it recorded it (README, Crashes and
+      // upgrades). Its Firecracker must have been named and killed by the next handler, never left frozen.
+      let lost = 0;
+      results.forEach((r, i) => {
+        if (r.signal === 'SIGKILL' && log().includes(`VM pid ${simPids[i]}: the previous handler died after accepting its connection`)) {
+          lost++;
+          return;
+        }
+        expect(r.signal, `VM ${i} was killed\n${r.stderr}\n${log()}`).to.equal(null);
+        expect(r.code, `VM ${i}: ${r.stderr}\n${log()}`).to.equal(0);
+        expect(r.json?.mismatches, `VM ${i}`).to.equal(0);
+      });
+      expect(lost, log()).to.be.at.most(2);
+      const taken = (log().match(/taken over from the previous handler/g) ?? []).length;
+      const waits = results.map((r) => longestWaitAfterStart(r.stalls, starts)).concat(0);
+      const worst = Math.max(...waits);
+      console.log(`      ${VMS} VMs, ${KILLS} SIGKILLs (seed ${seed}): ${VMS - lost} finished byte-exact, ${lost} lost in the handshake window (killed); ` +
+        `${taken} takeovers; longest wait of a read after a new handler started: ${worst.toFixed(0)} ms`);
+      expect(taken).to.be.at.least(KILLS);
+      // A regression guard well above this machine's figure (the README's); a missing wake would hang a read for good.
+      expect(worst).to.be.below(3000);
+      // Each VM's end was seen and its record removed; then a stop leaves nothing behind.
+      for (let i = 0; i < 100 && readdirSync(state).some((f) => f.startsWith('vm-')); i++) await sleep(100);
+      expect(readdirSync(state).filter((f) => f.startsWith('vm-')), log()).to.deep.equal([]);
+      last.kill('SIGTERM');
+      expect((await last.waitExit()).code, last.stderr).to.equal(0);
+    } finally {
+      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
+      stopKeeper(state);
+    }
+  });
+});
