@@ -110,9 +110,18 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     }
   });
 
-  it('the drop-in form, SIGKILLed mid-restore and started again, takes its VM over and exits 0 when it has gone', async () => {
+  for (const from of ['a memory file', 'a store'] as const) {
+  it(`the drop-in form, SIGKILLed mid-restore and started again, takes its VM over and exits 0 when it has gone (${from})`, async () => {
     const { sock, state } = fresh();
-    const args = ['--state-dir', state, '--log-format', 'text', sock, mem];
+    let served = mem;
+    const storeArgs: string[] = [];
+    if (from === 'a store') {
+      const store = tmp.file(`store-${sock.split('/').pop()}`);
+      expect(cli(['store', 'put', mem, 'snap', '--store', store]).code).to.equal(0);
+      served = 'snap';
+      storeArgs.push('--store', store);
+    }
+    const args = ['--state-dir', state, '--log-format', 'text', ...storeArgs, sock, served];
     const first = await startSnapfault(args);
     live.push(first);
     const sim = startSim(['--socket', sock, '--mem', mem, '--churn-ms', '3000', '--threads', '2', '--churn-window', '1024', '--verify', '--churn-stuck-ms', '20000']);
@@ -136,6 +145,7 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     expect(second.stderr).not.to.match(/info: listening on/); // its one VM was taken over: no socket to serve
     expect(readdirSync(state).filter((f) => f.startsWith('vm-'))).to.deep.equal([]);
   });
+  }
 });
 
 /** The state directory, made as --state-dir makes it (VmRecord.create writes into an existing folder). */
