@@ -16,7 +16,7 @@ import { HUGE_PAGE } from '../handshake/regions.js';
 import { chunkErrorText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
-import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
+import { fenceWords, enterRead, leaveRead, beginDemand, endDemand, type FenceWords } from '../vm/fence.js';
 import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
 import { usSince } from '../trace/clock.js';
@@ -167,8 +167,23 @@ export class FaultLoop {
     this.epoll.add(a.conn, EPOLL.IN | EPOLL.RDHUP, 2 * slot + 3);
   }
 
-  /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
+  /**
+   * Serves the VM's queued faults with demand first: the prefetch worker
+   * holds back from the wake-up to the last ioctl (src/vm/fence.ts).
+   */
   private serve(vm: ServedVm): void {
+    const f = vm.fence;
+    if (!f) return this.serveQueued(vm);
+    beginDemand(this.i32, f);
+    try {
+      this.serveQueued(vm);
+    } finally {
+      endDemand(this.i32, f);
+    }
+  }
+
+  /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
+  private serveQueued(vm: ServedVm): void {
     const a = vm.a;
     const L = this.L;
     const msgSize = L.MSG_SIZE;
