@@ -234,6 +234,9 @@ export class PrefetchLoop {
     try {
       for (;;) {
         if (!tryEnterCopy(this.i32, vm.fence)) {
+          // Never wait holding a cache slot: the fault being served may need that very chunk.
+          if (slot >= 0) fn.chunkRelease(a.snap, slot);
+          slot = -1;
           waitForRead(this.i32, vm.fence);
           return -1;
         }
