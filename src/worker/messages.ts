@@ -1,5 +1,6 @@
 // What the main thread and the fault workers say to each other.
 import type { FaultCounts } from '../vm/vm-table.js';
+import type { ZeroRangeMode } from './zero-ranges.js';
 
 export type FatalPolicy = 'kill-peer' | 'disconnect';
 
@@ -32,10 +33,14 @@ export interface VmAssignment {
   t0: number;
   /** Record every fault for the trace (--record). */
   record: boolean;
+  /** What to do with the VM's all-zero ranges (zero-ranges.ts). */
+  zeroRanges: ZeroRangeMode;
 }
 
 export type ToWorker =
   | { type: 'add'; vm: VmAssignment }
+  /** The zero-page scan of the file whose zero bitmap is at `bitmap` is over. */
+  | { type: 'zeroes'; bitmap: number }
   | { type: 'stop' };
 
 /** A VM's counters when it ends: the core's, and the fault loop's own. */
@@ -44,6 +49,9 @@ export interface VmStats extends FaultCounts {
   messages: number;
   eagain: number;
   eexist: number;
+  /** All-zero ranges taken out of the uffd (or mapped ahead, zeropage mode), and their bytes. */
+  zeroRanges: number;
+  zeroRangeBytes: number;
   /** ms from assignment to the last resolved fault. */
   lastFaultMs: number;
   servedMs: number;
