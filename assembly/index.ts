@@ -1,6 +1,7 @@
 // The snapfault core: everything the fault path computes, in shared memory.
 export * from './layout';
-export { findRegion, isRemoved, markRemoved, markPresent, isPagePresent, giveBack } from './page_state';
+export { findRegion, isRemoved, markRemoved, markPresent, isPagePresent, giveBack, markUnregistered } from './page_state';
+export { zeroRuns } from './zero_ranges';
 export { plan, settle, unmarkPlanned, keepFaults } from './page_index';
 export { scanZeroPages, markZeroPages } from './zero_scan';
 export { lz4DecodeBlock, lz4EncodeBlock, lz4Bound, LZ4_DECODE_SLACK, LZ4_TABLE_BYTES } from './lz4';

@@ -42,6 +42,12 @@ export const VM_STAT_PREFETCH_ZERO: u32 = 136; // u64 zero pages mapped ahead of
 export const VM_STAT_PREFETCH_BYTES: u32 = 144; // u64
 // Written by the fault worker: faults on a page already installed (by prefetch or fill-around), only woken.
 export const VM_STAT_LATE: u32 = 152; // u64
+// Demand first: 1 while the fault worker serves a batch of faults, from its
+// wake-up to its last ioctl. Not part of the REMOVE fence (that is READ and
+// COPY): a priority. The prefetch worker starts no batch, and issues no
+// further copy of the one in hand, while it is set (src/vm/fence.ts).
+export const VM_FENCE_DEMAND: u32 = 160; // i32
+export const VM_FENCE_DEMAND_WAITERS: u32 = 164; // i32
 export const VM_REGIONS: u32 = 192;
 export const VM_MAX_REGIONS: u32 = 64;
 

@@ -5,7 +5,9 @@
 // removed: the guest removed the page (a REMOVE was read); it reads as zeros
 //   from then on. Never cleared: after a remove the guest's page is zero
 //   until the guest itself writes it, and a written page never faults.
-// present: installed, or claimed by a fault being served. Only a hint for
+// present: installed, or claimed by a fault being served, or left to the
+//   kernel (an all-zero range taken out of the userfaultfd: it never
+//   faults, never sends a REMOVE, and must never be copied into). Only a hint for
 //   the paths that install ahead (fill-around, prefetch) to skip work. It is
 //   never trusted to answer a fault: a copy issued after a REMOVE was read
 //   can still be zapped by that REMOVE's madvise (PROTOCOL.md), leaving the
@@ -111,6 +113,15 @@ export function markRemoved(vm: usize, start: u64, end: u64): void {
     setBits(load<u32>(r + REGION_REMOVED), first, last, true);
     setBits(load<u32>(r + REGION_PRESENT), first, last, false);
   }
+}
+
+/**
+ * [start, start + len) was unregistered from the userfaultfd (an all-zero
+ * range, src/worker/zero-ranges.ts): the kernel serves it from now on, so
+ * prefetch and fill-around must skip it. No REMOVE will ever clear the bits.
+ */
+export function markUnregistered(vm: usize, start: u64, len: u64): void {
+  markInstalled(vm, start, len);
 }
 
 /** True when the page at addr was removed (tests and the prefetcher). */

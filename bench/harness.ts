@@ -58,6 +58,8 @@ export interface RunSpec {
   touches?: number;
   /** The guest checks every byte it touches (costs it a page compare). */
   verify?: boolean;
+  /** The guest's first touch of a page is a write (fresh memory being allocated). */
+  write?: boolean;
   seed?: number;
   snapfaultArgs?: string[];
   /** Wait for this in snapfault's log before the client starts. */
@@ -113,6 +115,7 @@ export async function runOnce(spec: RunSpec): Promise<Sample> {
   const simArgs = ['--socket', sock, '--mem', spec.image, '--pattern', spec.pattern, '--threads', '1', '--timeout-ms', '300000'];
   if (spec.touches) simArgs.push('--touches', String(spec.touches));
   if (spec.verify) simArgs.push('--verify');
+  if (spec.write) simArgs.push('--write');
   if (spec.seed !== undefined) simArgs.push('--seed', String(spec.seed));
   const sim = new Proc(...pin(FC_SIM, simArgs));
   const exit = await sim.waitExit(400_000);

@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression, prefetch, firecracker (the real one, from the kit) or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// compression, prefetch, zero-ranges, firecracker (the real one, from the kit) or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +9,8 @@ import { benchCodec } from './codec.js';
 import { benchLoad } from './load.js';
 import { benchPrefetch } from './prefetch.js';
 import { benchFirecracker } from './firecracker.js';
+import { benchZeroRanges } from './zero-ranges.js';
+import { benchFirecrackerAlloc } from './firecracker-alloc.js';
 import { BENCH_DIR, cleanUp } from './harness.js';
 
 async function main(): Promise<void> {
@@ -24,9 +26,12 @@ async function main(): Promise<void> {
     const prefetch = await benchPrefetch();
     writeFileSync(join(BENCH_DIR, 'prefetch.json'), JSON.stringify(prefetch, null, 2));
   }
+  if (!only || only === 'zero-ranges') await benchZeroRanges();
   if (!only || only === 'firecracker') {
     const fc = await benchFirecracker();
     if (fc) writeFileSync(join(BENCH_DIR, 'firecracker.json'), JSON.stringify(fc, null, 2));
+    const alloc = await benchFirecrackerAlloc();
+    if (alloc) writeFileSync(join(BENCH_DIR, 'firecracker-alloc.json'), JSON.stringify(alloc, null, 2));
   }
   if (only === 'codec') await benchCodec();
   if (only === 'load') await benchLoad();

@@ -62,6 +62,21 @@ export function registerMissing(fd: number, start: number, len: number): void {
   check(ioctlFn(fd, UFFDIO.REGISTER, addressOf(reg)), 'ioctl(UFFDIO_REGISTER)');
 }
 
+/**
+ * UFFDIO_UNREGISTER of [start, start + len): 0, or -errno. From then on the
+ * range is the kernel's alone: a missing page of anonymous memory faults in
+ * as zeros without a message, and a madvise there sends no REMOVE. The
+ * kernel wakes any fault waiting in the range (it retries without us) and
+ * may split the VMA (ENOMEM at vm.max_map_count); hugetlbfs needs the range
+ * aligned to its page size (EINVAL).
+ */
+export function unregister(fd: number, start: number, len: number): number {
+  const s = Buffer.alloc(LAYOUT.uffdio_range.size);
+  s.writeBigUInt64LE(BigInt(start), LAYOUT.uffdio_range.start);
+  s.writeBigUInt64LE(BigInt(len), LAYOUT.uffdio_range.len);
+  return ioctlFn(fd, UFFDIO.UNREGISTER, addressOf(s)) < 0 ? -errno() : 0;
+}
+
 /** UFFDIO_COPY; returns bytes copied, or -errno. */
 export function copy(fd: number, dst: number, src: number, len: number, mode = 0): number {
   const s = Buffer.alloc(LAYOUT.uffdio_copy.size);

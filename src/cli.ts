@@ -45,6 +45,10 @@ const SERVE_OPTIONS = `Options:
   --handshake-timeout-ms N  refuse a connection that sends no mapping message in time (default 5000)
   --zero-scan on|off        find all-zero snapshot pages in the background, at idle priority,
                             and map them with UFFDIO_ZEROPAGE (default on; raw memory files)
+  --zero-ranges MODE        guest memory that is zero in the snapshot, in runs of 2 MiB or more:
+                            unregister (default: taken out of the userfaultfd after the handshake;
+                            the guest's touches there never reach the handler), zeropage (mapped
+                            with UFFDIO_ZEROPAGE after the handshake) or off (served on demand)
   --cache-mib N             decoded-chunk cache of each compressed snapshot (default 64)
   --fill-around on|off      compressed snapshots: install a decoded chunk's other missing pages
                             with the faulting one (default on; off while recording)
@@ -126,6 +130,7 @@ const optionSpec = {
   'socket-mode': { type: 'string' },
   'handshake-timeout-ms': { type: 'string' },
   'zero-scan': { type: 'string' },
+  'zero-ranges': { type: 'string' },
   'log-level': { type: 'string' },
   'cache-mib': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
@@ -220,6 +225,7 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
     allowUids: (values['allow-uid'] ?? []).flatMap((v) => v.split(',')).map((u) => intOption(u, '--allow-uid', { def: 0, min: 0, max: 2 ** 32 - 2 })),
     handshakeTimeoutMs: intOption(values['handshake-timeout-ms'], '--handshake-timeout-ms', { def: 5000, min: 1, max: 3_600_000 }),
     zeroScan,
+    zeroRanges: choiceOption(values['zero-ranges'], '--zero-ranges', ['unregister', 'zeropage', 'off'], 'unregister'),
     fillAround,
     cacheMiB: intOption(values['cache-mib'], '--cache-mib', { def: 64, min: 1, max: 1024 }),
     stateDir: values['state-dir'] ?? null,

@@ -53,6 +53,7 @@ function contentIdentity(snap: ServedSnapshot): string | null {
 function servedLabel(opts: ServerOptions): string {
   return opts.store ? storeSnapshotLabel(opts.store, opts.memPath) : opts.memPath;
 }
+import type { ZeroRangeMode } from './worker/zero-ranges.js';
 
 export interface ServerOptions {
   socketPath: string;
@@ -67,6 +68,8 @@ export interface ServerOptions {
   onFatal: FatalPolicy;
   handshakeTimeoutMs: number;
   zeroScan: boolean;
+  /** All-zero ranges of guest memory after the handshake: unregistered from the uffd, mapped as zero pages, or served on demand (src/worker/zero-ranges.ts). */
+  zeroRanges: ZeroRangeMode;
   /** Budget of each compressed snapshot's decoded-chunk cache. */
   cacheMiB: number;
   /** Compressed snapshots: install a decoded chunk's other missing pages too. */
@@ -151,7 +154,7 @@ const ms = (v: number): number => Math.round(v * 1000) / 1000;
 function summaryFields(s: VmStats): LogContext {
   return {
     faults: s.copies + s.zeropages + s.removedZero, faultsCopied: s.copies, faultsZero: s.zeropages, faultsRemovedZero: s.removedZero,
-    bytesCopied: s.bytes, removeEvents: s.removeEvents, otherEvents: s.otherEvents, eagain: s.eagain, eexist: s.eexist, lateFaults: s.late,
+    bytesCopied: s.bytes, removeEvents: s.removeEvents, otherEvents: s.otherEvents, eagain: s.eagain, eexist: s.eexist, lateFaults: s.late, zeroRanges: s.zeroRanges, zeroRangeBytes: s.zeroRangeBytes,
     prefetchedPages: s.prefetched, prefetchedZeroPages: s.prefetchedZero, prefetchedBytes: s.prefetchBytes,
     chunkHits: s.chunkHits, chunkMisses: s.chunkMisses, filledAroundPages: s.filledAround,
     reads: s.reads, events: s.messages, lastFaultMs: ms(s.lastFaultMs), servedMs: ms(s.servedMs),
@@ -268,6 +271,7 @@ export class SnapfaultServer {
         return b;
       };
       server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e), opts.faultWorker);
+      cache.onScanned = (bitmap) => server.pool?.zeroesKnown(bitmap);
       if (prepared) {
         server.policy = prepared.policy;
         server.doorbell = arena.alloc(DOORBELL_BYTES);
@@ -540,6 +544,8 @@ export class SnapfaultServer {
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
       snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
       mirror: v.record ? mirrorTarget(v.record) : null,
+      // A VM taken over had its zero ranges dealt with (or not) by its first handler; doing it twice would fail on ranges no longer registered.
+      zeroRanges: v.adopted ? 'off' : this.opts.zeroRanges,
     });
     if (prefetching) this.prefetcher?.add({
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
@@ -686,6 +692,7 @@ export class SnapfaultServer {
     const summary = `${count(s.copies + s.zeropages + s.removedZero, 'fault')} (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${bytesText(s.bytes)} copied, ${count(s.removeEvents, 'remove')}, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms, served ${s.servedMs.toFixed(1)} ms` +
+      (s.zeroRanges > 0 ? `; ${count(s.zeroRanges, 'all-zero range')} (${bytesText(s.zeroRangeBytes)}) ${this.opts.zeroRanges === 'zeropage' ? 'mapped as zero pages after the handshake' : 'left to the kernel'}` : '') +
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
     const pid = vm?.pid ?? 0;

@@ -45,6 +45,8 @@ export interface CoreFunctions {
   copyAssembled(action: number, staging: bigint, len: bigint): void;
   prefetchPlan(vm: number, snap: number, first: number, count: number, chunk: number, slot: number, staged: number, maxPages: number, step: number): void;
   prefetchDone(vm: number, action: number, bytes: number): number;
+  zeroRuns(vm: number, minBytes: bigint, out: number, max: number): number;
+  markUnregistered(vm: number, start: bigint, len: bigint): void;
 }
 
 export interface Core {

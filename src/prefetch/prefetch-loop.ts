@@ -10,7 +10,7 @@ import { UFFDIO, type IoctlFn } from '../../native/uffd.js';
 import { closeFd } from '../../native/fd.js';
 import { E, addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
-import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, type FenceWords } from '../vm/fence.js';
+import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, demandWaiting, type FenceWords } from '../vm/fence.js';
 import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing, policyCall } from './fault-feed.js';
 import { RangeQueue } from './range-queue.js';
 import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
@@ -234,6 +234,9 @@ export class PrefetchLoop {
     try {
       for (;;) {
         if (!tryEnterCopy(this.i32, vm.fence)) {
+          // Never wait holding a cache slot: the fault being served may need that very chunk.
+          if (slot >= 0) fn.chunkRelease(a.snap, slot);
+          slot = -1;
           waitForRead(this.i32, vm.fence);
           return -1;
         }
@@ -285,12 +288,25 @@ export class PrefetchLoop {
     let total = 0;
     this.halted = false;
     for (let k = 0; k < n; k++) {
-      const r = this.issue(vm, this.b.step + L.STEP_ACTION + k * L.ACTION_STRIDE);
+      const act = this.b.step + L.STEP_ACTION + k * L.ACTION_STRIDE;
+      if (k > 0 && demandWaiting(this.i32, vm.fence)) {
+        // Demand first: a fault is being served; the rest of the batch is planned again later.
+        this.rewind(vm, this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0);
+        return total > 0 ? total : -1;
+      }
+      const r = this.issue(vm, act);
       if (r < 0) return total > 0 ? total : -1;
       total += r;
       if (this.halted) break; // the cursor went back to the first page not done
     }
     return total;
+  }
+
+  /** Puts the VM's cursor back to snapshot page `from` (within the current range): nothing from there on was issued. */
+  private rewind(vm: PrefetchVm, from: number): void {
+    const end = vm.cur.first + vm.cur.count;
+    vm.cur.first = Math.min(from, end);
+    vm.cur.count = end - vm.cur.first;
   }
 
   /**

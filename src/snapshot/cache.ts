@@ -29,6 +29,8 @@ interface Entry {
 export class SnapshotCache {
   private readonly current = new Map<string, Entry>();
   private readonly retired = new Set<Entry>();
+  /** Told the zero bitmap of each raw file whose scan finished: its VMs' zero ranges can grow (src/worker/zero-ranges.ts). */
+  onScanned: (zeroBitmap: number) => void = () => {};
 
   constructor(
     private readonly core: Core,
@@ -138,7 +140,10 @@ export class SnapshotCache {
     const scan = startZeroScan(snap, this.module, this.core.memory, this.arena, this.activity);
     void scan.done.then((r) => {
       if (r.error && r.error !== 'stopped') this.log.warn(`zero-page scan of ${snap.path} stopped: ${r.error}`, { event: 'zero_scan_stopped', file: snap.path });
-      else if (!r.error) this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`, { event: 'zero_scan', file: snap.path, zeroPages: r.zeroPages, pages: snap.pages });
+      else if (!r.error) {
+        this.log.debug(`zero-page scan of ${snap.path}: ${r.zeroPages} of ${snap.pages} pages are zero`, { event: 'zero_scan', file: snap.path, zeroPages: r.zeroPages, pages: snap.pages });
+        this.onScanned(snap.zeroBitmap);
+      }
     });
     return scan;
   }

@@ -4,8 +4,13 @@
 // copy planned before the fault worker marked the page removed, and issued
 // after the zap, would put snapshot bytes where the guest expects zeros. So a
 // read (with the marking of its removes) and a prefetch copy (with its check
-// of the bitmaps) never overlap. Demand goes first: a prefetch backs off while
-// a read is on, and a read waits at most for one bounded prefetch ioctl.
+// of the bitmaps) never overlap.
+// Demand goes first (the role QEMU's postcopy preempt channel plays for its
+// urgent pages): while the fault worker serves a batch, from its wake-up to
+// its last ioctl, the `demand` word is set; the prefetch worker starts no
+// batch then and stops the batch in hand before its next ioctl. So a waiting
+// fault waits for at most one prefetch ioctl, never for a whole batch, and
+// on a shared CPU the prefetch worker gives the CPU back instead of copying.
 import { availableParallelism } from 'node:os';
 import type { CoreLayout } from '../core/wasm-core.js';
 
@@ -21,6 +26,8 @@ export interface FenceWords {
   copy: number;
   readWaiters: number;
   copyWaiters: number;
+  demand: number;
+  demandWaiters: number;
 }
 
 /** Int32Array indices of a VM's fence words. */
@@ -30,6 +37,8 @@ export function fenceWords(L: CoreLayout, table: number): FenceWords {
     copy: (table + L.VM_FENCE_COPY) >> 2,
     readWaiters: (table + L.VM_FENCE_READ_WAITERS) >> 2,
     copyWaiters: (table + L.VM_FENCE_COPY_WAITERS) >> 2,
+    demand: (table + L.VM_FENCE_DEMAND) >> 2,
+    demandWaiters: (table + L.VM_FENCE_DEMAND_WAITERS) >> 2,
   };
 }
 
@@ -58,8 +67,26 @@ export function leaveRead(m: Int32Array, f: FenceWords): void {
   if (Atomics.load(m, f.readWaiters) > 0) Atomics.notify(m, f.read);
 }
 
-/** Prefetch worker: true when it may plan and copy; false while a read is on (call waitForRead). */
+/** Fault worker, woken with faults to serve: prefetch holds back until endDemand. */
+export function beginDemand(m: Int32Array, f: FenceWords): void {
+  Atomics.store(m, f.demand, 1);
+}
+
+/** Fault worker, once the batch's last ioctl is issued (or the batch is deferred). */
+export function endDemand(m: Int32Array, f: FenceWords): void {
+  Atomics.store(m, f.demand, 0);
+  if (Atomics.load(m, f.demandWaiters) > 0) Atomics.notify(m, f.demand);
+}
+
+/** Prefetch worker, between two ioctls of a batch: true when faults are being served (stop, and call waitForRead). */
+export function demandWaiting(m: Int32Array, f: FenceWords): boolean {
+  return Atomics.load(m, f.demand) === 1 || Atomics.load(m, f.read) === 1;
+}
+
+/** Prefetch worker: true when it may plan and copy; false while faults are being served (call waitForRead). */
 export function tryEnterCopy(m: Int32Array, f: FenceWords): boolean {
+  // The demand word is only a priority: checked first, it costs no fence round trip.
+  if (Atomics.load(m, f.demand) === 1) return false;
   Atomics.store(m, f.copy, 1);
   if (Atomics.load(m, f.read) === 0) return true;
   leaveCopy(m, f);
@@ -71,7 +98,8 @@ export function leaveCopy(m: Int32Array, f: FenceWords): void {
   if (Atomics.load(m, f.copyWaiters) > 0) Atomics.notify(m, f.copy);
 }
 
-/** Prefetch worker: waits until the read in progress is over. */
+/** Prefetch worker: waits until the read, and the serving of the faults it read, are over. */
 export function waitForRead(m: Int32Array, f: FenceWords): void {
   waitWhileSet(m, f.read, f.readWaiters, 1);
+  waitWhileSet(m, f.demand, f.demandWaiters, 1);
 }

@@ -16,13 +16,14 @@ import { HUGE_PAGE } from '../handshake/regions.js';
 import { chunkFailureText } from '../compressed/chunk-error.js';
 import type { VmAssignment, ToWorker, FromWorker, VmStats, EndReason } from './messages.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS, bucketOf } from './worker-stats.js';
-import { fenceWords, enterRead, leaveRead, type FenceWords } from '../vm/fence.js';
+import { fenceWords, enterRead, leaveRead, beginDemand, endDemand, type FenceWords } from '../vm/fence.js';
 import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
 import { usSince } from '../trace/clock.js';
 import { RECORD } from '../trace/trace-file.js';
 import { RemovedMirror } from '../state/removed-mirror.js';
 import { viewOf } from '../../native/mmap.js';
+import { ZeroRanges } from './zero-ranges.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
@@ -54,6 +55,8 @@ interface ServedVm {
   unrung: number;
   /** Mirrors its removes into its state record (--state-dir). */
   mirror: RemovedMirror | null;
+  /** All-zero ranges to take out of the uffd (zero-ranges.ts), or null. */
+  zero: ZeroRanges | null;
 }
 
 /** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket, or for a VM taken over its pidfd). */
@@ -64,6 +67,8 @@ export class FaultLoop {
   private readonly epoll = new Epoll(64);
   private stopping = false;
   private round = 0;
+  /** Some VM has zero ranges queued. */
+  private zeroPending = false;
   /** VMs with deferred faults, and how many of them asked to sleep rather than yield. */
   private deferred = 0;
   private sleepers = 0;
@@ -106,7 +111,8 @@ export class FaultLoop {
     while (!this.stopping) {
       // Deferred work (EAGAIN) is retried at once after a yield, or after 1 ms
       // once yielding has not let the madvise caller finish.
-      const timeout = this.deferred === 0 ? -1 : this.sleepers > 0 ? 1 : 0;
+      // Zero ranges still to map (zeropage mode, a slice a turn) only poll.
+      const timeout = this.deferred === 0 ? (this.zeroPending ? 0 : -1) : this.sleepers > 0 ? 1 : 0;
       this.sleepers = 0;
       const n = ep.wait(timeout);
       if (n < 0 && n !== -E.EINTR) throw new Error(`epoll_wait failed: errno ${-n}`);
@@ -134,6 +140,7 @@ export class FaultLoop {
       if (this.deferred > 0) {
         for (const vm of this.slots) if (vm && vm.deferred && !vm.ended && vm.round !== round) this.serve(vm);
       }
+      if (this.zeroPending) this.zeroWork();
       if (this.endedCount > 0) this.sweep();
     }
     for (const vm of this.slots) if (vm && !vm.ended) this.end(vm, 'shutdown', 'the handler is shutting down');
@@ -149,7 +156,44 @@ export class FaultLoop {
       const msg = m.message as ToWorker;
       if (msg.type === 'stop') this.stopping = true;
       else if (msg.type === 'add') this.add(msg.vm);
+      else this.zeroesKnown(msg.bitmap);
     }
+  }
+
+  /** A zero-page scan is over: the VMs restored from that file may have longer zero runs now. */
+  private zeroesKnown(bitmap: number): void {
+    for (const vm of this.slots) {
+      if (!vm?.zero || vm.ended || this.dv.getUint32(vm.a.table + this.L.VM_ZERO_BITMAP, true) !== bitmap) continue;
+      vm.zero.find(this.core, vm.a.table, this.scratch, this.scratchBytes);
+      if (vm.zero.pending) this.zeroPending = true;
+    }
+  }
+
+  /** Takes queued zero ranges out of each VM's uffd, between batches, with none of its faults in hand, under its fence. */
+  private zeroWork(): void {
+    let more = false;
+    for (const vm of this.slots) {
+      const z = vm?.zero;
+      if (!vm || !z || vm.ended || !z.pending) continue;
+      if (vm.pending > 0) {
+        more = true;
+        continue;
+      }
+      if (vm.fence) enterRead(this.i32, vm.fence);
+      let r;
+      try {
+        r = z.work(this.core, vm.a.uffd, vm.a.table);
+      } finally {
+        if (vm.fence) leaveRead(this.i32, vm.fence);
+      }
+      if (z.warning) {
+        this.send({ type: 'warning', id: vm.a.id, message: z.warning });
+        z.warning = null;
+      }
+      if (r === 'more') more = true;
+      // 'gone': Firecracker exited; its socket's end-of-file ends the VM.
+    }
+    this.zeroPending = more;
   }
 
   private add(a: VmAssignment): void {
@@ -165,16 +209,40 @@ export class FaultLoop {
       a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
       unrung: 0, mirror: a.mirror ? new RemovedMirror(this.core, a.table, a.mirror, (addr, length) => viewOf({ addr, length })) : null,
+      zero: a.zeroRanges === 'off' ? null : new ZeroRanges(a.zeroRanges),
     };
     this.slots[slot] = vm;
+    // Before the first read: what is known zero now leaves the uffd before any of its faults is read.
+    if (vm.zero) {
+      vm.zero.find(this.core, a.table, this.scratch, this.scratchBytes);
+      if (vm.zero.pending) {
+        this.zeroPending = true;
+        this.zeroWork();
+      }
+    }
     this.epoll.add(a.uffd, EPOLL.IN, 2 * slot + 2);
     // A VM taken over has no socket: its pidfd becomes readable when Firecracker exits.
     if (a.conn >= 0) this.epoll.add(a.conn, EPOLL.IN | EPOLL.RDHUP, 2 * slot + 3);
     else this.epoll.add(a.pidfd, EPOLL.IN, 2 * slot + 3);
   }
 
-  /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
+  /**
+   * Serves the VM's queued faults with demand first: the prefetch worker
+   * holds back from the wake-up to the last ioctl (src/vm/fence.ts).
+   */
   private serve(vm: ServedVm): void {
+    const f = vm.fence;
+    if (!f) return this.serveQueued(vm);
+    beginDemand(this.i32, f);
+    try {
+      this.serveQueued(vm);
+    } finally {
+      endDemand(this.i32, f);
+    }
+  }
+
+  /** Reads every queued event of the VM, plans them in the core, issues the ioctls. */
+  private serveQueued(vm: ServedVm): void {
     const a = vm.a;
     const L = this.L;
     const msgSize = L.MSG_SIZE;
@@ -442,6 +510,8 @@ export class FaultLoop {
       messages: vm.messages,
       eagain: vm.eagain,
       eexist: vm.eexist,
+      zeroRanges: vm.zero?.ranges ?? 0,
+      zeroRangeBytes: vm.zero?.bytes ?? 0,
       lastFaultMs: vm.lastFault - vm.started,
       servedMs: now() - vm.started,
     };

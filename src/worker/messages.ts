@@ -1,6 +1,7 @@
 // What the main thread and the fault workers say to each other.
 import type { FaultCounts } from '../vm/vm-table.js';
 import type { MirrorTarget } from '../state/removed-mirror.js';
+import type { ZeroRangeMode } from './zero-ranges.js';
 
 export type FatalPolicy = 'kill-peer' | 'disconnect';
 
@@ -36,10 +37,14 @@ export interface VmAssignment {
   record: boolean;
   /** Its record in the state directory: every REMOVE read is mirrored there (--state-dir), or null. */
   mirror: MirrorTarget | null;
+  /** What to do with the VM's all-zero ranges (zero-ranges.ts). */
+  zeroRanges: ZeroRangeMode;
 }
 
 export type ToWorker =
   | { type: 'add'; vm: VmAssignment }
+  /** The zero-page scan of the file whose zero bitmap is at `bitmap` is over. */
+  | { type: 'zeroes'; bitmap: number }
   | { type: 'stop' };
 
 /** A VM's counters when it ends: the core's, and the fault loop's own. */
@@ -48,6 +53,9 @@ export interface VmStats extends FaultCounts {
   messages: number;
   eagain: number;
   eexist: number;
+  /** All-zero ranges taken out of the uffd (or mapped ahead, zeropage mode), and their bytes. */
+  zeroRanges: number;
+  zeroRangeBytes: number;
   /** ms from assignment to the last resolved fault. */
   lastFaultMs: number;
   servedMs: number;

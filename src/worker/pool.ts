@@ -91,6 +91,11 @@ export class FaultWorkerPool {
     this.post(best, { type: 'add', vm });
   }
 
+  /** Tells every worker that a file's zero-page scan is over (its VMs may have longer zero runs now). */
+  zeroesKnown(bitmap: number): void {
+    for (const w of this.workers) this.post(w, { type: 'zeroes', bitmap });
+  }
+
   get servedVms(): number {
     return this.owner.size;
   }

@@ -29,7 +29,7 @@ describe('fault injection', function () {
       const sock = tmp.file(`${kind}-${prefetch}.sock`);
       const server = await SnapfaultServer.start({
         socketPath: sock, memPath: served, socketMode: 0o600, allowUids: [], workers: 2, onFatal: 'kill-peer',
-        handshakeTimeoutMs: 2000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true,
+        handshakeTimeoutMs: 2000, zeroScan: false, zeroRanges: 'unregister', once: false, log: createLogger('silent'), cacheMiB: 8, fillAround: true,
         prefetch: prefetch === 'none' ? { kind: 'none' } : { kind: 'all', trace: null }, record: null,
       });
       try {

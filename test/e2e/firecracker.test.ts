@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
-import { KIT, kitProblem, KitSnapshot, type Restore } from '../helpers/firecracker.js';
+import { KIT, kitProblem, KitSnapshot, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
 
 /** Small enough to restore in a second or two. */
 const snapshot = new KitSnapshot(16, 128);
@@ -58,7 +58,8 @@ describe('real Firecracker', function () {
 
   for (const compressed of [false, true]) {
     it(`real Firecracker: balloon inflate and deflate (UFFD_EVENT_REMOVE), the guest re-touches removed memory${compressed ? ', compressed' : ''}`, async () => {
-      const handler = compressed ? sh(`exec ${q(SNAPFAULT)} "$1" ${q(packed)}`) : [SNAPFAULT];
+      // Zero ranges off: every page the balloon takes is the handler's, so the REMOVEs come.
+      const handler = compressed ? sh(`exec ${q(SNAPFAULT)} --zero-ranges off "$1" ${q(packed)}`) : [SNAPFAULT, '--zero-ranges', 'off'];
       const r = await restore(handler, { BALLOON_MIB: '16', ROUNDS: '2' });
       expectPass(r);
       expect(r.output).to.match(/balloon: reached 16 MiB/);
@@ -66,6 +67,26 @@ describe('real Firecracker', function () {
       expect(r.output).to.match(/[1-9]\d* removes?\b/);
     });
   }
+
+  it('real Firecracker: with the all-zero ranges unregistered, the balloon takes pages the handler never hears of, and the guest reads zeros there after the deflate', async () => {
+    const r = await restore([SNAPFAULT], { BALLOON_MIB: '16', ROUNDS: '2' });
+    expectPass(r);
+    expect(r.output).to.match(/balloon: reached 16 MiB/);
+    // The guest re-allocates 32 MiB after the deflate and checks it is zero; then re-checks its buffer.
+    expect(r.output).to.match(/nonzero_words=0/);
+    expect(r.output).to.match(/[1-9]\d* all-zero ranges? \([\d.]+ MiB\) left to the kernel/);
+  });
+
+  it('real Firecracker: the guest allocates fresh memory after the restore without the handler (zero ranges unregistered)', async () => {
+    const on = await restoreAndAlloc(snapshot, [SNAPFAULT, '--log-format', 'text'], 4);
+    expect(on.pass, on.output).to.equal(true);
+    const off = await restoreAndAlloc(snapshot, [SNAPFAULT, '--log-format', 'text', '--zero-ranges', 'off'], 4);
+    expect(off.pass, off.output).to.equal(true);
+    const faults = (out: string): number => Number(/(\d+) faults? \(/.exec(out)?.[1] ?? NaN);
+    expect(on.output).to.match(/all-zero ranges? \([\d.]+ MiB\) left to the kernel/);
+    // 4 MiB is 1024 pages: served on demand without zero ranges, by the kernel with them.
+    expect(faults(off.output) - faults(on.output), `${on.output}\n${off.output}`).to.be.above(900);
+  });
 
   it('real Firecracker: records a restore, then replays it ahead of the guest', async () => {
     const trace = tmp.file('fc.trace');

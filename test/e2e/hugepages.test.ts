@@ -34,7 +34,8 @@ describe('2 MiB hugetlbfs guest memory', function () {
   for (const shape of ['kib', 'page_size']) {
     it(`serves 2 MiB pages announced as ${shape}, two vCPUs, every byte checked`, async () => {
       const sock = tmp.file(`h-${shape}.sock`);
-      const h = await startSnapfault([sock, mem]);
+      // Zero ranges off: every huge page, zero ones included, goes through the fault path here.
+      const h = await startSnapfault(['--zero-ranges', 'off', sock, mem]);
       const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--shape', shape, '--verify', '--pattern', 'random', '--threads', '2']);
       expect(sim.code, sim.stderr + h.stderr).to.equal(0);
       expect(sim.json?.touches).to.equal(16);
@@ -49,7 +50,7 @@ describe('2 MiB hugetlbfs guest memory', function () {
     const packed = tmp.file('huge.sfz');
     await pack(mem, packed);
     const sock = tmp.file('h-packed.sock');
-    const h = await startSnapfault([sock, packed]);
+    const h = await startSnapfault(['--zero-ranges', 'off', sock, packed]);
     const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'random', '--threads', '2',
       '--balloon', '6M:2M', '--balloon-mode', 'after']);
     expect(sim.code, sim.stderr + h.stderr).to.equal(0);
@@ -91,13 +92,35 @@ describe('2 MiB hugetlbfs guest memory', function () {
 
   it('ballooned 2 MiB pages come back as zeros (hugetlbfs has no ZEROPAGE)', async () => {
     const sock = tmp.file('h-balloon.sock');
-    const h = await startSnapfault([sock, mem]);
+    const h = await startSnapfault(['--zero-ranges', 'off', sock, mem]);
     const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'seq',
       '--balloon', '4M:4M,20M:2M', '--balloon-mode', 'after']);
     expect(sim.code, sim.stderr + h.stderr).to.equal(0);
     expect(sim.json?.mismatches).to.equal(0);
     expect((await h.waitExit()).code).to.equal(0);
     expect(h.stderr).to.match(/3 removed\)/);
+  });
+
+  it('zero ranges: runs of whole zero 2 MiB pages leave the uffd (raw and compressed); the guest reads zeros there, ballooned or not', async () => {
+    // 8 huge pages of data, 4 zero, 4 of data: 8 MiB of zeros, one range of four whole huge pages.
+    const layout = Buffer.concat([makeImage(16 * MiB, { seed: 'zr-a', zeroFraction: 0 }), Buffer.alloc(8 * MiB), makeImage(8 * MiB, { seed: 'zr-b', zeroFraction: 0 })]);
+    const zr = tmp.file('huge-zero.img', layout);
+    const packed = tmp.file('huge-zero.sfz');
+    await pack(zr, packed);
+    for (const file of [zr, packed]) {
+      const sock = tmp.file(`h-zr-${file === zr ? 'raw' : 'packed'}.sock`);
+      const h = await startSnapfault(['--log-format', 'text', sock, file]);
+      const sim = await runSim(['--socket', sock, '--mem', zr, '--page-size', '2097152', '--verify', '--pattern', 'seq', '--write', '--pause-ms', '300',
+        '--balloon', '18M:4M', '--balloon-mode', 'after']);
+      expect(sim.code, sim.stderr + h.stderr).to.equal(0);
+      expect(sim.json?.mismatches).to.equal(0);
+      expect(sim.json?.zero_checked).to.equal(2);
+      expect((await h.waitExit()).code).to.equal(0);
+      expect(h.stderr).to.match(/1 all-zero range \(8\.0 MiB\) left to the kernel/);
+      // The 12 huge pages of data fault; the 4 zero ones never do, and the balloon over two of them sends no REMOVE.
+      expect(h.stderr).to.match(/12 faults \(/);
+      expect(h.stderr).to.match(/\b0 removes\b/);
+    }
   });
 
   for (const kind of ['raw', 'compressed']) {
@@ -108,7 +131,7 @@ describe('2 MiB hugetlbfs guest memory', function () {
         await pack(mem, file);
       }
       const sock = tmp.file(`h-prefetch-${kind}.sock`);
-      const h = await startSnapfault(['--prefetch', 'all', sock, file]);
+      const h = await startSnapfault(['--zero-ranges', 'off', '--prefetch', 'all', sock, file]);
       const sim = await runSim(['--socket', sock, '--mem', mem, '--page-size', '2097152', '--verify', '--pattern', 'random', '--threads', '2',
         '--balloon', '8M:4M', '--balloon-mode', 'after']);
       expect(sim.code, sim.stderr + h.stderr).to.equal(0);

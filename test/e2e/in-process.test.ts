@@ -17,7 +17,7 @@ describe('SnapfaultServer in process', function () {
     const sock = tmp.file('loop.sock');
     const server = await SnapfaultServer.start({
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
-      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true, prefetch: { kind: 'none' }, record: null, allowUids: [],
+      handshakeTimeoutMs: 5000, zeroScan: false, zeroRanges: 'unregister', once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true, prefetch: { kind: 'none' }, record: null, allowUids: [],
     });
     // A failure must still stop the workers: one blocked in epoll_wait keeps the process from exiting.
     try {
@@ -76,7 +76,7 @@ describe('SnapfaultServer in process', function () {
       try {
         server = await SnapfaultServer.start({
           socketPath: sock, memPath: served, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
-          handshakeTimeoutMs: 5000, zeroScan: false, once: false, log, cacheMiB: 64, fillAround: true,
+          handshakeTimeoutMs: 5000, zeroScan: false, zeroRanges: 'unregister', once: false, log, cacheMiB: 64, fillAround: true,
           prefetch: { kind: 'all', trace: null }, record: null, allowUids: [],
           prefetchWorker: new URL('../helpers/faulty-prefetch-worker.js', import.meta.url),
         });
@@ -104,7 +104,7 @@ describe('SnapfaultServer in process', function () {
     const sock = tmp.file('many.sock');
     const server = await SnapfaultServer.start({
       socketPath: sock, memPath: mem, socketMode: 0o600, workers: 1, onFatal: 'kill-peer',
-      handshakeTimeoutMs: 5000, zeroScan: false, once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true,
+      handshakeTimeoutMs: 5000, zeroScan: false, zeroRanges: 'unregister', once: false, log: createLogger('silent'), cacheMiB: 64, fillAround: true,
       prefetch: { kind: 'none' }, record: null, allowUids: [],
     });
     try {

@@ -76,6 +76,7 @@ static double opt_hot_fraction = 0.1;
 static int64_t opt_touches = -1; /* -1: all of the pattern's pages */
 static uint64_t opt_seed = 1;
 static bool opt_verify;
+static bool opt_write; /* first touch of a page is a write (a guest allocating fresh memory), not a read */
 static const char *opt_balloon;
 static enum bmode opt_bmode = BM_AFTER;
 static uint64_t opt_hold_ms;
@@ -329,7 +330,11 @@ static void *worker_main(void *arg)
 		uint64_t g = w->pages[i];
 		volatile uint8_t *p = page_addr(g, NULL);
 		uint64_t t0 = now_ns();
-		(void)*p;
+		if (opt_write)
+			/* A locked add of 0: a write fault straight away, and the page keeps its bytes (so --verify still holds). */
+			__atomic_fetch_add((uint8_t *)p, 0, __ATOMIC_RELAXED);
+		else
+			(void)*p;
 		uint64_t t1 = now_ns();
 		w->lat[i] = t1 - t0;
 		count_touch();
@@ -425,6 +430,7 @@ static void usage(FILE *f)
 	    "  --touches N            total pages touched (default all of the pattern's pages)\n"
 	    "  --seed S               PRNG seed (default 1)\n"
 	    "  --verify               check every touched page against the file (or zeros)\n"
+	    "  --write                touch each page first with a write (a guest allocating fresh memory)\n"
 	    "  --balloon OFF:LEN[,..] guest-memory ranges to MADV_DONTNEED (K/M/G suffixes)\n"
 	    "  --balloon-mode before|concurrent|after (default after)\n"
 	    "  --hold-ms N            after printing, keep the socket open N ms\n"
@@ -450,7 +456,7 @@ static void parse_options(int argc, char **argv)
 {
 	enum {
 		O_SOCKET = 256, O_MEM, O_PAGE_SIZE, O_SHAPE, O_PAD, O_RAW, O_NO_FD, O_NO_SEND,
-		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_BALLOON, O_BMODE,
+		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_WRITE, O_BALLOON, O_BMODE,
 		O_HOLD, O_PAUSE, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
 		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_STALL, O_HELP
 	};
@@ -469,6 +475,7 @@ static void parse_options(int argc, char **argv)
 	    {"touches", required_argument, 0, O_TOUCHES},
 	    {"seed", required_argument, 0, O_SEED},
 	    {"verify", no_argument, 0, O_VERIFY},
+	    {"write", no_argument, 0, O_WRITE},
 	    {"balloon", required_argument, 0, O_BALLOON},
 	    {"balloon-mode", required_argument, 0, O_BMODE},
 	    {"hold-ms", required_argument, 0, O_HOLD},
@@ -538,6 +545,7 @@ static void parse_options(int argc, char **argv)
 		}
 		case O_SEED: opt_seed = parse_u64_opt("seed", optarg); break;
 		case O_VERIFY: opt_verify = true; break;
+		case O_WRITE: opt_write = true; break;
 		case O_BALLOON: opt_balloon = optarg; break;
 		case O_BMODE:
 			if (!strcmp(optarg, "after")) opt_bmode = BM_AFTER;

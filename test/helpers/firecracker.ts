@@ -25,14 +25,18 @@ export interface KitRun {
   output: string;
 }
 
+/** The alloc driver beside this file (test/helpers/fc-alloc.sh): the kit has no script for "alloc N" alone. */
+const ALLOC_SCRIPT = join(ROOT, 'test', 'helpers', 'fc-alloc.sh');
+
 function runKit(script: string, args: string[], snapdir: string, env: NodeJS.ProcessEnv, timeoutMs: number, cpu: number | null = null): Promise<KitRun> {
   mkdirSync(WORK, { recursive: true });
+  const path = script.startsWith('/') ? script : join(KIT, script);
   return new Promise((resolve) => {
     // Pinned: the script's children (the handler, Firecracker and its vCPU thread) inherit the CPU.
-    const [cmd, argv] = cpu === null ? [join(KIT, script), args] : ['taskset', ['-c', String(cpu), join(KIT, script), ...args]];
+    const [cmd, argv] = cpu === null ? [path, args] : ['taskset', ['-c', String(cpu), path, ...args]];
     const child = spawn(cmd, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', ...env },
+      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', KIT, ...env },
       detached: true, // its own process group: a timeout ends Firecracker and the handler with it
     });
     let output = '';
@@ -90,6 +94,23 @@ export class KitSnapshot {
     const m = r.output.match(/RESULT: (PASS|FAIL)\s+restore\(snapshot\/load\+resume\)=([\d.]+)ms.*load->first verified checksum=(\d+)ms/);
     return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
   }
+}
+
+export interface Alloc extends KitRun {
+  pass: boolean;
+  loadMs: number;
+  /** The guest's own time to map, touch and check its fresh memory. */
+  allocUs: number;
+}
+
+/**
+ * Restores `snap` through `handler`, then has the guest allocate and touch
+ * `mib` MiB of fresh memory and check it reads zero (test/helpers/fc-alloc.sh).
+ */
+export async function restoreAndAlloc(snap: KitSnapshot, handler: string[], mib: number, opts: { cpu?: number; timeoutMs?: number } = {}): Promise<Alloc> {
+  const r = await runKit(ALLOC_SCRIPT, handler, snap.dir, { ALLOC_MIB: String(mib) }, opts.timeoutMs ?? 180_000, opts.cpu ?? null);
+  const m = r.output.match(/RESULT: (PASS|FAIL) load=([\d.]+) alloc_us=(\d+)/);
+  return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, allocUs: m ? Number(m[3]) : NaN };
 }
 
 /** The kit's minimal C handler, built into build/fc (the reference the bench compares with). */

@@ -50,9 +50,13 @@ describe('native ABI against the kernel and libc headers', () => {
     }
   });
 
-  it('the WASM core uses the same uffd_msg layout', () => {
+  it('the WASM core uses the same uffd_msg and uffdio_range layouts (zero ranges are unregistered from the core\'s structs)', () => {
     const core = instantiateCore(compileCore(), createSharedMemory());
     same('uffd_msg.size', core.layout.MSG_SIZE);
+    same('uffdio_range.size', core.layout.UFFDIO_RANGE_SIZE);
+    same('uffdio_range.start', core.layout.UFFDIO_RANGE_START);
+    same('uffdio_range.len', core.layout.UFFDIO_RANGE_LEN);
+    same('UFFDIO_UNREGISTER', uffd.UFFDIO.UNREGISTER);
   });
 
   it('socket struct layouts and constants', () => {

@@ -1,8 +1,8 @@
 // The uffd wrapper against a real userfaultfd in this process: the resolving
 // ioctls are issued on registered memory that no thread touches until filled.
 import { expect } from 'chai';
-import { createUserfaultfd, registerMissing, copy, zeropage, wake, isUserfaultfd, UFFD_FEATURE } from '../../native/uffd.js';
-import { mmapAnonymous, munmap, readMemory, writeMemory, type Mapping } from '../../native/mmap.js';
+import { createUserfaultfd, registerMissing, unregister, copy, zeropage, wake, isUserfaultfd, UFFD_FEATURE } from '../../native/uffd.js';
+import { mmapAnonymous, munmap, readMemory, writeMemory, madvise, MADV, type Mapping } from '../../native/mmap.js';
 import { closeFd, fileStatusFlags, O_NONBLOCK, PollSet, POLL, EventFd, dataExtents } from '../../native/fd.js';
 import { E } from '../../native/libc.js';
 import { TempDir } from '../helpers/images.js';
@@ -46,6 +46,23 @@ describe('native/uffd on a real userfaultfd', () => {
   it('UFFDIO_ZEROPAGE maps zeros', () => {
     expect(zeropage(fd, guest.addr, 2 * PAGE)).to.equal(2 * PAGE);
     expect(readMemory(guest.addr, 2 * PAGE).every((b) => b === 0)).to.equal(true);
+  });
+
+  it('UFFDIO_UNREGISTER leaves a range to the kernel: zeros without a message, no REMOVE, no copy into it', () => {
+    const set = new PollSet(1);
+    set.add(fd, POLL.IN);
+    expect(unregister(fd, guest.addr + 4 * PAGE, 8 * PAGE)).to.equal(0);
+    // This thread would hang on a registered missing page: here the kernel maps zeros itself.
+    writeMemory(guest.addr + 5 * PAGE, Buffer.alloc(PAGE, 7));
+    expect(readMemory(guest.addr + 4 * PAGE, PAGE).every((b) => b === 0)).to.equal(true);
+    madvise(guest.addr + 5 * PAGE, PAGE, MADV.DONTNEED);
+    expect(readMemory(guest.addr + 5 * PAGE, PAGE).every((b) => b === 0)).to.equal(true);
+    expect(set.wait(0)).to.equal(0); // no fault, no REMOVE was queued
+    // The uffd no longer owns the range: a copy there fails (the handler must skip it).
+    expect(copy(fd, guest.addr + 6 * PAGE, src.addr, PAGE)).to.equal(-E.ENOENT);
+    // The rest stays registered.
+    expect(zeropage(fd, guest.addr, PAGE)).to.equal(PAGE);
+    expect(unregister(fd, guest.addr + 100, PAGE)).to.equal(-E.EINVAL);
   });
 
   it('rejects an unaligned destination with EINVAL', () => {
