@@ -3,7 +3,7 @@
 // any handler with the kit's run-restore.sh, whose guest checks every byte.
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, isAbsolute } from 'node:path';
 import { ROOT } from './paths.js';
 
 export const KIT = process.env.SNAPFAULT_FC_KIT ?? join(ROOT, '..', 'shared', 'firecracker');
@@ -25,14 +25,16 @@ export interface KitRun {
   output: string;
 }
 
+/** Runs one of the kit's scripts, or (a path) a script of ours that sources the kit's common.sh. */
 function runKit(script: string, args: string[], snapdir: string, env: NodeJS.ProcessEnv, timeoutMs: number, cpu: number | null = null): Promise<KitRun> {
   mkdirSync(WORK, { recursive: true });
+  const path = isAbsolute(script) ? script : join(KIT, script);
   return new Promise((resolve) => {
     // Pinned: the script's children (the handler, Firecracker and its vCPU thread) inherit the CPU.
-    const [cmd, argv] = cpu === null ? [join(KIT, script), args] : ['taskset', ['-c', String(cpu), join(KIT, script), ...args]];
+    const [cmd, argv] = cpu === null ? [path, args] : ['taskset', ['-c', String(cpu), path, ...args]];
     const child = spawn(cmd, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', ...env },
+      env: { ...process.env, KIT, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', ...env },
       detached: true, // its own process group: a timeout ends Firecracker and the handler with it
     });
     let output = '';
@@ -66,8 +68,9 @@ export class KitSnapshot {
   readonly dir: string;
   readonly mem: string;
 
-  constructor(readonly guestMib: number, readonly vmMib: number) {
-    this.dir = join(WORK, `snapshot-${guestMib}-${vmMib}`);
+  /** `dir`: where it is kept (default build/fc/snapshot-<guestMib>-<vmMib>). */
+  constructor(readonly guestMib: number, readonly vmMib: number, dir?: string) {
+    this.dir = dir ?? join(WORK, `snapshot-${guestMib}-${vmMib}`);
     this.mem = join(this.dir, 'mem');
   }
 
@@ -89,6 +92,34 @@ export class KitSnapshot {
     const r = await runKit('run-restore.sh', handler, this.dir, { HANDLER_EXIT_TIMEOUT: '5', ...env }, opts.timeoutMs ?? 120_000, opts.cpu ?? null);
     const m = r.output.match(/RESULT: (PASS|FAIL)\s+restore\(snapshot\/load\+resume\)=([\d.]+)ms.*load->first verified checksum=(\d+)ms/);
     return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
+  }
+}
+
+/**
+ * A Full snapshot and a Diff snapshot taken after it in the same boot (with
+ * track_dirty_pages), made by test/helpers/make-diff-snapshot.sh with the
+ * kit's Firecracker and guest, kept under build/fc/<name>/{base,diff}. Between
+ * the two the guest ran one `check` (its round counter, in the Diff's pages,
+ * makes its next check say round=2) and `alloc allocMib`.
+ */
+export class KitDiffSnapshots {
+  readonly dir: string;
+  readonly base: KitSnapshot;
+  readonly diff: KitSnapshot;
+
+  constructor(readonly guestMib: number, readonly vmMib: number, readonly allocMib: number, name = `diff-${guestMib}-${vmMib}`) {
+    this.dir = join(WORK, name);
+    this.base = new KitSnapshot(guestMib, vmMib, join(this.dir, 'base'));
+    this.diff = new KitSnapshot(guestMib, vmMib, join(this.dir, 'diff'));
+  }
+
+  /** Makes both with one boot unless build/fc holds them already (~45 s). */
+  async ensure(): Promise<void> {
+    const files = (s: KitSnapshot): boolean => ['vmstate', 'mem', 'expected.txt', 'info.txt'].every((f) => existsSync(join(s.dir, f)));
+    if (files(this.base) && files(this.diff) && readFileSync(join(this.diff.dir, 'info.txt'), 'utf8').includes(`after=check, alloc ${this.allocMib}\n`)) return;
+    const script = join(ROOT, 'test', 'helpers', 'make-diff-snapshot.sh');
+    const r = await runKit(script, [this.base.dir, this.diff.dir, String(this.guestMib), String(this.vmMib), String(this.allocMib)], this.dir, {}, 300_000);
+    if (r.code !== 0) throw new Error(`make-diff-snapshot.sh failed (exit ${r.code}):\n${r.output}`);
   }
 }
 
