@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression, prefetch, firecracker (the real one, from the kit) or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// compression, prefetch, firecracker (the real one, from the kit), store or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { benchCodec } from './codec.js';
 import { benchLoad } from './load.js';
 import { benchPrefetch } from './prefetch.js';
 import { benchFirecracker } from './firecracker.js';
+import { benchStore } from './store.js';
 import { BENCH_DIR, cleanUp } from './harness.js';
 
 async function main(): Promise<void> {
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     const fc = await benchFirecracker();
     if (fc) writeFileSync(join(BENCH_DIR, 'firecracker.json'), JSON.stringify(fc, null, 2));
   }
+  if (!only || only === 'store') await benchStore();
   if (only === 'codec') await benchCodec();
   if (only === 'load') await benchLoad();
 }
