@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
-// compression, prefetch, zero-ranges, firecracker (the real one, from the kit) or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// compression, prefetch, zero-ranges, firecracker (the real one, from the kit), store or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { benchPrefetch } from './prefetch.js';
 import { benchFirecracker } from './firecracker.js';
 import { benchZeroRanges } from './zero-ranges.js';
 import { benchFirecrackerAlloc } from './firecracker-alloc.js';
+import { benchStore } from './store.js';
 import { BENCH_DIR, cleanUp } from './harness.js';
 
 async function main(): Promise<void> {
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
     const alloc = await benchFirecrackerAlloc();
     if (alloc) writeFileSync(join(BENCH_DIR, 'firecracker-alloc.json'), JSON.stringify(alloc, null, 2));
   }
+  if (!only || only === 'store') await benchStore();
   if (only === 'codec') await benchCodec();
   if (only === 'load') await benchLoad();
 }

@@ -82,6 +82,7 @@ const COMMANDS: Record<string, Tool> = {
     const [file, snapshot] = positionals;
     checkSnapshotName(snapshot);
     if (values.parent !== undefined) checkSnapshotName(values.parent);
+    // A new store's default is the pack's 32 KiB: measured against 16-256 KiB for the store too (docs/store.md, Chunk size).
     const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
     if (chunkKib % 4 !== 0) throw new UsageError(`--chunk-kib ${chunkKib}: expected a multiple of 4`);
     const store = openStore(values, { chunkBytes: chunkKib * 1024 });

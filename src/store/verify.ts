@@ -44,9 +44,11 @@ export function verifySnapshot(store: FolderStore, name: string, against: string
     } catch (e) {
       throw new SnapshotError(against, `cannot be opened (${(e as NodeJS.ErrnoException).code}): give the original memory file`);
     }
-    if (fstatSync(original).size !== view.originalSize) {
+    // Its size is taken before the descriptor is closed: the message needs it after.
+    const size = fstatSync(original).size;
+    if (size !== view.originalSize) {
       closeSync(original);
-      throw new StoreFaultError(store.root, `snapshot "${name}" is ${view.originalSize} bytes, ${against} is ${fstatSync(original).size}`);
+      throw new StoreFaultError(store.root, `snapshot "${name}" is ${view.originalSize} bytes, ${against} is ${size}`);
     }
     pagesOf = view.chunks.map(() => []);
     for (let p = 0; p < view.pages; p++) if (view.index[p] !== PAGE_IS_ZERO) pagesOf[Math.floor(view.index[p] / ppc)].push(p);

@@ -3,11 +3,13 @@
 // once per build, then restored through snapfault while it checks every byte
 // of its memory against a checksum taken before the snapshot.
 import { expect } from 'chai';
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, openSync, closeSync, fstatSync, readFileSync, writeFileSync, readSync } from 'node:fs';
+import { dataExtents } from '../../native/fd.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
-import { KIT, kitProblem, KitSnapshot, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
+import { KIT, kitProblem, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
 
 /** Small enough to restore in a second or two. */
 const snapshot = new KitSnapshot(16, 128);
@@ -144,5 +146,80 @@ describe('real Firecracker', function () {
       expectPass(await restore(viaServe(), { HANDLER_EXIT_TIMEOUT: '0' }));
       expect(h.child.exitCode).to.equal(null);
     });
+  });
+  describe('a Diff snapshot in a store, layered on its Full one', () => {
+    // One boot: a Full snapshot, then the guest runs `check` and `alloc 4`, then a Diff snapshot.
+    const snaps = new KitDiffSnapshots(16, 128, 4);
+    const store = (): string => tmp.file('store');
+    const cli = (args: string[]): string => {
+      const r = spawnSync(SNAPFAULT, args, { encoding: 'utf8' });
+      expect(r.status, `snapfault ${args.join(' ')}: ${r.stderr}`).to.equal(0);
+      return r.stdout;
+    };
+    interface PutJson { pages: number; zeroPages: number; parentPages: number; reusedPages: number; newPages: number; bytesAdded: number }
+    let base: PutJson;
+    let diff: PutJson;
+    let dirtyPages = 0;
+    let chunkBytesBefore = 0;
+    let chunkBytesAfter = 0;
+    const chunkBytes = (): number => (JSON.parse(cli(['store', 'ls', '--store', store(), '--json'])) as { usage: { chunkBytes: number } }).usage.chunkBytes;
+
+    before(async function () {
+      console.log('    real Firecracker: a Full and a Diff snapshot of one boot with track_dirty_pages (made once per build, ~45 s)');
+      await snaps.ensure();
+      const fd = openSync(snaps.diff.mem, 'r');
+      try {
+        dirtyPages = dataExtents(fd, fstatSync(fd).size).reduce((n, [a, b]) => n + Math.ceil(b / 4096) - Math.floor(a / 4096), 0);
+      } finally {
+        closeSync(fd);
+      }
+      base = JSON.parse(cli(['store', 'put', snaps.base.mem, 'full', '--store', store(), '--json'])) as PutJson;
+      chunkBytesBefore = chunkBytes();
+      diff = JSON.parse(cli(['store', 'put', snaps.diff.mem, 'diff', '--parent', 'full', '--store', store(), '--json'])) as PutJson;
+      chunkBytesAfter = chunkBytes();
+      console.log(`    real Firecracker: Diff memory file: ${dirtyPages} dirty pages of ${diff.pages}; its layer: ${diff.newPages} new, ` +
+        `${diff.reusedPages} already stored, ${diff.zeroPages} zero, ${diff.bytesAdded} bytes added (the Full one: ${base.bytesAdded})`);
+    });
+
+    it('real Firecracker: the Diff layer holds the dirty pages only, and stores only those the store lacks', () => {
+      // A sparse file, not a copy of memory: the guest's check rewrote its buffer's odd pages, alloc 4 added 1024.
+      expect(dirtyPages).to.be.above(2048 + 1024).and.below(diff.pages / 4);
+      expect(diff.parentPages).to.equal(diff.pages - dirtyPages);
+      expect(diff.newPages + diff.reusedPages + diff.zeroPages).to.equal(dirtyPages);
+      // The rewritten buffer pages hold what they held: found in the Full snapshot's chunks.
+      expect(diff.reusedPages).to.be.at.least(2048);
+      expect(diff.bytesAdded).to.equal(chunkBytesAfter - chunkBytesBefore);
+      expect(diff.bytesAdded).to.be.at.most(diff.newPages * 4096);
+      expect(diff.bytesAdded).to.be.below(base.bytesAdded / 4);
+      expect(cli(['store', 'inspect', 'diff', '--store', store()])).to.match(/layers: +diff <- full/);
+    });
+
+    it('real Firecracker: store verify checks the Diff layer and its parent against the merged memory', () => {
+      // The Diff snapshot's memory: the Full file with the Diff file's data laid over it.
+      const merged = Buffer.from(readFileSync(snaps.base.mem));
+      const fd = openSync(snaps.diff.mem, 'r');
+      try {
+        for (const [a, b] of dataExtents(fd, fstatSync(fd).size)) readSync(fd, merged, a, b - a, a);
+      } finally {
+        closeSync(fd);
+      }
+      const mergedPath = tmp.file('merged-mem');
+      writeFileSync(mergedPath, merged);
+      expect(cli(['store', 'verify', 'diff', '--store', store(), '--against', mergedPath])).to.match(/diff: ok: 2 layer\(s\), \d+ chunks .*all \d+ pages match/);
+      // The merged memory really differs from the Full one: else the checks above would prove nothing.
+      expect(merged.equals(readFileSync(snaps.base.mem))).to.equal(false);
+    });
+
+    for (const prefetch of [[], ['--prefetch', 'all']]) {
+      it(`real Firecracker: restores the Diff snapshot's vmstate from the store without merging${prefetch.length ? ', --prefetch all' : ', on demand'}`, async () => {
+        const r = await snaps.diff.restore(sh(`exec ${q(SNAPFAULT)} ${prefetch.join(' ')} --store ${q(store())} "$1" diff`));
+        expectPass(r);
+        // Its first check after the restore is its second: the round counter came from the Diff layer's pages.
+        // The guest's console lines end in \r\n: [^\n], not ".".
+        expect(r.output, r.output).to.match(/round 1: CHECK round=2 [^\n]*-> CHECK_OK/);
+        expect(r.output).to.match(/ended: Firecracker closed the connection; \d+ faults?\b/);
+        if (prefetch.length) expect(r.output).to.match(/prefetch: [1-9]\d* pages copied/);
+      });
+    }
   });
 });

@@ -3,7 +3,7 @@
 // any handler with the kit's run-restore.sh, whose guest checks every byte.
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, isAbsolute } from 'node:path';
 import { ROOT } from './paths.js';
 
 export const KIT = process.env.SNAPFAULT_FC_KIT ?? join(ROOT, '..', 'shared', 'firecracker');
@@ -28,15 +28,16 @@ export interface KitRun {
 /** The alloc driver beside this file (test/helpers/fc-alloc.sh): the kit has no script for "alloc N" alone. */
 const ALLOC_SCRIPT = join(ROOT, 'test', 'helpers', 'fc-alloc.sh');
 
+/** Runs one of the kit's scripts, or (a path) a script of ours that sources the kit's common.sh. */
 function runKit(script: string, args: string[], snapdir: string, env: NodeJS.ProcessEnv, timeoutMs: number, cpu: number | null = null): Promise<KitRun> {
   mkdirSync(WORK, { recursive: true });
-  const path = script.startsWith('/') ? script : join(KIT, script);
+  const path = isAbsolute(script) ? script : join(KIT, script);
   return new Promise((resolve) => {
     // Pinned: the script's children (the handler, Firecracker and its vCPU thread) inherit the CPU.
     const [cmd, argv] = cpu === null ? [path, args] : ['taskset', ['-c', String(cpu), path, ...args]];
     const child = spawn(cmd, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', KIT, ...env },
+      env: { ...process.env, KIT, FC_WORK: join(WORK, 'work'), SNAPDIR: snapdir, KEEP_RUNS: '0', ...env },
       detached: true, // its own process group: a timeout ends Firecracker and the handler with it
     });
     let output = '';
@@ -70,8 +71,9 @@ export class KitSnapshot {
   readonly dir: string;
   readonly mem: string;
 
-  constructor(readonly guestMib: number, readonly vmMib: number) {
-    this.dir = join(WORK, `snapshot-${guestMib}-${vmMib}`);
+  /** `dir`: where it is kept (default build/fc/snapshot-<guestMib>-<vmMib>). */
+  constructor(readonly guestMib: number, readonly vmMib: number, dir?: string) {
+    this.dir = dir ?? join(WORK, `snapshot-${guestMib}-${vmMib}`);
     this.mem = join(this.dir, 'mem');
   }
 
@@ -111,6 +113,34 @@ export async function restoreAndAlloc(snap: KitSnapshot, handler: string[], mib:
   const r = await runKit(ALLOC_SCRIPT, handler, snap.dir, { ALLOC_MIB: String(mib) }, opts.timeoutMs ?? 180_000, opts.cpu ?? null);
   const m = r.output.match(/RESULT: (PASS|FAIL) load=([\d.]+) alloc_us=(\d+)/);
   return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, allocUs: m ? Number(m[3]) : NaN };
+}
+
+/**
+ * A Full snapshot and a Diff snapshot taken after it in the same boot (with
+ * track_dirty_pages), made by test/helpers/make-diff-snapshot.sh with the
+ * kit's Firecracker and guest, kept under build/fc/<name>/{base,diff}. Between
+ * the two the guest ran one `check` (its round counter, in the Diff's pages,
+ * makes its next check say round=2) and `alloc allocMib`.
+ */
+export class KitDiffSnapshots {
+  readonly dir: string;
+  readonly base: KitSnapshot;
+  readonly diff: KitSnapshot;
+
+  constructor(readonly guestMib: number, readonly vmMib: number, readonly allocMib: number, name = `diff-${guestMib}-${vmMib}`) {
+    this.dir = join(WORK, name);
+    this.base = new KitSnapshot(guestMib, vmMib, join(this.dir, 'base'));
+    this.diff = new KitSnapshot(guestMib, vmMib, join(this.dir, 'diff'));
+  }
+
+  /** Makes both with one boot unless build/fc holds them already (~45 s). */
+  async ensure(): Promise<void> {
+    const files = (s: KitSnapshot): boolean => ['vmstate', 'mem', 'expected.txt', 'info.txt'].every((f) => existsSync(join(s.dir, f)));
+    if (files(this.base) && files(this.diff) && readFileSync(join(this.diff.dir, 'info.txt'), 'utf8').includes(`after=check, alloc ${this.allocMib}\n`)) return;
+    const script = join(ROOT, 'test', 'helpers', 'make-diff-snapshot.sh');
+    const r = await runKit(script, [this.base.dir, this.diff.dir, String(this.guestMib), String(this.vmMib), String(this.allocMib)], this.dir, {}, 300_000);
+    if (r.code !== 0) throw new Error(`make-diff-snapshot.sh failed (exit ${r.code}):\n${r.output}`);
+  }
 }
 
 /** The kit's minimal C handler, built into build/fc (the reference the bench compares with). */
