@@ -54,11 +54,12 @@ export class ChunkGatherer {
       f.ref.name = Buffer.from(r.name);
       f.ref.stored = r.stored;
       f.ref.checksum = r.checksum;
+      // A chunk of that name was there already: its pages are in some digest pack already too.
       if (this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
         this.chunksAdded++;
         this.bytesAdded += r.out.byteLength;
+        this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
       }
-      this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
     });
     this.jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection
     this.writes.push(written);

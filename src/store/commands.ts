@@ -91,7 +91,9 @@ const COMMANDS: Record<string, Tool> = {
     }
     const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
     const bar = progressBar('putting');
-    const s = await put(store, file, snapshot, { parent: values.parent, workers, progress: (d, t) => bar.update(d, t) });
+    const s = await put(store, file, snapshot, {
+      parent: values.parent, workers, progress: (d, t) => bar.update(d, t), warn: (line) => process.stderr.write(`snapfault: warning: ${line}\n`),
+    });
     bar.finish();
     if (values.json) {
       process.stdout.write(`${JSON.stringify(s)}\n`);

@@ -5,7 +5,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { PutJob, PutResult } from './put-worker.js';
 
-/** Jobs for the put workers, least busy first, with at most `limit` in flight. */
+/** Jobs for the put workers, round robin, with at most `limit` in flight. */
 export class JobQueue {
   private inFlight = 0;
   private next = 0;

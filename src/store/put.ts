@@ -26,6 +26,8 @@ export interface PutOptions {
   parent?: string;
   workers?: number;
   progress?: (done: number, total: number) => void;
+  /** Where a warning goes (one line). */
+  warn?: (line: string) => void;
 }
 
 export interface PutStats {
@@ -120,6 +122,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
 
     // Only the file's data is read: a hole is a zero page, or in a layer its parent's.
     const extents = dataExtents(fd, size).map(([a, b]): [number, number] => [Math.floor(a / PAGE) * PAGE, Math.ceil(b / PAGE) * PAGE]);
+    if (parent) checkDiffHoles(memPath, fd, extents, opts.warn);
     if (!parent) s.zeroPages = pages - extents.reduce((n, [a, b]) => n + (b - a) / PAGE, 0);
     let done = 0;
     let order: Promise<void> = Promise.resolve();
@@ -164,6 +167,28 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     pending.release();
     closeSync(fd);
     await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
+
+/**
+ * In a Diff a hole is the parent's page, so the holes must be the file's
+ * real ones: a file system that hides them (reporting everything as data),
+ * or whose blocks hold more than one page (a dirty page's neighbours would
+ * read as zeros), would have parent pages served as zeros. Refused. A Diff
+ * with no hole at all is only suspicious (copied without its holes?): warned.
+ */
+function checkDiffHoles(path: string, fd: number, extents: Array<[number, number]>, warn?: (line: string) => void): void {
+  const st = fstatSync(fd);
+  if (st.blksize > PAGE) {
+    throw new SnapshotError(path, `lies on a file system with ${st.blksize}-byte blocks: a Diff snapshot's holes are found by block, and a block holds more than one 4 KiB page; put it from a file system with 4 KiB blocks (ext4, xfs, tmpfs)`);
+  }
+  const data = extents.reduce((n, [a, b]) => n + (b - a), 0);
+  const allocated = st.blocks * 512;
+  if (data > allocated + (1 << 20)) {
+    throw new SnapshotError(path, `its file system reports ${data} bytes of data but holds ${allocated}: it does not report the Diff snapshot's holes (SEEK_DATA); put it from a file system that does (ext4, xfs, tmpfs)`);
+  }
+  if (data === st.size && warn) {
+    warn(`${path} has no holes: every page is taken from it and none from its parent; if it is a Diff snapshot, was it copied without its holes (cp --sparse=always keeps them)?`);
   }
 }
 

@@ -206,6 +206,13 @@ describe('snapshot store', function () {
       expect(i.layers).to.deep.equal(['diff2', 'diff1', 'base']);
     });
 
+    it('a Diff with no hole at all is put, with a warning that it may have lost its holes', () => {
+      const r = cli(['store', 'put', tmp.file('merged2.img'), 'dense-diff', '--parent', 'diff2', '--store', store]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr).to.match(/^snapfault: warning: .*merged2\.img has no holes: every page is taken from it and none from its parent; if it is a Diff snapshot, was it copied without its holes \(cp --sparse=always keeps them\)\?\n$/);
+      expect(cli(['store', 'rm', 'dense-diff', '--store', store]).code).to.equal(0);
+    });
+
     it('flatten makes one layer of the same bytes; rm refuses a parent in use', async () => {
       const f = cli(['store', 'flatten', 'diff2', 'flat2', '--store', store]);
       expect(f.code, f.stderr).to.equal(0);
