@@ -1,7 +1,7 @@
 // Reads Firecracker's one handshake message from an accepted connection:
 // the JSON text (possibly in several pieces) and the uffd as SCM_RIGHTS.
 import { MessageReceiver } from '../../native/socket.js';
-import { watchReadable, closeFd, fileStatusFlags, O_NONBLOCK, type FdWatch } from '../../native/fd.js';
+import { watchReadable, closeFd, fileStatusFlags, O_NONBLOCK } from '../../native/fd.js';
 import { isUserfaultfd } from '../../native/uffd.js';
 import { jsonLooksComplete } from './json64.js';
 import { HandshakeError } from '../errors.js';
@@ -21,12 +21,11 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
     let total = 0;
     const fds: number[] = [];
     let settled = false;
-    let watch: FdWatch | null = null;
     const finish = (err: HandshakeError | null, value?: Handshake): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      watch?.close();
+      watch.close();
       if (err) {
         for (const fd of fds) closeFd(fd);
         reject(err);
@@ -63,9 +62,6 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
         finish(new HandshakeError('peer', (e as Error).message));
       }
     };
-    // Firecracker sends its message right after connecting: it is usually there already, and read in the
-    // same tick as the accept, which keeps short the time a handler's death would lose it (--state-dir).
-    onReadable();
-    if (!settled) watch = watchReadable(conn, onReadable);
+    const watch = watchReadable(conn, onReadable);
   });
 }
