@@ -134,6 +134,8 @@ export class AtomicFile {
   /** Creates the temporary beside `path`: a new file (never one found there, nor a link), hidden from listings. */
   static create(path: string, option = '-o'): AtomicFile {
     const temp = join(dirname(path), `.${basename(path).slice(0, 200)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`);
+    // Signals are watched before the file exists: one arriving in between would kill the process with the default action and leave it behind.
+    watchSignals();
     let fd: number;
     try {
       fd = openSync(temp, 'wx', 0o666);
@@ -141,7 +143,6 @@ export class AtomicFile {
       throw writeError(option, path, e);
     }
     pending.add(temp);
-    watchSignals();
     return new AtomicFile(path, temp, fd, option);
   }
 
