@@ -134,15 +134,18 @@ export class AtomicFile {
   /** Creates the temporary beside `path`: a new file (never one found there, nor a link), hidden from listings. */
   static create(path: string, option = '-o'): AtomicFile {
     const temp = join(dirname(path), `.${basename(path).slice(0, 200)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`);
-    // Signals are watched before the file exists: one arriving in between would kill the process with the default action and leave it behind.
+    // Pending (and signals watched) before the file exists: a signal arriving in between would
+    // otherwise end the process with the default action and leave the file behind.
+    pending.add(temp);
     watchSignals();
     let fd: number;
     try {
       fd = openSync(temp, 'wx', 0o666);
     } catch (e) {
+      pending.delete(temp);
+      unwatchSignals();
       throw writeError(option, path, e);
     }
-    pending.add(temp);
     return new AtomicFile(path, temp, fd, option);
   }
 
