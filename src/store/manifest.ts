@@ -3,6 +3,7 @@
 // named by the SHA-256 of their decoded bytes. It ends with the SHA-256 of all
 // that precedes it: the snapshot's identity, and its check. Layout in docs/store.md.
 import { createHash } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 export const MANIFEST_MAGIC = Buffer.from([0x89, 0x53, 0x46, 0x4d, 0x0d, 0x0a, 0x1a, 0x0a]); // \x89 S F M \r \n \x1a \n
 export const MANIFEST_VERSION = 1;
@@ -35,12 +36,46 @@ export interface Manifest {
   pageTable: Uint32Array;
 }
 
-const H = { magic: 0, version: 8, headerBytes: 12, originalSize: 16, pageBytes: 24, chunkBytes: 28, pages: 32, chunks: 36, createdMs: 40, parentLength: 48, parentIdentity: 56 } as const;
+const H = {
+  magic: 0, version: 8, headerBytes: 12, originalSize: 16, pageBytes: 24, chunkBytes: 28, pages: 32, chunks: 36, createdMs: 40, parentLength: 48, parentIdentity: 56,
+  pageTableBytes: 88,
+} as const;
+
+/**
+ * The page table as stored: each entry minus the one before (mod 2^32), then
+ * deflated. A snapshot's own pages run through consecutive slots (delta 1) and
+ * a layer's parent pages are one repeated value (delta 0): a 4 KiB-a-page
+ * table of 1 MiB per GiB shrinks to a few KiB, so a small Diff layer costs
+ * about its pages, not the size of the whole memory.
+ */
+function packPageTable(t: Uint32Array): Buffer {
+  const d = new Uint32Array(t.length);
+  let prev = 0;
+  for (let i = 0; i < t.length; i++) {
+    d[i] = (t[i] - prev) >>> 0;
+    prev = t[i];
+  }
+  return deflateRawSync(new Uint8Array(d.buffer), { level: 6 });
+}
+
+function unpackPageTable(b: Buffer, pages: number): Uint32Array {
+  const raw = inflateRawSync(b, { maxOutputLength: pages * 4 });
+  if (raw.length !== pages * 4) throw new Error('has a page table of the wrong length');
+  const t = new Uint32Array(pages);
+  Buffer.from(t.buffer).set(raw);
+  let prev = 0;
+  for (let i = 0; i < pages; i++) {
+    t[i] = (t[i] + prev) >>> 0;
+    prev = t[i];
+  }
+  return t;
+}
 
 export function encodeManifest(m: Manifest): Buffer {
   const parentName = Buffer.from(m.parent?.name ?? '', 'utf8');
   const nameArea = (parentName.length + 7) & ~7;
-  const size = HEADER_BYTES + nameArea + m.chunks.length * CHUNK_RECORD_BYTES + m.pages * 4 + TRAILER_BYTES;
+  const table = packPageTable(m.pageTable.subarray(0, m.pages));
+  const size = HEADER_BYTES + nameArea + m.chunks.length * CHUNK_RECORD_BYTES + table.length + TRAILER_BYTES;
   const b = Buffer.alloc(size);
   MANIFEST_MAGIC.copy(b, H.magic);
   b.writeUInt32LE(MANIFEST_VERSION, H.version);
@@ -52,6 +87,7 @@ export function encodeManifest(m: Manifest): Buffer {
   b.writeUInt32LE(m.chunks.length, H.chunks);
   b.writeBigUInt64LE(BigInt(m.createdMs), H.createdMs);
   b.writeUInt32LE(parentName.length, H.parentLength);
+  b.writeUInt32LE(table.length, H.pageTableBytes);
   if (m.parent) Buffer.from(m.parent.identity, 'hex').copy(b, H.parentIdentity);
   let o = HEADER_BYTES;
   parentName.copy(b, o);
@@ -62,8 +98,8 @@ export function encodeManifest(m: Manifest): Buffer {
     b.writeUInt32LE(c.checksum >>> 0, o + 36);
     o += CHUNK_RECORD_BYTES;
   }
-  Buffer.from(m.pageTable.buffer, m.pageTable.byteOffset, m.pages * 4).copy(b, o);
-  o += m.pages * 4;
+  table.copy(b, o);
+  o += table.length;
   createHash('sha256').update(b.subarray(0, o)).digest().copy(b, o);
   return b;
 }
@@ -87,7 +123,8 @@ export function decodeManifest(b: Buffer): Manifest {
   const nameArea = (parentLength + 7) & ~7;
   const originalSize = Number(b.readBigUInt64LE(H.originalSize));
   if (b.readUInt32LE(H.pageBytes) !== 4096 || chunkBytes % 4096 !== 0 || chunkBytes === 0 || originalSize !== pages * 4096) throw new Error('has impossible sizes');
-  if (b.length !== HEADER_BYTES + nameArea + chunkCount * CHUNK_RECORD_BYTES + pages * 4 + TRAILER_BYTES) throw new Error('has the wrong length');
+  const tableBytes = b.readUInt32LE(H.pageTableBytes);
+  if (b.length !== HEADER_BYTES + nameArea + chunkCount * CHUNK_RECORD_BYTES + tableBytes + TRAILER_BYTES) throw new Error('has the wrong length');
   const parent = parentLength === 0 ? null : {
     name: b.toString('utf8', HEADER_BYTES, HEADER_BYTES + parentLength),
     identity: b.subarray(H.parentIdentity, H.parentIdentity + 32).toString('hex'),
@@ -97,8 +134,12 @@ export function decodeManifest(b: Buffer): Manifest {
   for (let c = 0; c < chunkCount; c++, o += CHUNK_RECORD_BYTES) {
     chunks.push({ name: Buffer.from(b.subarray(o, o + 32)), stored: b.readUInt32LE(o + 32), checksum: b.readUInt32LE(o + 36) });
   }
-  const pageTable = new Uint32Array(pages);
-  Buffer.from(pageTable.buffer).set(b.subarray(o, o + pages * 4));
+  let pageTable: Uint32Array;
+  try {
+    pageTable = unpackPageTable(b.subarray(o, o + tableBytes), pages);
+  } catch {
+    throw new Error('has a page table that does not decode: the manifest is damaged');
+  }
   const ppc = chunkBytes / 4096;
   for (let p = 0; p < pages; p++) {
     const v = pageTable[p];
