@@ -137,17 +137,7 @@ export class FolderStore {
   /** Writes a chunk unless it is there already (then touches it): true when written. */
   writeChunk(hex: string, bytes: Uint8Array): boolean {
     if (this.touchChunk(hex)) return false;
-    const path = this.chunkPath(hex);
-    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-    try {
-      writeFileSync(tmp, bytes);
-      renameSync(tmp, path);
-    } catch (e) {
-      try {
-        unlinkSync(tmp);
-      } catch { /* never made */ }
-      throw this.failure(`chunk ${hex} cannot be written`, e);
-    }
+    this.writeBeside(this.chunkPath(hex), bytes, `chunk ${hex} cannot be written`);
     return true;
   }
 
@@ -306,17 +296,7 @@ export class FolderStore {
 
   writeDigestPack(bytes: Buffer): string {
     const id = `${Date.now().toString(36)}-${randomBytes(8).toString('hex')}`;
-    const path = join(this.root, 'digests', id);
-    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-    try {
-      writeFileSync(tmp, bytes);
-      renameSync(tmp, path);
-    } catch (e) {
-      try {
-        unlinkSync(tmp);
-      } catch { /* not made */ }
-      throw this.failure('the dedup index cannot be written', e);
-    }
+    this.writeBeside(join(this.root, 'digests', id), bytes, 'the dedup index cannot be written');
     return id;
   }
 
@@ -408,6 +388,20 @@ export class FolderStore {
       fsyncSync(fd);
     } finally {
       closeSync(fd);
+    }
+  }
+
+  /** Writes `bytes` beside `path` and renames it into place: a reader sees all of it or nothing; `what` names a failure. */
+  private writeBeside(path: string, bytes: Uint8Array, what: string): void {
+    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      writeFileSync(tmp, bytes);
+      renameSync(tmp, path);
+    } catch (e) {
+      try {
+        unlinkSync(tmp);
+      } catch { /* never made */ }
+      throw this.failure(what, e);
     }
   }
 
