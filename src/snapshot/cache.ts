@@ -53,22 +53,24 @@ export class SnapshotCache {
     } catch (e) {
       throw snapshotFileError(path, e);
     }
-    let entry = this.current.get(path);
+    return this.use(path, identity, () => {
+      if (startsCompressed(path)) return { snap: CompressedSnapshot.open(path, identity, this.core, this.arena, this.cacheBytes), users: 0, scan: null, lease: null };
+      const snap = RawSnapshot.open(path, this.core, this.arena);
+      return { snap, users: 0, scan: this.zeroScan ? this.scan(snap) : null, lease: null };
+    });
+  }
+
+  /** The open entry for `key` if it is still `identity` (one that is not is retired), else `open()`'s; counted as used once more. */
+  private use(key: string, identity: string, open: () => Entry): ServedSnapshot {
+    let entry = this.current.get(key);
     if (entry && entry.snap.identity !== identity) {
-      this.current.delete(path);
+      this.current.delete(key);
       this.retire(entry);
       entry = undefined;
     }
     if (!entry) {
-      let snap: ServedSnapshot;
-      if (startsCompressed(path)) {
-        snap = CompressedSnapshot.open(path, identity, this.core, this.arena, this.cacheBytes);
-        entry = { snap, users: 0, scan: null, lease: null };
-      } else {
-        snap = RawSnapshot.open(path, this.core, this.arena);
-        entry = { snap, users: 0, scan: this.zeroScan ? this.scan(snap) : null, lease: null };
-      }
-      this.current.set(path, entry);
+      entry = open();
+      this.current.set(key, entry);
     }
     entry.users++;
     return entry.snap;
@@ -77,13 +79,7 @@ export class SnapshotCache {
   /** A snapshot of the store: reopened when its name now holds another snapshot (removed and put again). */
   private acquireFromStore(store: FolderStore, name: string): ServedSnapshot {
     const identity = manifestIdentity(store.readManifest(name));
-    let entry = this.current.get(name);
-    if (entry && entry.snap.identity !== identity) {
-      this.current.delete(name);
-      this.retire(entry);
-      entry = undefined;
-    }
-    if (!entry) {
+    return this.use(name, identity, () => {
       const { snap, identities } = openStoreSnapshot(store, name, this.core, this.arena, this.cacheBytes);
       const lease = store.register('leases', { identities });
       // Removed (and collected) between the read and the lease? Then its chunks may be gone: refuse now, not at a fault.
@@ -96,11 +92,8 @@ export class SnapshotCache {
         snap.close();
         throw new StoreError(store.root, `snapshot "${name}" was removed or replaced while it was being opened: try again`);
       }
-      entry = { snap, users: 0, scan: null, lease: lease.release };
-      this.current.set(name, entry);
-    }
-    entry.users++;
-    return entry.snap;
+      return { snap, users: 0, scan: null, lease: lease.release };
+    });
   }
 
   /**
