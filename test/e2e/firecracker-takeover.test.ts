@@ -11,7 +11,7 @@ import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { stopKeeper } from '../helpers/state.js';
-import { kitProblem, KitSnapshot, type Restore } from '../helpers/firecracker.js';
+import { requireKit, KitSnapshot, type Restore } from '../helpers/firecracker.js';
 import { pack } from '../../src/compressed/pack.js';
 
 const snapshot = new KitSnapshot(16, 128);
@@ -37,12 +37,7 @@ describe('real Firecracker: takeover', function () {
   };
 
   before(async function () {
-    const problem = kitProblem();
-    if (problem) {
-      if (process.env.CI) throw new Error(`real Firecracker tests cannot run: ${problem}`);
-      console.log(`    real Firecracker: SKIPPED: ${problem}`);
-      this.skip();
-    }
+    requireKit(this);
     await snapshot.ensure();
     packed = tmp.file('mem.sfz');
     await pack(snapshot.mem, packed);

@@ -9,7 +9,7 @@ import { dataExtents } from '../../native/fd.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
-import { KIT, kitProblem, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
+import { KIT, requireKit, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
 
 /** Small enough to restore in a second or two. */
 const snapshot = new KitSnapshot(16, 128);
@@ -32,13 +32,7 @@ describe('real Firecracker', function () {
   let packed = '';
 
   before(async function () {
-    const problem = kitProblem();
-    if (problem) {
-      // CI has the kit and KVM: there a missing one is a failure, never a silent skip.
-      if (process.env.CI) throw new Error(`real Firecracker tests cannot run: ${problem}`);
-      console.log(`    real Firecracker: SKIPPED: ${problem}`);
-      this.skip();
-    }
+    requireKit(this);
     console.log(`    real Firecracker: kit ${KIT}, snapshot of a ${snapshot.vmMib} MiB VM with a ${snapshot.guestMib} MiB guest buffer (made once per build, ~65 s)`);
     await snapshot.ensure();
     packed = tmp.file('mem.sfz');

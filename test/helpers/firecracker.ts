@@ -19,6 +19,18 @@ export function kitProblem(): string | null {
   return null;
 }
 
+/**
+ * Skips the calling suite (saying why) when the kit or /dev/kvm is missing;
+ * under CI, which has both, a missing one fails instead: never a silent skip.
+ */
+export function requireKit(suite: Mocha.Context): void {
+  const problem = kitProblem();
+  if (!problem) return;
+  if (process.env.CI) throw new Error(`real Firecracker tests cannot run: ${problem}`);
+  console.log(`    real Firecracker: SKIPPED: ${problem}`);
+  suite.skip();
+}
+
 export interface KitRun {
   code: number | null;
   /** Everything the script printed (its log on stderr, RESULT on stdout). */
