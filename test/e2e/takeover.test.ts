@@ -79,7 +79,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
         await sleep(900);
       }
     })();
-    const log = (): string => handlers.map((h, i) => `--- handler ${i} (pid ${h.pid}) ---\n${h.stderr}`).join('\n');
+    const log = (): string => `(replay with TAKEOVER_SEED=${seed})\n` + handlers.map((h, i) => `--- handler ${i} (pid ${h.pid}) ---\n${h.stderr}`).join('\n');
     try {
       for (let k = 0; k < KILLS; k++) {
         await sleep(100 + rand() * 900);
@@ -117,6 +117,8 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       // Each VM's end was seen and its record removed; then a stop leaves nothing behind.
       for (let i = 0; i < 100 && readdirSync(state).some((f) => f.startsWith('vm-')); i++) await sleep(100);
       expect(readdirSync(state).filter((f) => f.startsWith('vm-')), log()).to.deep.equal([]);
+      // The last handler may have been started a moment ago: a SIGTERM before Node set its handlers would kill it outright.
+      await last.waitForStderr(/listening on /, 30_000);
       last.kill('SIGTERM');
       expect((await last.waitExit()).code, last.stderr).to.equal(0);
     } finally {
