@@ -14,6 +14,8 @@ const sendmsgFn = libc.func('long sendmsg(int fd, uintptr_t msg, int flags)') as
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int name, uintptr_t val, uintptr_t len)') as (
   fd: number, level: number, name: number, v: number, l: number) => number;
 const fchmodFn = libc.func('int fchmod(int fd, unsigned int mode)') as (fd: number, mode: number) => number;
+const socketpairFn = libc.func('int socketpair(int domain, int type, int protocol, uintptr_t sv)') as (
+  d: number, t: number, p: number, sv: number) => number;
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
@@ -22,6 +24,7 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SCM_RIGHTS = 1;
 export const SO_PEERCRED = 17;
+export const MSG_PEEK = 0x2;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_CTRUNC = 0x8;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
@@ -61,6 +64,13 @@ export function listenUnix(path: string, mode: number, backlog = 128): number {
     throw e;
   }
   return fd;
+}
+
+/** A connected pair of non-blocking, close-on-exec unix stream sockets. */
+export function socketPair(): [number, number] {
+  const sv = Buffer.alloc(8);
+  check(socketpairFn(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, addressOf(sv)), 'socketpair');
+  return [sv.readInt32LE(0), sv.readInt32LE(4)];
 }
 
 /** Blocking client connect (tests and tools). */
@@ -122,8 +132,12 @@ export class MessageReceiver {
     this.iov.writeBigUInt64LE(BigInt(capacity), SOCKET_LAYOUT.iovec.iov_len);
   }
 
-  /** recvmsg without blocking; returns null when nothing is ready. */
-  receive(fd: number): ReceivedMessage | null {
+  /**
+   * recvmsg without blocking; returns null when nothing is ready. `peek`
+   * leaves the message queued (MSG_PEEK): its fds still come, as new
+   * descriptors, and the next receive returns the same bytes again.
+   */
+  receive(fd: number, peek = false): ReceivedMessage | null {
     const L = SOCKET_LAYOUT.msghdr;
     this.msg.fill(0);
     this.msg.writeBigUInt64LE(BigInt(addressOf(this.iov)), L.msg_iov);
@@ -131,7 +145,7 @@ export class MessageReceiver {
     this.msg.writeBigUInt64LE(BigInt(addressOf(this.control)), L.msg_control);
     this.msg.writeBigUInt64LE(BigInt(this.control.length), L.msg_controllen);
     this.control.fill(0);
-    const n = recvmsgFn(fd, addressOf(this.msg), MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    const n = recvmsgFn(fd, addressOf(this.msg), MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (peek ? MSG_PEEK : 0));
     if (n < 0) {
       const e = errno();
       if (e === E.EAGAIN || e === E.EINTR) return null;
@@ -154,7 +168,7 @@ export class MessageReceiver {
   }
 }
 
-/** sendmsg of data plus fds as SCM_RIGHTS (tests and tools). Returns bytes sent. */
+/** sendmsg of data plus fds as SCM_RIGHTS, without blocking (MSG_DONTWAIT). Returns bytes sent. */
 export function sendWithFds(fd: number, data: Buffer, fds: number[]): number {
   const L = SOCKET_LAYOUT.msghdr;
   const C = SOCKET_LAYOUT.cmsghdr;
@@ -174,5 +188,5 @@ export function sendWithFds(fd: number, data: Buffer, fds: number[]): number {
     msg.writeBigUInt64LE(BigInt(addressOf(control)), L.msg_control);
     msg.writeBigUInt64LE(BigInt(control.length), L.msg_controllen);
   }
-  return check(sendmsgFn(fd, addressOf(msg), 0), 'sendmsg');
+  return check(sendmsgFn(fd, addressOf(msg), MSG_DONTWAIT), 'sendmsg');
 }

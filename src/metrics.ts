@@ -112,7 +112,7 @@ export function buildRegistry(server: SnapfaultServer): Registry {
   computedCounter(registry, 'snapfault_handshakes_rejected_total', 'Connections refused, by reason.', ['reason'], (set) => {
     for (const [reason, n] of snap().rejected) set(n, { reason });
   });
-  computedCounter(registry, 'snapfault_takeovers_total', 'VMs found recorded in the state directory at start, by outcome: taken (served on), gone (Firecracker had exited), refused (its userfaultfd could not be taken), failed (taken but not servable).', ['outcome'], (set) => {
+  computedCounter(registry, 'snapfault_takeovers_total', 'VMs found recorded in the state directory at start, by outcome: taken (served on), gone (Firecracker had exited), refused (its userfaultfd could not be taken), failed (taken but not servable), lost (its handshake died with the previous handler), replayed (a connection the previous handler accepted and never recorded, served again).', ['outcome'], (set) => {
     for (const [outcome, n] of snap().takeovers) set(n, { outcome });
   });
   computedCounter(registry, 'snapfault_vms_ended_total', 'VMs no longer served, by why: exited, fatal, shutdown.', ['reason'], (set) => {

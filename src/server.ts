@@ -16,7 +16,7 @@ import { SnapshotCache } from './snapshot/cache.js';
 import type { ServedSnapshot } from './snapshot/cache.js';
 import { CompressedSnapshot } from './compressed/compressed-snapshot.js';
 import { MAX_CHUNK_BYTES, PAGE_BYTES } from './compressed/format.js';
-import { receiveHandshake } from './handshake/receive.js';
+import { receiveHandshake, discardHandshake } from './handshake/receive.js';
 import { parseRegions, validateRegions, HUGE_PAGE } from './handshake/regions.js';
 import { writeVmTable, readFaultCounts, type FaultCounts } from './vm/vm-table.js';
 import { FaultWorkerPool, type WorkerEvent, type WorkerBuffers } from './worker/pool.js';
@@ -37,6 +37,7 @@ import { StateDir, type StateOwner } from './state/state-dir.js';
 import { VmRecord } from './state/vm-record.js';
 import { takeUffd } from './state/take-uffd.js';
 import { SocketKeeper } from './state/socket-keeper.js';
+import { ConnectionVault } from './state/connection-vault.js';
 import { recordVm, mirrorTarget, loadRemoved, wakeAll } from './state/recorded-vm.js';
 import { processStartTime, holdsUserfaultfd } from './state/firecracker-process.js';
 import { SIGUSR2 } from '../native/pidfd.js';
@@ -195,6 +196,8 @@ export class SnapfaultServer {
   private listener: SocketListener | null = null;
   /** Holds a copy of the listening socket while this handler owns a state directory (src/state/socket-keeper.ts). */
   private keeper: SocketKeeper | null = null;
+  /** Keeps each accepted connection until its VM is recorded or refused (src/state/connection-vault.ts). */
+  private vault: ConnectionVault | null = null;
   private handingOver = false;
   private policy: PreparedPolicy | null = null;
   private doorbell = 0;
@@ -259,6 +262,7 @@ export class SnapfaultServer {
     }
     for (const note of prepared?.notes ?? []) opts.log.warn(note, { event: 'prefetch_note' });
     const server = new SnapfaultServer(opts, core, arena, cache, null);
+    let replay: number[] = [];
     try {
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
       const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
@@ -284,15 +288,25 @@ export class SnapfaultServer {
       }
       // Everything is ready: only now is a running owner asked to hand over, so its VMs wait the least.
       server.state = state ?? await handover(opts, owner);
-      const adopted = server.state ? server.takeOverRecorded() : 0;
+      const kept = server.state ? SocketKeeper.adopt(server.state.path, opts.socketPath) : null;
+      const unsettled = kept?.vault?.unsettled() ?? [];
+      server.vault = kept?.vault ?? null;
+      const adopted = server.state ? server.takeOverRecorded(unsettled) : 0;
       // Ready means serving: the socket appears only now, with the workers
       // started, the core compiled and the snapshot open, so a Firecracker
       // that connects the moment it exists is served at once. A drop-in
       // handler that took its one VM over has no socket to serve.
       if (opts.once && adopted > 0) {
         server.claimed = true;
-        if (server.state) SocketKeeper.adopt(server.state.path, opts.socketPath)?.keeper.stop();
-      } else server.listen();
+        if (kept) {
+          closeFd(kept.fd);
+          kept.keeper.stop();
+          kept.vault?.close();
+        }
+        for (const c of unsettled) closeFd(c);
+        unsettled.length = 0;
+      } else server.listen(kept);
+      replay = unsettled;
     } catch (e) {
       await server.pool?.stop();
       await server.prefetcher?.stop();
@@ -301,6 +315,8 @@ export class SnapfaultServer {
       throw e;
     }
     server.listener?.start((fd) => void server.onConnection(fd));
+    // Connections the previous handler accepted and never recorded nor refused: served as if just accepted.
+    for (const conn of replay) void server.onConnection(conn, false);
     const how = `with ${opts.workers} fault worker(s)` + (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : '');
     if (server.listener) {
       opts.log.info(`listening on ${opts.socketPath}, serving ${servedLabel(opts)} ${how}`,
@@ -317,25 +333,30 @@ export class SnapfaultServer {
    * handler that is gone left with its keeper (its queued connections
    * included), and gives it a keeper.
    */
-  private listen(): void {
+  private listen(kept: ReturnType<typeof SocketKeeper.adopt>): void {
     const { socketPath, socketMode, log } = this.opts;
-    const kept = this.state ? SocketKeeper.adopt(this.state.path, socketPath) : null;
     if (kept) {
       try {
         this.listener = SocketListener.adopt(socketPath, kept.fd);
         this.keeper = kept.keeper;
+        this.vault = kept.vault;
+        if (!this.vault) log.warn('the socket keeper left by the previous handler holds no connection vault (an older snapfault): a handshake under way when this handler dies is lost with it', { event: 'socket_keeper' });
         return;
       } catch (e) {
         closeFd(kept.fd);
         kept.keeper.stop();
+        kept.vault?.close();
         log.warn(`${(e as Error).message}; creating it anew`, { event: 'socket_keeper' });
       }
     }
     this.listener = SocketListener.create(socketPath, socketMode);
     if (!this.state) return;
+    const vault = ConnectionVault.create();
     try {
-      this.keeper = SocketKeeper.start(this.state.path, this.listener.fd);
+      this.keeper = SocketKeeper.start(this.state.path, this.listener.fd, vault);
+      this.vault = vault;
     } catch (e) {
+      vault.close();
       log.warn(`${(e as Error).message}: Firecrackers connecting while this handler dies will be lost with it`, { event: 'socket_keeper' });
     }
   }
@@ -344,6 +365,8 @@ export class SnapfaultServer {
   private closeListener(): void {
     this.listener?.close();
     this.keeper?.stop();
+    this.vault?.close();
+    this.vault = null;
   }
 
   /** Stops for a successor started with --takeover: the socket stays bound and kept, every VM recorded. */
@@ -390,6 +413,8 @@ export class SnapfaultServer {
   }
 
   private checkIdle(): void {
+    // Every connection deposited is settled now: the vault need not keep them.
+    if (this.handshaking === 0 && !this.handingOver) this.vault?.empty();
     if (!this.idle) return;
     for (const w of this.idleWaiters) w();
     this.idleWaiters.clear();
@@ -412,11 +437,14 @@ export class SnapfaultServer {
     return this.arena.inUse;
   }
 
-  private async onConnection(conn: number): Promise<void> {
+  /** `deposit`: put the connection in the vault first (false: it came from the vault, where it still is). */
+  private async onConnection(conn: number, deposit = true): Promise<void> {
+    // First of all: from here on a successor can serve this connection if this handler dies.
+    const kept = this.vault !== null && (!deposit || this.vault.deposit(conn));
     this.handshaking++;
     const pending = { path: null as string | null };
     try {
-      await this.serveConnection(conn, pending);
+      await this.serveConnection(conn, pending, kept);
     } finally {
       // Recorded, refused or ignored: either way no longer a handshake a successor would have lost.
       if (pending.path) rmSync(pending.path, { force: true });
@@ -425,7 +453,7 @@ export class SnapfaultServer {
     }
   }
 
-  private async serveConnection(conn: number, marked: { path: string | null }): Promise<void> {
+  private async serveConnection(conn: number, marked: { path: string | null }, kept: boolean): Promise<void> {
     const { log } = this.opts;
     let pid = 0;
     let pidfd = -1;
@@ -460,7 +488,7 @@ export class SnapfaultServer {
       log.debug(`connection from pid ${pid} accepted`, { vm: pid, event: 'accepted' });
       let hs;
       try {
-        hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs);
+        hs = await receiveHandshake(conn, this.opts.handshakeTimeoutMs, kept);
       } catch (e) {
         if (!(e instanceof HandshakeError && e.silent)) claim();
         throw e;
@@ -475,6 +503,7 @@ export class SnapfaultServer {
       const t0 = epochMs();
       // Recorded before a single fault is served: from here on a successor can take the VM over.
       if (this.state) record = this.recordNew(pid, uffd, regions, snap, t0);
+      this.settle(conn, hs.kept);
       this.admit({ pid, pidfd, uffd, conn, regions, snap, t0, record, adopted: false }, blocks);
       const pages = regions.map((r) => `${r.size / BigInt(r.pageSize)}x${r.pageSize === HUGE_PAGE ? '2M' : '4K'}`).join(' + ');
       const bytes = (huge: boolean): number => Number(regions.reduce((n, r) => n + ((r.pageSize === HUGE_PAGE) === huge ? r.size : 0n), 0n));
@@ -482,6 +511,15 @@ export class SnapfaultServer {
         vm: pid, event: 'vm_connected', regions: regions.length, pages4k: bytes(false) / 4096, pages2m: bytes(true) / HUGE_PAGE, guestBytes: bytes(false) + bytes(true),
       });
     } catch (e) {
+      if (this.stopped && this.handingOver && record === null) {
+        // Left in the vault, unsettled: the successor reads its handshake and serves it.
+        log.info(`VM pid ${pid || '?'}: its handshake is left to the next handler`, { ...(pid ? { vm: pid } : {}), event: 'handover' });
+        for (const fd of [uffd, conn, pidfd]) closeFd(fd);
+        if (snap) this.cache.release(snap);
+        for (const b of blocks) this.arena.freeBlock(b);
+        return;
+      }
+      this.settle(conn, true);
       if (e instanceof HandshakeError && e.silent && e.reason === 'closed') {
         // Not a handshake at all: neither refused nor counted.
         log.debug(`connection from pid ${pid || '?'} closed without sending anything: not a Firecracker, ignored`);
@@ -504,6 +542,12 @@ export class SnapfaultServer {
       // Drop-in: only its Firecracker's refusal ends it, not a silent connection's timeout nor a second Firecracker's.
       if (mine) this.record({ pid, reason: 'refused', message, killed, stats: null });
     }
+  }
+
+  /** The connection's VM is recorded or refused: a successor must not serve it again, and its kept handshake can go. */
+  private settle(conn: number, discard: boolean): void {
+    this.vault?.settle(conn);
+    if (discard) discardHandshake(conn);
   }
 
   /**
@@ -572,11 +616,13 @@ export class SnapfaultServer {
    * that have gone. A record that is damaged or from a newer snapfault stops
    * the start before anything is touched. Returns how many were taken.
    */
-  private takeOverRecorded(): number {
+  private takeOverRecorded(unsettled: number[]): number {
     const state = this.state!;
     const t0 = performance.now();
     const records = state.records().map((path) => VmRecord.open(path));
-    this.settleLostHandshakes(records.map((r) => r.identity.pid));
+    const recorded = records.map((r) => r.identity.pid);
+    const replayed = this.keepReplayable(unsettled, recorded);
+    this.settleLostHandshakes([...recorded, ...replayed]);
     let adopted = 0;
     for (const record of records) {
       const id = record.identity;
@@ -592,6 +638,40 @@ export class SnapfaultServer {
       if (this.adopt(record, t.pidfd, t.uffd, t0)) adopted++;
     }
     return adopted;
+  }
+
+  /**
+   * Of the connections the previous handler left unsettled in the vault,
+   * keeps (in `conns`) those to serve again, and returns their pids: a
+   * Firecracker that is recorded (it died between the record and the settle)
+   * is taken over through its record instead, and one that has exited is
+   * dropped.
+   */
+  private keepReplayable(conns: number[], recorded: number[]): number[] {
+    const pids: number[] = [];
+    const keep: number[] = [];
+    for (const conn of conns) {
+      let pid = 0;
+      try {
+        pid = peerCredentials(conn).pid;
+      } catch {
+        pid = 0;
+      }
+      if (pid > 0 && !recorded.includes(pid) && processStartTime(pid) !== null) {
+        keep.push(conn);
+        pids.push(pid);
+        this.count(this.takeovers, 'replayed');
+      } else {
+        this.vault?.settle(conn);
+        closeFd(conn);
+      }
+    }
+    conns.splice(0, conns.length, ...keep);
+    if (keep.length > 0) {
+      this.opts.log.info(`${keep.length} connection(s) the previous handler accepted and never recorded are served again: pid ${pids.join(', ')}`,
+        { event: 'takeover', outcome: 'replayed', vms: pids });
+    }
+    return pids;
   }
 
   /**

@@ -9,17 +9,26 @@ import { HandshakeError } from '../errors.js';
 export interface Handshake {
   text: string;
   uffd: number;
+  /** The message is still queued on the connection (`keep`): discardHandshake() once it is no longer needed. */
+  kept: boolean;
 }
 
 /** Large enough for any real mapping message; Firecracker's own example reads only 1 KiB. */
 export const MAX_HANDSHAKE_BYTES = 1 << 20;
 const receiver = new MessageReceiver(64 * 1024);
 
-export function receiveHandshake(conn: number, timeoutMs: number): Promise<Handshake> {
+/**
+ * `keep`: read the message with MSG_PEEK, leaving it queued, so that a
+ * successor can read it again if this handler dies before the VM is recorded
+ * (src/state/connection-vault.ts). A message that does not come whole in one
+ * read (never Firecracker's) is read the ordinary way.
+ */
+export function receiveHandshake(conn: number, timeoutMs: number, keep = false): Promise<Handshake> {
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let total = 0;
     const fds: number[] = [];
+    let peeking = keep;
     let settled = false;
     const finish = (err: HandshakeError | null, value?: Handshake): void => {
       if (settled) return;
@@ -36,7 +45,7 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
     const onReadable = (): void => {
       try {
         for (;;) {
-          const m = receiver.receive(conn);
+          const m = receiver.receive(conn, peeking);
           if (m === null) return;
           fds.push(...m.fds);
           if (m.truncatedControl) return finish(new HandshakeError('bad_fd', 'the mapping message carried more file descriptors than a userfaultfd'));
@@ -47,7 +56,16 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
           total += m.bytes.length;
           if (total > MAX_HANDSHAKE_BYTES) return finish(new HandshakeError('too_large', `the mapping message exceeds ${MAX_HANDSHAKE_BYTES} bytes`));
           const text = Buffer.concat(chunks).toString('utf8');
-          if (!jsonLooksComplete(text)) continue;
+          if (!jsonLooksComplete(text)) {
+            if (peeking) {
+              // Not whole in one read: start again, reading (consuming) it piece by piece.
+              for (const fd of fds.splice(0)) closeFd(fd);
+              chunks = [];
+              total = 0;
+              peeking = false;
+            }
+            continue;
+          }
           if (fds.length === 0) return finish(new HandshakeError('no_fd', 'the mapping message came without a userfaultfd (SCM_RIGHTS)'));
           if (fds.length > 1) return finish(new HandshakeError('bad_fd', `the mapping message carried ${fds.length} file descriptors, expected one userfaultfd`));
           const uffd = fds[0];
@@ -56,7 +74,7 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
             return finish(new HandshakeError('bad_fd', 'the userfaultfd is blocking; Firecracker creates it with O_NONBLOCK'));
           }
           fds.length = 0;
-          return finish(null, { text, uffd });
+          return finish(null, { text, uffd, kept: peeking });
         }
       } catch (e) {
         finish(new HandshakeError('peer', (e as Error).message));
@@ -64,4 +82,17 @@ export function receiveHandshake(conn: number, timeoutMs: number): Promise<Hands
     };
     const watch = watchReadable(conn, onReadable);
   });
+}
+
+/** Reads and drops what is queued on a connection (a handshake kept by receiveHandshake), closing the fds it carried. */
+export function discardHandshake(conn: number): void {
+  try {
+    for (let i = 0; i < 64; i++) {
+      const m = receiver.receive(conn);
+      if (m === null || m.bytes.length === 0) return;
+      for (const fd of m.fds) closeFd(fd);
+    }
+  } catch {
+    /* the peer is gone: nothing left to drop */
+  }
 }

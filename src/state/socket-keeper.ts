@@ -5,24 +5,29 @@
 // handshake lost with it (Firecracker sends it once), and its guest frozen
 // for good; with a keeper the next handler takes the same socket back
 // (pidfd_getfd) and accepts them. A Firecracker that connects while no
-// handler runs waits in the queue instead of failing its load.
+// handler runs waits in the queue instead of failing its load. The keeper
+// also holds both ends of the connection vault (connection-vault.ts), so
+// that connections accepted but not yet recorded outlive the handler too.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync, fstatSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pidfdOpen, pidfdGetfd, pidfdSignal, SIGKILL } from '../../native/pidfd.js';
 import { closeFd } from '../../native/fd.js';
 import { processStartTime } from './firecracker-process.js';
+import { ConnectionVault } from './connection-vault.js';
 
-/** The keeper's descriptor of the socket: its fd 3. */
+/** The keeper's descriptors: the socket, then the vault's two ends. */
 const KEEPER_FD = 3;
+const VAULT_SEND_FD = 4;
+const VAULT_QUEUE_FD = 5;
 const RECORD = 'keeper';
 
 export class SocketKeeper {
   private constructor(private readonly dir: string, private pidfd: number) {}
 
-  /** Starts a keeper of listening socket `fd` and records it in the state directory. */
-  static start(dir: string, fd: number): SocketKeeper {
-    const child = spawn('sleep', ['infinity'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
+  /** Starts a keeper of listening socket `fd` and of `vault`, and records it in the state directory. */
+  static start(dir: string, fd: number, vault: ConnectionVault): SocketKeeper {
+    const child = spawn('sleep', ['infinity'], { stdio: ['ignore', 'ignore', 'ignore', fd, vault.sendFd, vault.queueFd], detached: true });
     child.on('error', () => undefined); // no `sleep`: the record below is then never found alive
     child.unref();
     const pid = child.pid ?? 0;
@@ -34,11 +39,12 @@ export class SocketKeeper {
   }
 
   /**
-   * The keeper a handler that is gone left, and a descriptor of its socket,
-   * when it is still running and keeps a listening socket bound to
-   * `socketPath`; else null (a keeper of anything else is stopped).
+   * The keeper a handler that is gone left, a descriptor of its socket and
+   * its vault (null from a keeper without one), when it is still running and
+   * keeps a listening socket bound to `socketPath`; else null (a keeper of
+   * anything else is stopped).
    */
-  static adopt(dir: string, socketPath: string): { keeper: SocketKeeper; fd: number } | null {
+  static adopt(dir: string, socketPath: string): { keeper: SocketKeeper; fd: number; vault: ConnectionVault | null } | null {
     let text = '';
     try {
       text = readFileSync(join(dir, RECORD), 'latin1');
@@ -63,7 +69,7 @@ export class SocketKeeper {
     let fd = -1;
     try {
       fd = pidfdGetfd(pidfd, KEEPER_FD);
-      if (listeningPath(fd) === resolve(socketPath)) return { keeper, fd };
+      if (listeningPath(fd) === resolve(socketPath)) return { keeper, fd, vault: adoptVault(pidfd) };
     } catch {
       /* not what we left there */
     }
@@ -90,6 +96,23 @@ export class SocketKeeper {
     closeFd(this.pidfd);
     this.pidfd = -1;
   }
+}
+
+/** The vault the keeper holds, or null from a keeper without one (an older snapfault's). */
+function adoptVault(pidfd: number): ConnectionVault | null {
+  let send = -1;
+  let queue = -1;
+  try {
+    // The keeper is ours (pid, start time and socket checked): its fds 4 and 5 are the vault if they are sockets.
+    send = pidfdGetfd(pidfd, VAULT_SEND_FD);
+    queue = pidfdGetfd(pidfd, VAULT_QUEUE_FD);
+    if (fstatSync(send).isSocket() && fstatSync(queue).isSocket()) return ConnectionVault.adopt(send, queue);
+  } catch {
+    /* a keeper without a vault */
+  }
+  closeFd(send);
+  closeFd(queue);
+  return null;
 }
 
 const SO_ACCEPTCON = 0x10000;

@@ -81,6 +81,7 @@ static const char *opt_balloon;
 static enum bmode opt_bmode = BM_AFTER;
 static uint64_t opt_hold_ms;
 static uint64_t opt_pause_ms;
+static uint64_t opt_send_delay_ms;
 static int64_t opt_die_after = -1;
 static bool opt_print_ready;
 static const char *opt_regions;
@@ -435,6 +436,7 @@ static void usage(FILE *f)
 	    "  --balloon-mode before|concurrent|after (default after)\n"
 	    "  --hold-ms N            after printing, keep the socket open N ms\n"
 	    "  --pause-ms N           after the handshake, wait N ms before touching (a guest idle at first)\n"
+	    "  --send-delay-ms N      connect, then wait N ms before sending the handshake\n"
 	    "  --die-after N          raise(SIGKILL) after N touches in total\n"
 	    "  --print-pid-ready      print 'ready <pid>' on stderr once the handshake is sent\n"
 	    "  --timeout-ms N         exit 4 if not finished after N ms (default: no timeout)\n"
@@ -457,7 +459,7 @@ static void parse_options(int argc, char **argv)
 	enum {
 		O_SOCKET = 256, O_MEM, O_PAGE_SIZE, O_SHAPE, O_PAD, O_RAW, O_NO_FD, O_NO_SEND,
 		O_THREADS, O_PATTERN, O_HOT, O_TOUCHES, O_SEED, O_VERIFY, O_WRITE, O_BALLOON, O_BMODE,
-		O_HOLD, O_PAUSE, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
+		O_HOLD, O_PAUSE, O_SEND_DELAY, O_DIE, O_READY, O_REGIONS, O_TIMEOUT, O_CHURN, O_CHURN_AT, O_CHURN_WINDOW,
 		O_CHURN_MAX, O_CHURN_STUCK, O_CHURN_REMOVERS, O_STALL, O_HELP
 	};
 	static const struct option opts[] = {
@@ -480,6 +482,7 @@ static void parse_options(int argc, char **argv)
 	    {"balloon-mode", required_argument, 0, O_BMODE},
 	    {"hold-ms", required_argument, 0, O_HOLD},
 	    {"pause-ms", required_argument, 0, O_PAUSE},
+	    {"send-delay-ms", required_argument, 0, O_SEND_DELAY},
 	    {"die-after", required_argument, 0, O_DIE},
 	    {"print-pid-ready", no_argument, 0, O_READY},
 	    {"regions", required_argument, 0, O_REGIONS},
@@ -555,6 +558,7 @@ static void parse_options(int argc, char **argv)
 			break;
 		case O_HOLD: opt_hold_ms = parse_u64_opt("hold-ms", optarg); break;
 		case O_PAUSE: opt_pause_ms = parse_u64_opt("pause-ms", optarg); break;
+		case O_SEND_DELAY: opt_send_delay_ms = parse_u64_opt("send-delay-ms", optarg); break;
 		case O_DIE: {
 			uint64_t t = parse_u64_opt("die-after", optarg);
 			if (t > INT64_MAX)
@@ -1193,6 +1197,8 @@ int main(int argc, char **argv)
 
 	int uffd = create_uffd();
 	int sock = connect_socket();
+	if (opt_send_delay_ms)
+		sleep_ms(opt_send_delay_ms);
 	/* Firecracker resumes the guest right after the handshake: restore time counts from here. */
 	uint64_t t_handshake = now_ns();
 	if (!opt_no_send)

@@ -64,7 +64,7 @@ describe('native ABI against the kernel and libc headers', () => {
       for (const [field, v] of Object.entries(fields)) same(`${struct}.${field}`, v);
     }
     for (const k of ['AF_UNIX', 'SOCK_STREAM', 'SOCK_NONBLOCK', 'SOCK_CLOEXEC', 'SOL_SOCKET', 'SCM_RIGHTS', 'SO_PEERCRED',
-      'MSG_DONTWAIT', 'MSG_CTRUNC', 'MSG_CMSG_CLOEXEC'] as const) same(k, socket[k]);
+      'MSG_PEEK', 'MSG_DONTWAIT', 'MSG_CTRUNC', 'MSG_CMSG_CLOEXEC'] as const) same(k, socket[k]);
   });
 
   it('poll, eventfd, fcntl, lseek, sched constants', () => {
