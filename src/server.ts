@@ -198,6 +198,8 @@ export class SnapfaultServer {
   private keeper: SocketKeeper | null = null;
   /** Keeps each accepted connection until its VM is recorded or refused (src/state/connection-vault.ts). */
   private vault: ConnectionVault | null = null;
+  /** The socket is closed; the keeper goes once no handshake is under way. */
+  private keeperRetiring = false;
   private handingOver = false;
   private policy: PreparedPolicy | null = null;
   private doorbell = 0;
@@ -364,7 +366,14 @@ export class SnapfaultServer {
   /** Closes the socket for good: its keeper too, or it would keep queueing connections nobody accepts. */
   private closeListener(): void {
     this.listener?.close();
+    // The keeper holds the vault: handshakes under way stay protected until they settle (checkIdle lets it go then).
+    if (this.handshaking === 0) this.releaseKeeper();
+    else this.keeperRetiring = true;
+  }
+
+  private releaseKeeper(): void {
     this.keeper?.stop();
+    this.keeper = null;
     this.vault?.close();
     this.vault = null;
   }
@@ -414,7 +423,10 @@ export class SnapfaultServer {
 
   private checkIdle(): void {
     // Every connection deposited is settled now: the vault need not keep them.
-    if (this.handshaking === 0 && !this.handingOver) this.vault?.empty();
+    if (this.handshaking === 0 && !this.handingOver) {
+      this.vault?.empty();
+      if (this.keeperRetiring) this.releaseKeeper();
+    }
     if (!this.idle) return;
     for (const w of this.idleWaiters) w();
     this.idleWaiters.clear();
@@ -857,6 +869,10 @@ export class SnapfaultServer {
     }
     await this.pool?.stop();
     await Promise.all([...this.finishing]);
+    // A handover leaves the keeper and its vault to the successor; else whatever is still under way is let go.
+    if (this.handingOver) this.vault?.close();
+    else this.releaseKeeper();
+    this.vault = null;
     // No thread of this handler touches a VM any more: a successor may take them.
     this.state?.release();
     await this.prefetcher?.stop();

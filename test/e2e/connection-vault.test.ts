@@ -67,6 +67,25 @@ describe('takeover: a connection accepted but not yet recorded survives its hand
     });
   }
 
+  it('the drop-in form, SIGKILLed between accept and the handshake and started again, serves that Firecracker and exits 0 after it', async () => {
+    const { sock, args } = setup();
+    const state = args[args.indexOf('--state-dir') + 1];
+    const dropIn = ['--state-dir', state, '--log-level', 'debug', '--log-format', 'text', sock, img];
+    const first = await startSnapfault(dropIn);
+    live.push(first);
+    const sim = delayedSim(sock);
+    await first.waitForStderr(new RegExp(`connection from pid ${sim.proc.pid} accepted`));
+    first.kill('SIGKILL');
+    await first.exited;
+    const next = await startSnapfault(dropIn);
+    live.push(next);
+    const r = await sim.result;
+    expect(r.code, `${r.stderr}\n${next.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    expect((await next.waitExit(10_000)).code, next.stderr).to.equal(0);
+    expect(next.stderr).to.match(new RegExp(`served again: pid ${sim.proc.pid}`));
+  });
+
   it('a connection refused or served is settled: the next handler does not serve it again', async () => {
     const { sock, args } = setup();
     const first = await startSnapfault(args);
