@@ -111,7 +111,11 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       const worst = Math.max(...waits);
       console.log(`      ${VMS} VMs, ${KILLS} SIGKILLs (seed ${seed}): ${VMS - lost} finished byte-exact, ${lost} lost in the handshake window (killed); ` +
         `${taken} takeovers; longest wait of a read after a new handler started: ${worst.toFixed(0)} ms`);
-      expect(taken).to.be.at.least(KILLS);
+      // Not vacuous: every handler that got as far as listening took over the VMs running then (the first had none);
+      // on a loaded machine a handler may be killed before it gets there, so the kills are not the measure.
+      const listened = handlers.slice(1).filter((h) => /listening on /.test(h.stderr)).length;
+      expect(listened, log()).to.be.at.least(3);
+      expect(taken, log()).to.be.at.least(listened);
       // A regression guard well above this machine's figure (the README's); a missing wake would hang a read for good.
       expect(worst).to.be.below(3000);
       // Each VM's end was seen and its record removed; then a stop leaves nothing behind.
