@@ -9,7 +9,7 @@ import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { UFFDIO, type IoctlFn } from '../../native/uffd.js';
 import { closeFd } from '../../native/fd.js';
 import { E, addressOf } from '../../native/libc.js';
-import { firecrackerLoading, HOLD_MAX_MS } from './load-hold.js';
+import { LoadWatch } from '../vm/firecracker-load.js';
 import type { Core } from '../core/wasm-core.js';
 import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, demandWaiting, type FenceWords } from '../vm/fence.js';
 import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing, policyCall } from './fault-feed.js';
@@ -52,8 +52,8 @@ interface PrefetchVm {
   /** The policy has nothing more to give until the next fault. */
   exhausted: boolean;
   retryAt: number;
-  /** While Firecracker is still loading (load-hold.ts): until then, or this time at the latest, nothing is issued. */
-  holdUntil: number;
+  /** Nothing is issued while Firecracker is still loading (src/vm/firecracker-load.ts). */
+  load: LoadWatch;
   stopped: boolean;
   rec: Recorder | null;
 }
@@ -142,7 +142,7 @@ export class PrefetchLoop {
     const vm: PrefetchVm = {
       a, fence: fenceWords(this.L, a.table), policy: null, urgent: new RangeQueue(URGENT_RANGES), background: new RangeQueue(BACKGROUND_RANGES),
       cur: { first: 0, count: 0 }, exhausted: false, retryAt: 0, stopped: false, rec: a.record ? new Recorder() : null,
-      holdUntil: firecrackerLoading(a.peerPid) ? now() + HOLD_MAX_MS : 0,
+      load: new LoadWatch(a.peerPid, now()),
     };
     this.vms.set(a.id, vm);
     try {
@@ -188,11 +188,8 @@ export class PrefetchLoop {
           adaptRing(this.i32, vm.a.feed, vm.urgent.length > before);
         }
       }
-      if (vm.holdUntil > 0) {
-        // Looked at again after RETRY_MS: the hold ends a millisecond or so after the vCPU threads appear.
-        if (now() < vm.holdUntil && firecrackerLoading(vm.a.peerPid)) vm.retryAt = Math.max(vm.retryAt, now() + RETRY_MS);
-        else vm.holdUntil = 0;
-      }
+      // Looked at again after RETRY_MS: the hold ends a millisecond or so after the vCPU threads appear.
+      if (vm.load.holding(now())) vm.retryAt = Math.max(vm.retryAt, now() + RETRY_MS);
       if (vm.retryAt > 0) {
         if (now() < vm.retryAt) return false;
         vm.retryAt = 0;

@@ -1,4 +1,4 @@
-// Prefetch holds back while Firecracker loads (src/prefetch/load-hold.ts): a
+// Prefetch holds back while Firecracker loads (src/vm/firecracker-load.ts): a
 // process named firecracker without a vCPU thread is loading; once a thread
 // is named `fc_vcpu 0` (as Firecracker names them right before the resume),
 // or for any other process, it is not. The stand-in is node itself, run
@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { symlinkSync } from 'node:fs';
 import { TempDir } from '../helpers/images.js';
-import { firecrackerLoading } from '../../src/prefetch/load-hold.js';
+import { firecrackerLoading } from '../../src/vm/firecracker-load.js';
 
 const STANDIN = `
 const { Worker } = require('node:worker_threads');
