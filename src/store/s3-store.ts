@@ -1,6 +1,6 @@
 // A store kept in an S3 bucket (AWS, or any S3-compatible object store:
 // tested against OpenStack Swift's s3api). Same layout as the folder store
-// (docs/store.md), under s3://bucket/prefix. A bucket has no rename and no
+// (listed in docs/store-s3.md), under s3://bucket/prefix. A bucket has no rename and no
 // hard link, so what those gave the folder store is rebuilt from what S3
 // does give (docs/store-s3.md):
 //   - every PUT is atomic: an object is whole or absent, no temporary names;

@@ -1,7 +1,7 @@
 // What the store's commands (put, ls, inspect, verify, rm, flatten, gc) need
 // of a store, whatever keeps it: a folder (folder-backend.ts) or an S3 bucket
 // (s3-store.ts). Async because a bucket answers over the network. The layout
-// behind it is the same in both (docs/store.md): chunks named by SHA-256,
+// behind it is the same in both (listed in docs/store-s3.md): chunks named by SHA-256,
 // manifests by snapshot name, digest packs, registrations, removed manifests.
 import { hostname } from 'node:os';
 import { StoreError, UsageError } from '../errors.js';
