@@ -18,6 +18,7 @@ import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValu
 import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.js';
 import { storeTool, storeOption } from './store/commands.js';
 import { FolderStore } from './store/folder-store.js';
+import { isS3Location } from './store/s3-location.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -203,6 +204,10 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const prefetch = parsePrefetch(values.prefetch ?? 'none');
   const record = values.record ?? null;
   const storePath = storeOption(values.store);
+  if (storePath !== null && isS3Location(storePath)) {
+    // Serving reads chunks from the fault path, which this phase keeps to local files; store commands do take s3:// stores.
+    throw new UsageError(`${storePath}: serving from a store in object storage is not supported yet: serve from a folder store (--store DIR) or a memory file`);
+  }
   if (storePath !== null && memPath.includes('/')) {
     const from = values.store !== undefined ? '--store' : 'SNAPFAULT_STORE';
     throw new UsageError(`${memPath} looks like a path, but ${from} makes it a snapshot's name in the store ${storePath}: give a name (snapfault store ls), or ${from === '--store' ? 'leave out --store' : 'unset SNAPFAULT_STORE'} to serve a memory file`);
