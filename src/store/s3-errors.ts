@@ -22,6 +22,11 @@ export function isMissing(e: unknown): boolean {
   return x.name === 'NoSuchKey' || x.name === 'NotFound' || (x.$metadata?.httpStatusCode === 404 && x.name !== 'NoSuchBucket');
 }
 
+/** Any 404, the bucket's included: what a copy whose source vanished mid-request gets from Swift (S3Store.copy). */
+export function isNotFound(e: unknown): boolean {
+  return (e as SdkError).$metadata?.httpStatusCode === 404;
+}
+
 function networkCode(x: SdkError): string | null {
   for (const c of [x.code, x.name, x.cause?.code, ...(x.errors ?? []).map((i) => i.code)]) if (c && NETWORK.has(c)) return c;
   return null;

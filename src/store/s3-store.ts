@@ -22,11 +22,13 @@ import {
   type Store, type StoreInfo, type ChunkFile, type Registration, type RegistrationKind, type Held, type StoreUsage,
 } from './store.js';
 import { Limiter } from './limiter.js';
-import { describeS3Failure, isMissing } from './s3-errors.js';
+import { describeS3Failure, isMissing, isNotFound } from './s3-errors.js';
 import { parseS3Location, type S3Location } from './s3-location.js';
 
 /** Requests in flight at once, per store: enough to hide a round trip (~5 ms) behind others without swamping a small server. */
 const MAX_REQUESTS = 16;
+/** A copy answered 404 while its source is there is tried this often in all (see copy). */
+const COPY_ATTEMPTS = 3;
 
 export interface S3Options {
   /** --s3-endpoint; else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS's own. */
@@ -140,21 +142,29 @@ export class S3Store implements Store {
     await this.limit.run(() => this.client.send(new DeleteObjectCommand({ Bucket: this.at.bucket, Key: key })));
   }
 
-  /** A server-side copy: false when the source does not exist. */
+  /**
+   * A server-side copy: false when the source does not exist. Swift's s3api
+   * checks the source with a HEAD, then copies: a source deleted between the
+   * two (a gc beside a put's touch) is answered 404 NoSuchBucket, though the
+   * bucket is there. A 404 of any kind is therefore settled by a HEAD of the
+   * source: absent, the copy found nothing; there, the copy is tried again.
+   */
   private async copy(from: string, to: string, touch: boolean): Promise<boolean> {
-    return this.limit.run(async () => {
+    for (let attempt = 1; ; attempt++) {
       try {
-        await this.client.send(new CopyObjectCommand({
+        await this.limit.run(() => this.client.send(new CopyObjectCommand({
           Bucket: this.at.bucket, Key: to, CopySource: `${this.at.bucket}/${from.split('/').map(encodeURIComponent).join('/')}`,
           // Copying an object onto itself is allowed only with new metadata: the touch time is that.
           ...(touch ? { MetadataDirective: 'REPLACE' as const, Metadata: { touched: String(Date.now()) } } : {}),
-        }));
+        })));
         return true;
       } catch (e) {
         if (isMissing(e)) return false;
-        throw e;
+        if (!isNotFound(e) || attempt === COPY_ATTEMPTS) throw e;
       }
-    });
+      // Outside the copy's request slot: the HEAD takes one of its own.
+      if ((await this.head(from)) === null) return false;
+    }
   }
 
   /** Every object under `dir/` (relative to the store), all pages of the listing. */
