@@ -70,6 +70,9 @@ export class ChunkGatherer {
         this.chunksAdded++;
         this.bytesAdded += r.out.byteLength;
         this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
+      } else {
+        // Reused as much as a chunk found by digest: checked again before and after the commit, as a gc may be deleting it.
+        f.ref.existing = true;
       }
     }).finally(free);
     this.jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection

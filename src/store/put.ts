@@ -4,7 +4,8 @@
 // digest in the dedup index, the chunk confirmed to exist), or new. New pages
 // are gathered into chunks, which the workers name, checksum and compress,
 // and which are written unless a chunk of that name exists. The manifest is
-// committed last, once every chunk it names is on disk.
+// committed last, once every chunk it names is on disk (the reused ones looked
+// up again first: gone-chunks.ts).
 import { closeSync, readSync, fstatSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -19,6 +20,7 @@ import { encodeManifest, decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN
 import { encodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
 import { JobQueue } from './put-jobs.js';
 import { ChunkGatherer } from './chunk-gatherer.js';
+import { replaceGoneChunks } from './gone-chunks.js';
 import { loadDedupIndex, type ChunkRef } from './dedup-index.js';
 import type { PutWorkerData } from './put-worker.js';
 
@@ -154,6 +156,10 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     await order;
     await gatherer.finish();
     jobs.check();
+    const moved = await replaceGoneChunks({ store, fd, path: memPath, table, used, useRef, gatherer, ppc });
+    s.reusedPages -= moved;
+    s.newPages += moved;
+    jobs.check();
 
     const chunks: ChunkRecord[] = used.map((r) => ({ name: r.name, stored: r.stored, checksum: r.checksum }));
     const manifest = encodeManifest({ originalSize: size, chunkBytes, pages, createdMs: Date.now(), parent, chunks, pageTable: table });
@@ -217,10 +223,11 @@ async function confirmAfterCommit(store: Store, name: string, used: ChunkRef[], 
       throw new StoreError(store.root, `parent "${parent.name}" was removed or replaced while "${name}" was being put: put both again`);
     }
   }
-  for (const r of used) {
-    if (!r.existing) continue;
-    const hex = r.name.toString('hex');
-    if ((await store.chunkExists(hex)) || (await store.restoreFromTrash(hex))) continue;
-    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${hex} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
+  // Looked up all at once: from a bucket each is a round trip.
+  const reused = used.filter((r) => r.existing).map((r) => r.name.toString('hex'));
+  const there = await Promise.all(reused.map(async (hex) => (await store.chunkExists(hex)) || (await store.restoreFromTrash(hex))));
+  const gone = reused.find((_, i) => !there[i]);
+  if (gone !== undefined) {
+    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${gone} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
   }
 }

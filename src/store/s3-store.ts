@@ -127,19 +127,26 @@ export class S3Store implements Store {
 
   /** LastModified in ms, or null when there is no such object. */
   private async head(key: string): Promise<number | null> {
-    return this.limit.run(async () => {
-      try {
-        const r = await this.client.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: key }));
-        return r.LastModified?.getTime() ?? 0;
-      } catch (e) {
-        if (isMissing(e)) return null;
-        throw e;
-      }
-    });
+    return this.limit.run(() => this.sendHead(key));
+  }
+
+  /** head without taking a request slot: for a caller that holds one. */
+  private async sendHead(key: string): Promise<number | null> {
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: key }));
+      return r.LastModified?.getTime() ?? 0;
+    } catch (e) {
+      if (isMissing(e)) return null;
+      throw e;
+    }
   }
 
   private async delete(key: string): Promise<void> {
-    await this.limit.run(() => this.client.send(new DeleteObjectCommand({ Bucket: this.at.bucket, Key: key })));
+    await this.limit.run(() => this.sendDelete(key));
+  }
+
+  private async sendDelete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.at.bucket, Key: key }));
   }
 
   /**
@@ -252,17 +259,22 @@ export class S3Store implements Store {
   /**
    * No rename to move a chunk aside: its LastModified is read again just
    * before the delete, and a touch since the listing (or within the grace
-   * period) spares it. A touch landing between that read and the delete (a
-   * few milliseconds) is caught by the put itself, which checks every chunk
-   * it reuses once its manifest is committed, and fails saying so.
+   * period) spares it. The HEAD and the DELETE hold one request slot, so the
+   * DELETE follows at once rather than behind every other chunk's HEAD. A
+   * touch landing between the two (one round trip) is caught by the put
+   * itself, which checks every chunk it reuses once its manifest is
+   * committed, and fails saying so.
    */
   async deleteChunkIfUntouched(hex: string, _listedMtimeMs: number, cutoffMs: number): Promise<boolean> {
+    const key = this.chunkKey(hex);
     try {
-      const now = await this.head(this.chunkKey(hex));
-      // Times from S3 have whole seconds (HEAD's Last-Modified is an HTTP date): a second's slack keeps a touch just after the cutoff from reading as before it.
-      if (now === null || now >= cutoffMs - 1000) return false;
-      await this.delete(this.chunkKey(hex));
-      return true;
+      return await this.limit.run(async () => {
+        const now = await this.sendHead(key);
+        // Times from S3 have whole seconds (HEAD's Last-Modified is an HTTP date): a second's slack keeps a touch just after the cutoff from reading as before it.
+        if (now === null || now >= cutoffMs - 1000) return false;
+        await this.sendDelete(key);
+        return true;
+      });
     } catch (e) {
       throw this.fail(`chunk ${hex} cannot be deleted`, e);
     }
