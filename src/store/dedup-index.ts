@@ -50,7 +50,6 @@ export class DedupIndex {
     this.pages.set(key, ref.id * this.ppc + slot);
   }
 
-  /** The chunk and slot already holding the page with this digest, confirmed to exist; null for a new page. */
   /**
    * Confirms (touching them) the store chunks holding these pages, all at
    * once: from a bucket each touch is a round trip, so they go concurrently
