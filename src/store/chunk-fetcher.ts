@@ -19,6 +19,9 @@ export interface ChunkSource {
 /** Why a chunk could not be fetched in time: the last error, one line. */
 export class FetchError extends Error {}
 
+/** A GET still running at the deadline: not an error of its own, the one before it (if any) is the one to tell. */
+class Deadline extends Error {}
+
 const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
 /** How often a process waiting for a chunk another process is fetching looks again. */
@@ -71,7 +74,7 @@ export class ChunkFetcher {
           if (wrong === null) return this.cache.insert(hex, stored);
           last = wrong;
         } catch (e) {
-          last = e instanceof StoreError ? e.message.replace(/^store \S+: /, '') : (e as Error).message;
+          if (!(e instanceof Deadline)) last = e instanceof StoreError ? e.message.replace(/^store \S+: /, '') : (e as Error).message;
         } finally {
           release();
         }
@@ -109,7 +112,7 @@ export class ChunkFetcher {
 function beforeDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
   p.catch(() => undefined);
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no answer in time')), Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(() => reject(new Deadline('no answer in time')), Math.max(0, deadline - Date.now()));
     p.then(resolve, reject).finally(() => clearTimeout(timer));
   });
 }

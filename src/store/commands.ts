@@ -47,8 +47,8 @@ where a memory file goes: snapfault --store DIR <socket> <name>.
 A store in object storage: --store s3://BUCKET/PREFIX (the bucket must exist),
 with --s3-endpoint URL (or AWS_ENDPOINT_URL) for an S3-compatible store, and
 credentials from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_PROFILE and the shared config and credentials files). Serving a snapshot
-from an s3:// store is not supported yet.`;
+AWS_PROFILE and the shared config and credentials files). Serve from it with
+a local disk cache: snapfault --store s3://BUCKET/PREFIX --cache-dir DIR <socket> <name>.`;
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 

@@ -38,7 +38,8 @@ export class RemoteServing {
 
   static async open(opts: RemoteOptions, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<RemoteServing> {
     const cache = DiskCache.open(opts.cacheDir, opts.cacheBytes);
-    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint });
+    // One try a request: the fetcher retries with its own backoff and knows each failure as it happens.
+    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1 });
     try {
       const chain = await readChainOf(store, name);
       const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
@@ -67,7 +68,7 @@ export class RemoteServing {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const d = this.snap.descriptor;
-    if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return `${this.snap.path}: no chunk ${chunk}`;
+    if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return `the snapshot has no chunk ${chunk}`;
     const names = dv.getUint32(d + L.SNAP_NAMES, true);
     const hex = Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
     const storedField = dv.getUint32(dv.getUint32(d + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
@@ -76,7 +77,8 @@ export class RemoteServing {
       return null;
     } catch (e) {
       const why = e instanceof FetchError || e instanceof StoreError ? e.message : `unexpected error: ${(e as Error).message}`;
-      return `snapshot ${this.snap.path}: chunk ${hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`;
+      // The server's line about the VM adds the snapshot's name.
+      return `chunk ${hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`;
     }
   }
 

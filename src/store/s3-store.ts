@@ -33,6 +33,8 @@ const COPY_ATTEMPTS = 3;
 export interface S3Options {
   /** --s3-endpoint; else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS's own. */
   endpoint?: string;
+  /** Tries of each request (default 3); serving retries on its own, up to --fetch-timeout (chunk-fetcher.ts). */
+  attempts?: number;
 }
 
 export class S3Store implements Store {
@@ -54,7 +56,7 @@ export class S3Store implements Store {
     // The SDK warns on stderr that later versions will need Node 22: noise on every command here, where Node 20 is supported.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const config: S3ClientConfig = {
-      maxAttempts: 3,
+      maxAttempts: opts.attempts ?? 3,
       // Swift (and other S3-compatible stores) answer the SDK's default aws-chunked uploads with 501.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',

@@ -340,10 +340,4 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
 
     for (const r of [down, viaEnv, ...[none, nob, empty]]) expect(r.stderr).not.to.match(/\n\s+at /);
   });
-
-  it('serving from an s3:// store refuses in one line (not in this version)', async () => {
-    const r = await cli(['--store', 's3://some-bucket/p', tmp.file('x.sock'), 'snap']);
-    expect(r.code).to.equal(2);
-    expect(r.stderr).to.equal('snapfault: s3://some-bucket/p: serving from a store in object storage is not supported yet: serve from a folder store (--store DIR) or a memory file\n');
-  });
 });
