@@ -677,7 +677,7 @@ export class SnapfaultServer {
       this.opts.log.warn(`${who}: ${e.message}`, { ...(vm ? { vm: vm.pid } : {}), event: 'vm_warning' });
       return;
     }
-    if (e.type === 'fetch') return this.fetchChunk(e.snap, e.chunk);
+    if (e.type === 'fetch') return this.fetchChunk(e.snap, e.chunk, e.discard);
     if (!vm?.prefetching || !this.prefetcher) {
       this.finish(e, vm, null);
       return;
@@ -689,11 +689,12 @@ export class SnapfaultServer {
   }
 
   /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
-  private fetchChunk(snap: number, chunk: number): void {
+  private fetchChunk(snap: number, chunk: number, discard: boolean): void {
     const remote = this.remote;
     if (!remote) return;
     const t = performance.now();
-    void remote.fetch(chunk).then((error) => {
+    if (discard) this.opts.log.warn(`chunk ${remote.chunkName(chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
+    void remote.fetch(chunk, discard).then((error) => {
       this.opts.log.debug(`chunk ${chunk} ${error === null ? 'in the disk cache' : 'not fetched'} after ${(performance.now() - t).toFixed(1)} ms`, { event: 'chunk_fetch', chunk, ok: error === null });
       this.pool?.chunkFetched(snap, chunk, error);
     });

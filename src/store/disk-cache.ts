@@ -75,6 +75,15 @@ export class DiskCache {
     this.bytes = total;
   }
 
+  /** Deletes a cached chunk found damaged (it is fetched again). */
+  discard(hex: string): void {
+    try {
+      const size = statSync(this.path(hex)).size;
+      unlinkSync(this.path(hex));
+      this.bytes -= size;
+    } catch { /* gone already */ }
+  }
+
   /** Marks a chunk as read now (for one found in the cache, not read by the core yet). */
   touch(hex: string): void {
     try {

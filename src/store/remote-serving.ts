@@ -31,6 +31,7 @@ export class RemoteServing {
     private readonly store: S3Store,
     private readonly lease: Held,
     private readonly fetcher: ChunkFetcher,
+    private readonly cache: DiskCache,
     private readonly checker: ChunkCheck,
     private readonly core: Core,
     private readonly timeoutMs: number,
@@ -48,7 +49,7 @@ export class RemoteServing {
         const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes);
         const chunkBytes = snap.header.chunkBytes;
         const checker = new ChunkCheck(core, arena, core.fn.lz4Bound(chunkBytes), chunkBytes);
-        return new RemoteServing(snap, store, lease, new ChunkFetcher(store, cache, opts.fetchTimeoutMs), checker, core, opts.fetchTimeoutMs);
+        return new RemoteServing(snap, store, lease, new ChunkFetcher(store, cache, opts.fetchTimeoutMs), cache, checker, core, opts.fetchTimeoutMs);
       } catch (e) {
         await lease.release();
         throw e;
@@ -63,14 +64,25 @@ export class RemoteServing {
     return this.fetcher.stats;
   }
 
-  /** Fetches chunk `chunk` of the served snapshot into the disk cache: null once there, else the one line a VM waiting for it is ended with. */
-  async fetch(chunk: number): Promise<string | null> {
+  /** The name (SHA-256, hex) of chunk `chunk` of the served snapshot. */
+  chunkName(chunk: number): string {
+    const L = this.core.layout;
+    const names = new DataView(this.core.memory.buffer).getUint32(this.snap.descriptor + L.SNAP_NAMES, true);
+    return Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
+  }
+
+  /**
+   * Fetches chunk `chunk` of the served snapshot into the disk cache (first
+   * deleting a cached copy found damaged: `discard`): null once there, else
+   * the one line a VM waiting for it is ended with.
+   */
+  async fetch(chunk: number, discard: boolean): Promise<string | null> {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const d = this.snap.descriptor;
     if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return `the snapshot has no chunk ${chunk}`;
-    const names = dv.getUint32(d + L.SNAP_NAMES, true);
-    const hex = Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
+    const hex = this.chunkName(chunk);
+    if (discard) this.cache.discard(hex);
     const storedField = dv.getUint32(dv.getUint32(d + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
     try {
       await this.fetcher.fetch(hex, (stored) => this.checker.check(hex, storedField, stored));

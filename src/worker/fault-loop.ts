@@ -87,6 +87,10 @@ export class FaultLoop {
   private readonly parked = new ParkedFaults();
   private readonly landing: string[] = [];
   private batch = 0;
+  /** The actions of the batch being issued that were parked: not told to the trace or the policy until they are served. */
+  private readonly parkedActs = new Set<number>();
+  /** Chunks found damaged in the disk cache and fetched again already. */
+  private readonly refetched = new Set<string>();
 
   constructor(
     private readonly core: Core,
@@ -275,6 +279,7 @@ export class FaultLoop {
         if (vm.pending > 0) {
           started = now();
           this.batch++;
+          this.parkedActs.clear();
           count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
           // Before any ioctl of the batch: a successor must know these pages were removed (src/state/removed-mirror.ts).
           if (vm.mirror && r > 0) vm.mirror.record(this.i32, this.dv, a.msgs, fresh, vm.pending);
@@ -394,6 +399,7 @@ export class FaultLoop {
     const tUs = vm.rec ? usSince(a.t0) : 0;
     for (let k = 0; k < n; k++) {
       const act = a.actions + k * L.ACTION_STRIDE;
+      if (this.parkedActs.has(act)) continue;
       const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
       const kind = this.i32[(act + L.ACTION_KIND) >> 2];
       if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) vm.unrung++;
@@ -476,19 +482,29 @@ export class FaultLoop {
   }
 
   private chunkFailed(vm: ServedVm, chunk: number, err: number, act: number): number {
-    if (err === this.L.CHUNK_ERR_ABSENT && vm.a.fetched) return this.park(vm, chunk, act);
+    if (vm.a.fetched && err !== this.L.CHUNK_ERR_RANGE) {
+      // Not in the disk cache: fetched. Damaged there: deleted and fetched again, once; what the fetcher caches
+      // was checked against its name, so a second failure of the same chunk is the disk's, and fatal.
+      if (err === this.L.CHUNK_ERR_ABSENT) return this.park(vm, chunk, act, false);
+      const key = ParkedFaults.key(vm.a.snap, chunk);
+      if (!this.refetched.has(key)) {
+        this.refetched.add(key);
+        return this.park(vm, chunk, act, true);
+      }
+    }
     this.fatal(vm, `${chunkFailureText(this.core, vm.a.snap, chunk, err)}; no byte of it was served`);
     return GONE;
   }
 
-  /** A fault whose chunk is not in the disk cache: kept aside, the chunk asked for (once), the batch goes on. */
-  private park(vm: ServedVm, chunk: number, act: number): number {
+  /** A fault whose chunk is not in the disk cache (or is damaged there: `discard`): kept aside, the chunk asked for (once), the batch goes on. */
+  private park(vm: ServedVm, chunk: number, act: number, discard: boolean): number {
     const L = this.L;
     const index = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
     const at = vm.a.msgs + index * L.MSG_SIZE;
     const msg = new Uint8Array(this.core.memory.buffer.slice(at, at + L.MSG_SIZE));
     const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index };
-    if (this.parked.park(ParkedFaults.key(vm.a.snap, chunk), f)) this.send({ type: 'fetch', id: vm.a.id, snap: vm.a.snap, chunk });
+    if (this.parked.park(ParkedFaults.key(vm.a.snap, chunk), f)) this.send({ type: 'fetch', id: vm.a.id, snap: vm.a.snap, chunk, discard });
+    this.parkedActs.add(act);
     return PARKED;
   }
 

@@ -71,5 +71,5 @@ export type FromWorker =
   | { type: 'ready' }
   | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats; records: Uint32Array | null }
   | { type: 'warning'; id: number; message: string }
-  /** Faults of VM `id` wait for chunk `chunk` of the snapshot descriptor `snap`: fetch it into the disk cache. */
-  | { type: 'fetch'; id: number; snap: number; chunk: number };
+  /** Faults of VM `id` wait for chunk `chunk` of the snapshot descriptor `snap`: fetch it into the disk cache (`discard`: the cached one is damaged). */
+  | { type: 'fetch'; id: number; snap: number; chunk: number; discard: boolean };
