@@ -44,6 +44,7 @@ import { StateError } from './errors.js';
 import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
 import type { RemoteOptions, RemoteServing } from './store/remote-serving.js';
+import type { FetchStats } from './store/chunk-fetcher.js';
 
 /** A snapshot's identity by content, the same on every host: a store's snapshot has one (its manifest's SHA-256), a file none. */
 function contentIdentity(snap: ServedSnapshot): string | null {
@@ -149,6 +150,8 @@ export interface MetricsSnapshot {
   workers: Float64Array[];
   /** VMs found in the state directory at start, by outcome: taken, gone, refused, failed. */
   takeovers: ReadonlyMap<string, number>;
+  /** Serving from a bucket: its fetches and disk cache; null otherwise. */
+  fetch: (FetchStats & { cacheBytes: number }) | null;
 }
 
 /** ms with µs precision: enough for a log field. */
@@ -414,6 +417,7 @@ export class SnapfaultServer {
       total, live, rejected: this.rejected, ended: this.endedBy,
       workers: this.workerStats.map((at) => new Float64Array(this.core.memory.buffer, at, WORKER_STAT.SIZE)),
       takeovers: this.takeovers,
+      fetch: this.remote?.stats ?? null,
     };
   }
 

@@ -28,16 +28,20 @@ const MAX_BACKOFF_MS = 2000;
 const POLL_MS = 20;
 
 export interface FetchStats {
+  /** GETs answered, their bytes and seconds in all; GETs that failed (or whose answer was not the chunk). */
   gets: number;
   bytes: number;
+  seconds: number;
+  failures: number;
   /** Requests answered from the disk cache after all (landed meanwhile, or fetched by another process). */
   cached: number;
+  /** Chunks whose faults are waiting now. */
   inFlight: number;
 }
 
 export class ChunkFetcher {
   private readonly underWay = new Map<string, Promise<void>>();
-  readonly stats: FetchStats = { gets: 0, bytes: 0, cached: 0, inFlight: 0 };
+  readonly stats: FetchStats = { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0 };
 
   constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number) {}
 
@@ -66,14 +70,18 @@ export class ChunkFetcher {
       }
       const release = this.lock(hex);
       if (release) {
+        const t = performance.now();
         try {
           const stored = await beforeDeadline(this.source.readChunk(hex), deadline);
           this.stats.gets++;
           this.stats.bytes += stored.length;
+          this.stats.seconds += (performance.now() - t) / 1000;
           const wrong = check(stored);
           if (wrong === null) return this.cache.insert(hex, stored);
+          this.stats.failures++;
           last = wrong;
         } catch (e) {
+          this.stats.failures++;
           if (!(e instanceof Deadline)) last = e instanceof StoreError ? e.message.replace(/^store \S+: /, '') : (e as Error).message;
         } finally {
           release();

@@ -60,8 +60,9 @@ export class RemoteServing {
     }
   }
 
-  get stats(): FetchStats {
-    return this.fetcher.stats;
+  /** What the fetcher did, and the bytes the disk cache holds (as this process counts them). */
+  get stats(): FetchStats & { cacheBytes: number } {
+    return { ...this.fetcher.stats, cacheBytes: this.cache.size };
   }
 
   /** The name (SHA-256, hex) of chunk `chunk` of the served snapshot. */

@@ -122,8 +122,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('several VMs on one serve, and two handlers sharing one cache: each chunk fetched once', async () => {
     const cache = tmp.file('cache-shared');
     proxy.reset();
-    const a = await handler(cache, ['--workers', '2'], true);
-    const b = await handler(cache, ['--workers', '2'], true);
+    const a = await handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0'], true);
+    const b = await handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0'], true);
     const sims = [a, a, a, b, b].map((x, i) => startSim(['--socket', x.sock, '--mem', img, '--verify', '--pattern', 'random', '--seed', String(i + 1)]).result);
     for (const r of await Promise.all(sims)) {
       expect(r.code, r.stderr).to.equal(0);
@@ -132,6 +132,18 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const gets = chunkGets();
     expect(new Set(gets).size, 'no chunk fetched twice').to.equal(gets.length);
     expect(gets.length).to.equal(cached(cache).size);
+    // Each handler's metrics count its own GETs: together, every GET seen on the wire.
+    let total = 0;
+    for (const x of [a, b]) {
+      const url = (await x.h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
+      const text = await (await fetch(url)).text();
+      const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+      total += value('snapfault_store_gets_total');
+      expect(value('snapfault_store_fetches_in_flight')).to.equal(0);
+      expect(value('snapfault_store_disk_cache_bytes')).to.be.above(0);
+      expect(value('snapfault_store_get_seconds_total')).to.be.above(0);
+    }
+    expect(total).to.equal(gets.length);
   });
 
   it('a fault waits only for its own chunk: with its chunks held back, another VM on the same worker is served from the cache', async () => {
