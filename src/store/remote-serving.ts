@@ -26,6 +26,8 @@ export interface RemoteOptions {
 }
 
 export class RemoteServing {
+  private closed = false;
+
   private constructor(
     readonly snap: CompressedSnapshot,
     private readonly store: S3Store,
@@ -78,6 +80,8 @@ export class RemoteServing {
    * the one line a VM waiting for it is ended with.
    */
   async fetch(chunk: number, discard: boolean): Promise<string | null> {
+    // Closed: the descriptor it reads names from is freed.
+    if (this.closed) return 'the handler is stopping';
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const d = this.snap.descriptor;
@@ -96,6 +100,7 @@ export class RemoteServing {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.snap.close();
     await this.lease.release();
     await this.store.close();

@@ -98,6 +98,8 @@ export class FaultWorkerPool {
 
   /** Tells every worker a chunk has landed in the disk cache, or could not be fetched: their faults parked on it go on. */
   chunkFetched(snap: number, chunk: number, error: string | null): void {
+    // A fetch that ends after the stop has nobody to tell (and the workers' eventfds are closed).
+    if (this.stopping) return;
     for (const w of this.workers) this.post(w, { type: 'fetched', snap, chunk, error });
   }
 
