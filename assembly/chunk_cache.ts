@@ -7,7 +7,7 @@ import {
   SNAP_FD, SNAP_NAMES, CHUNK_NAME_BYTES, CHUNK_ERR_NAME, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
   CHUNK_ENTRY, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_CHECKSUM, CHUNK_RAW_FLAG,
   CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED, SLOT_SET_LOCK, TAG_LOADING,
-  CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE,
+  CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE, CHUNK_ERR_ABSENT, ERRNO_NOENT,
   VM_STAT_CHUNK_HITS, VM_STAT_CHUNK_MISSES, ZERO_SCAN_PAGE,
 } from './layout';
 import { lz4DecodeBlock } from './lz4';
@@ -31,6 +31,11 @@ declare function hostCheckNamed(name: usize, at: usize, len: u32): i32;
   const fd = load<i32>(snap + SNAP_FD);
   if (names == 0) return hostPread(fd, dst, len, offset);
   return hostReadNamed(fd, names + <usize>c * CHUNK_NAME_BYTES, dst, len);
+}
+
+/** A store chunk with no file is absent (a disk cache fetches it; the host decides); any other short read is an I/O error. */
+@inline function readFailure(n: i32): i32 {
+  return n == ERRNO_NOENT ? CHUNK_ERR_ABSENT : CHUNK_ERR_IO;
 }
 
 export function cacheInit(cache: usize, sets: u32, ways: u32, slotBytes: u32, data: usize): void {
@@ -83,10 +88,12 @@ export function loadChunk(snap: usize, c: u32, dst: usize, scratch: usize, scrat
   const want = chunkBytes(snap, c);
   if ((stored & CHUNK_RAW_FLAG) != 0) {
     if (len != want) return CHUNK_ERR_RANGE;
-    if (readStored(snap, c, dst, len, offset) != <i32>len) return CHUNK_ERR_IO;
+    const n = readStored(snap, c, dst, len, offset);
+    if (n != <i32>len) return readFailure(n);
   } else {
     if (len > scratchLen || len == 0) return CHUNK_ERR_RANGE;
-    if (readStored(snap, c, scratch, len, offset) != <i32>len) return CHUNK_ERR_IO;
+    const n = readStored(snap, c, scratch, len, offset);
+    if (n != <i32>len) return readFailure(n);
     if (lz4DecodeBlock(scratch, len, dst, want) != <i32>want) return CHUNK_ERR_DECODE;
   }
   if (xxh32(dst, want, 0) != load<u32>(e + CHUNK_CHECKSUM)) return CHUNK_ERR_CHECKSUM;

@@ -150,6 +150,9 @@ export const CHUNK_ERR_CHECKSUM: i32 = -2;
 export const CHUNK_ERR_DECODE: i32 = -3;
 export const CHUNK_ERR_RANGE: i32 = -4;
 export const CHUNK_ERR_NAME: i32 = -5; // decoded, but its SHA-256 is not its name: a wrong or tampered object in the store
+export const CHUNK_ERR_ABSENT: i32 = -6; // a store chunk's file is not there (ENOENT): from a bucket, not in the disk cache yet
+/** -ENOENT, as the host's readNamed returns it. */
+export const ERRNO_NOENT: i32 = -2;
 
 export const KIND_CHUNK: u32 = 4; // a fault on a compressed snapshot's stored page: the host fills it from its chunk
 export const KIND_ASSEMBLE: u32 = 5; // a huge page of a compressed snapshot: assembled in a staging buffer, then copied

@@ -8,9 +8,9 @@ import { copyFileSync, openSync, closeSync, writeSync, readSync, ftruncateSync, 
 import { join } from 'node:path';
 import { pack } from '../src/compressed/pack.js';
 import { FolderStore } from '../src/store/folder-store.js';
+import { FolderBackend } from '../src/store/folder-backend.js';
 import { put } from '../src/store/put.js';
 import { flattenSnapshot } from '../src/store/flatten.js';
-import { storeUsage } from '../src/store/commands.js';
 import { DEFAULT_CHUNK_BYTES } from '../src/compressed/format.js';
 import { prng, makeImage } from '../test/helpers/images.js';
 import { benchImage, sideBySide, tmpPath, ROUNDS, GiB, MiB, median, type RunSpec, type Sample } from './harness.js';
@@ -75,16 +75,16 @@ function zero(path: string): void {
 }
 
 /** Apparent bytes of chunks, manifests and digest packs, and how many objects. */
-function usage(store: FolderStore): { bytes: number; objects: number; chunks: number } {
-  const u = storeUsage(store);
+async function usage(store: FolderBackend): Promise<{ bytes: number; objects: number; chunks: number }> {
+  const u = await store.usage();
   const meta = ['snapshots', 'digests'].reduce((n, d) => n + readdirSync(join(store.root, d)).length, 0);
   return { bytes: u.chunkBytes + u.metadataBytes, objects: u.chunks + meta, chunks: u.chunks };
 }
 
-function freshStore(name: string, chunkKiB: number): FolderStore {
+function freshStore(name: string, chunkKiB: number): FolderBackend {
   const root = tmpPath(name);
   rmSync(root, { recursive: true, force: true });
-  return FolderStore.open(root, { chunkBytes: chunkKiB * 1024 });
+  return new FolderBackend(FolderStore.open(root, { chunkBytes: chunkKiB * 1024 }));
 }
 
 interface SeriesResult {
@@ -94,7 +94,7 @@ interface SeriesResult {
   objects: number;
   chunks: number;
   packOne: number;
-  store: FolderStore;
+  store: FolderBackend;
   /** The last snapshot's memory, for restores. */
   last: string;
 }
@@ -105,12 +105,12 @@ async function series(base: string, chunkKiB: number, zeroFraction: number): Pro
   const work = tmpPath(`series-${chunkKiB}-${zeroFraction}.img`);
   copyFileSync(base, work);
   await put(store, work, 's0');
-  const alone = usage(store).bytes;
+  const alone = (await usage(store)).bytes;
   for (let i = 1; i <= SERIES; i++) {
     change(work, i, zeroFraction);
     await put(store, work, `s${i}`);
   }
-  const after = usage(store);
+  const after = await usage(store);
   const packed = tmpPath(`one-${chunkKiB}.sfz`);
   const packOne = (await pack(base, packed, { chunkBytes: chunkKiB * 1024 })).fileSize;
   rmSync(packed);
@@ -154,14 +154,14 @@ export async function benchStore(): Promise<void> {
   const moved = tmpPath('moved.img');
   copyFileSync(def.last, moved);
   move(moved);
-  const before = usage(def.store).bytes;
+  const before = (await usage(def.store)).bytes;
   await put(def.store, moved, 'moved');
-  const afterMoved = usage(def.store).bytes;
+  const afterMoved = (await usage(def.store)).bytes;
   const zeroed = tmpPath('zeroed.img');
   copyFileSync(def.last, zeroed);
   zero(zeroed);
   await put(def.store, zeroed, 'zeroed');
-  const afterZeroed = usage(def.store).bytes;
+  const afterZeroed = (await usage(def.store)).bytes;
   out(`\nSnapshot ${SERIES} again with 2% of its pages moved (swapped in pairs): ${mib(afterMoved - before)} MiB added; with 2% zeroed: ${mib(afterZeroed - afterMoved)} MiB added ` +
     `(a 1 GiB manifest is ${mib(4 * PAGES)} MiB).\n`);
   rmSync(moved);
@@ -175,9 +175,9 @@ export async function benchStore(): Promise<void> {
     const data = newPages(`store-diff-content-${n}`, pages.length, 0);
     const diff = tmpPath(`diff-${n}.img`);
     diffFile(diff, pages, data);
-    const b0 = usage(def.store).bytes;
+    const b0 = (await usage(def.store)).bytes;
     const s = await put(def.store, diff, `diff-${n}`, { parent: 's0' });
-    const added = usage(def.store).bytes - b0;
+    const added = (await usage(def.store)).bytes - b0;
     const alone = tmpPath(`dirty-${n}.img`);
     writeFileSync(alone, data);
     const packed = (await pack(alone, `${alone}.sfz`, { chunkBytes: DEFAULT_CHUNK_BYTES })).fileSize;
@@ -212,7 +212,7 @@ export async function benchStore(): Promise<void> {
     rmSync(diff);
   }
   closeSync(mfd);
-  flattenSnapshot(store, 'l2', 'l2-flat');
+  await flattenSnapshot(store, 'l2', 'l2-flat');
   const packedMerged = tmpPath('three-layers.sfz');
   await pack(merged, packedMerged, { chunkBytes: DEFAULT_CHUNK_BYTES });
   const viaStore = (name: string): Pick<RunSpec, 'serve' | 'snapfaultArgs'> => ({ serve: name, snapfaultArgs: ['--store', store.root] });

@@ -16,6 +16,7 @@ const eventfdFn = libc.func('int eventfd(unsigned int initval, int flags)') as (
 const lseekFn = libc.func('int64_t lseek(int fd, int64_t off, int whence)') as (fd: number, off: number, whence: number) => number;
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
 const flockFn = libc.func('int flock(int fd, int operation)') as (fd: number, op: number) => number;
+const futimensFn = libc.func('int futimens(int fd, uintptr_t times)') as (fd: number, times: number) => number;
 
 export const POLL = {
   IN: 0x1,
@@ -41,6 +42,15 @@ export const O_CLOEXEC = 0o2000000;
 export function openAtReadOnly(dirfd: number, path: string): number {
   const fd = openatFn(dirfd, path, O_RDONLY | O_CLOEXEC);
   return fd < 0 ? -errno() : fd;
+}
+
+// futimens(2) times: atime now, mtime left as it is (UTIME_NOW, UTIME_OMIT in tv_nsec).
+const ACCESSED_NOW = new BigInt64Array([0n, BigInt((1 << 30) - 1), 0n, BigInt((1 << 30) - 2)]);
+const accessedNowAddr = addressOf(new Uint8Array(ACCESSED_NOW.buffer));
+
+/** Sets the file's access time to now, its modification time untouched: 0 or -errno. */
+export function markAccessed(fd: number): number {
+  return futimensFn(fd, accessedNowAddr) < 0 ? -errno() : 0;
 }
 
 /** syncfs(2): everything written to the file system holding `fd` reaches the disk (one call, not an fsync per file). */

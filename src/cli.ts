@@ -18,6 +18,8 @@ import { parseTool, intOption, octalOption, choiceOption, nearest, type ToolValu
 import { checkOutput, checkOutputFolder, type OutputInput } from './output-file.js';
 import { storeTool, storeOption } from './store/commands.js';
 import { FolderStore } from './store/folder-store.js';
+import { isS3Location } from './store/s3-location.js';
+import { remoteOptions, refuseRemoteOnly } from './store/remote-options.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -35,6 +37,11 @@ const COMMAND_NAMES = ['serve', 'pack', 'unpack', 'inspect', 'verify', 'trace', 
 const SERVE_OPTIONS = `Options:
   --store DIR               serve a snapshot of this store (default: $SNAPFAULT_STORE): the
                             memory-file argument (--mem) is then the snapshot's name
+  --store s3://BUCKET/PREFIX  a store in a bucket: chunks fetched on demand into --cache-dir
+  --cache-dir DIR           its local disk cache, shared by the handlers of this host
+  --cache-size SIZE         the disk cache's bound, least recently read chunks evicted (default 10G)
+  --fetch-timeout SECONDS   how long a fault waits for its chunk before --on-fatal (default 30)
+  --s3-endpoint URL         an S3-compatible store's endpoint (default: $AWS_ENDPOINT_URL, else AWS)
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
   --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
                             since a guest whose pages cannot be served is frozen) or disconnect
@@ -133,6 +140,10 @@ const optionSpec = {
   'zero-ranges': { type: 'string' },
   'log-level': { type: 'string' },
   'cache-mib': { type: 'string' },
+  'cache-dir': { type: 'string', path: true },
+  'cache-size': { type: 'string' },
+  'fetch-timeout': { type: 'string' },
+  's3-endpoint': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },
   'drain-timeout': { type: 'string' },
@@ -203,16 +214,19 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const prefetch = parsePrefetch(values.prefetch ?? 'none');
   const record = values.record ?? null;
   const storePath = storeOption(values.store);
+  const remote = storePath !== null && isS3Location(storePath) ? remoteOptions(values, storePath) : null;
+  if (!remote) refuseRemoteOnly(values);
   if (storePath !== null && memPath.includes('/')) {
     const from = values.store !== undefined ? '--store' : 'SNAPFAULT_STORE';
     throw new UsageError(`${memPath} looks like a path, but ${from} makes it a snapshot's name in the store ${storePath}: give a name (snapfault store ls), or ${from === '--store' ? 'leave out --store' : 'unset SNAPFAULT_STORE'} to serve a memory file`);
   }
-  const store = storePath === null ? null : FolderStore.open(storePath);
+  const store = storePath === null || remote ? null : FolderStore.open(storePath);
   // A name in a store is no file --record could write over.
-  const checkRecordPath = record === null ? undefined : recordChecks(values, record, store ? '' : memPath, prefetch, once);
+  const checkRecordPath = record === null ? undefined : recordChecks(values, record, storePath !== null ? '' : memPath, prefetch, once);
   if (values.takeover && !values['state-dir']) throw new UsageError('--takeover needs --state-dir DIR: the directory the running snapfault records its VMs in');
   return {
     store,
+    remote,
     prefetch,
     record,
     checkRecordPath,

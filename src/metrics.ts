@@ -10,6 +10,30 @@ import type { FaultCounts } from './vm/vm-table.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS } from './worker/worker-stats.js';
 import { SnapfaultError, UsageError } from './errors.js';
 
+/** Serving from a bucket: the disk cache tier and the fetches behind it (present only then). */
+function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']): void {
+  const counter = (name: string, help: string, k: 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached'): void => computedCounter(registry, name, help, [], (set) => {
+    const f = read();
+    if (f) set(f[k]);
+  });
+  counter('snapfault_store_gets_total', 'Serving from a bucket: chunks fetched (GETs answered).', 'gets');
+  counter('snapfault_store_get_bytes_total', 'Serving from a bucket: bytes fetched.', 'bytes');
+  counter('snapfault_store_get_seconds_total', 'Serving from a bucket: seconds spent in GETs (divide by snapfault_store_gets_total for the mean).', 'seconds');
+  counter('snapfault_store_get_failures_total', 'Serving from a bucket: GETs that failed or did not return the chunk (retried until --fetch-timeout).', 'failures');
+  counter('snapfault_store_disk_cache_joins_total', 'Serving from a bucket: fetches found in the disk cache after all (landed meanwhile, or fetched by another handler).', 'cached');
+  const gauge = (name: string, help: string, k: 'inFlight' | 'cacheBytes'): void => {
+    new Gauge({
+      name, help, registers: [registry],
+      collect() {
+        const f = read();
+        if (f) this.set(f[k]);
+      },
+    });
+  };
+  gauge('snapfault_store_fetches_in_flight', 'Serving from a bucket: chunks being fetched now, faults parked on them.', 'inFlight');
+  gauge('snapfault_store_disk_cache_bytes', 'Serving from a bucket: bytes in the disk cache (as this handler counts them).', 'cacheBytes');
+}
+
 export interface MetricsAddress {
   host: string;
   port: number;
@@ -115,6 +139,7 @@ export function buildRegistry(server: SnapfaultServer): Registry {
   computedCounter(registry, 'snapfault_takeovers_total', 'VMs found recorded in the state directory at start, by outcome: taken (served on), gone (Firecracker had exited), refused (its userfaultfd could not be taken), failed (taken but not servable), lost (its handshake died with the previous handler), replayed (a connection the previous handler accepted and never recorded, served again).', ['outcome'], (set) => {
     for (const [outcome, n] of snap().takeovers) set(n, { outcome });
   });
+  if (snap().fetch) storeMetrics(registry, () => snap().fetch);
   computedCounter(registry, 'snapfault_vms_ended_total', 'VMs no longer served, by why: exited, fatal, shutdown.', ['reason'], (set) => {
     for (const [reason, n] of snap().ended) set(n, { reason });
   });

@@ -44,6 +44,8 @@ import { SIGUSR2 } from '../native/pidfd.js';
 import { StateError } from './errors.js';
 import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
+import type { RemoteOptions, RemoteServing } from './store/remote-serving.js';
+import type { FetchStats } from './store/chunk-fetcher.js';
 
 /** A snapshot's identity by content, the same on every host: a store's snapshot has one (its manifest's SHA-256), a file none. */
 function contentIdentity(snap: ServedSnapshot): string | null {
@@ -52,6 +54,7 @@ function contentIdentity(snap: ServedSnapshot): string | null {
 
 /** The snapshot served, as messages name it. */
 function servedLabel(opts: ServerOptions): string {
+  if (opts.remote) return `${opts.memPath} in store ${opts.remote.location}`;
   return opts.store ? storeSnapshotLabel(opts.store, opts.memPath) : opts.memPath;
 }
 import type { ZeroRangeMode } from './worker/zero-ranges.js';
@@ -62,6 +65,8 @@ export interface ServerOptions {
   memPath: string;
   /** Serve snapshots of this store (src/store/): memPath is then a name. */
   store?: FolderStore | null;
+  /** Serve the snapshot memPath of a store in a bucket, through a disk cache (src/store/remote-serving.ts). */
+  remote?: RemoteOptions | null;
   socketMode: number;
   /** Peer uids allowed besides the handler's own (a jailed Firecracker's uid). */
   allowUids: readonly number[];
@@ -146,6 +151,8 @@ export interface MetricsSnapshot {
   workers: Float64Array[];
   /** VMs found in the state directory at start, by outcome: taken, gone, refused, failed. */
   takeovers: ReadonlyMap<string, number>;
+  /** Serving from a bucket: its fetches and disk cache; null otherwise. */
+  fetch: (FetchStats & { cacheBytes: number }) | null;
 }
 
 /** ms with µs precision: enough for a log field. */
@@ -217,6 +224,8 @@ export class SnapfaultServer {
   private stopping: Promise<void> | null = null;
   /** The most recent RECENT_OUTCOMES VM outcomes, oldest first: a `serve` running for months keeps no more. */
   readonly outcomes: VmOutcome[] = [];
+  /** A store in a bucket being served: its disk cache and fetcher. */
+  private remote: RemoteServing | null = null;
 
   private constructor(
     private readonly opts: ServerOptions,
@@ -251,7 +260,10 @@ export class SnapfaultServer {
     const arena = new Arena(memory);
     // One word the fault workers bump on every batch: background work backs off while it moves.
     const activity = arena.alloc(64);
-    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null);
+    // The S3 client is loaded only for a store in a bucket (about 100 ms: docs/store-s3.md).
+    const remote = opts.remote ? await (await import('./store/remote-serving.js')).RemoteServing.open(opts.remote, opts.memPath, core, arena, opts.cacheMiB * 1024 * 1024) : null;
+    const pinned = remote ? { name: opts.memPath, snap: remote.snap, close: () => remote.close() } : null;
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null, pinned);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
     const first = cache.acquire(opts.memPath);
     cache.release(first);
@@ -264,6 +276,7 @@ export class SnapfaultServer {
     }
     for (const note of prepared?.notes ?? []) opts.log.warn(note, { event: 'prefetch_note' });
     const server = new SnapfaultServer(opts, core, arena, cache, null);
+    server.remote = remote;
     let replay: number[] = [];
     try {
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
@@ -441,6 +454,7 @@ export class SnapfaultServer {
       total, live, rejected: this.rejected, ended: this.endedBy,
       workers: this.workerStats.map((at) => new Float64Array(this.core.memory.buffer, at, WORKER_STAT.SIZE)),
       takeovers: this.takeovers,
+      fetch: this.remote?.stats ?? null,
     };
   }
 
@@ -602,6 +616,7 @@ export class SnapfaultServer {
       mirror: v.record ? mirrorTarget(v.record) : null,
       // A VM taken over had its zero ranges dealt with (or not) by its first handler; doing it twice would fail on ranges no longer registered.
       zeroRanges: v.adopted ? 'off' : this.opts.zeroRanges,
+      fetched: this.remote !== null && snap === this.remote.snap,
     });
     if (prefetching) this.prefetcher?.add({
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
@@ -758,6 +773,7 @@ export class SnapfaultServer {
       this.opts.log.warn(`${who}: ${e.message}`, { ...(vm ? { vm: vm.pid } : {}), event: 'vm_warning' });
       return;
     }
+    if (e.type === 'fetch') return this.fetchChunk(e.snap, e.chunk, e.discard);
     if (!vm?.prefetching || !this.prefetcher) {
       this.finish(e, vm, null);
       return;
@@ -766,6 +782,18 @@ export class SnapfaultServer {
     const done = this.prefetcher.release(e.id).then((records) => this.finish(e, vm, records));
     this.finishing.add(done);
     void done.finally(() => this.finishing.delete(done));
+  }
+
+  /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
+  private fetchChunk(snap: number, chunk: number, discard: boolean): void {
+    const remote = this.remote;
+    if (!remote) return;
+    const t = performance.now();
+    if (discard) this.opts.log.warn(`chunk ${remote.chunkName(chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
+    void remote.fetch(chunk, discard).then((error) => {
+      this.opts.log.debug(`chunk ${chunk} ${error === null ? 'in the disk cache' : 'not fetched'} after ${(performance.now() - t).toFixed(1)} ms`, { event: 'chunk_fetch', chunk, ok: error === null });
+      this.pool?.chunkFetched(snap, chunk, error);
+    });
   }
 
   private finish(e: Extract<WorkerEvent, { type: 'ended' }>, vm: LiveVm | undefined, prefetchRecords: Uint32Array | null): void {

@@ -7,6 +7,7 @@ export function chunkErrorText(L: CoreLayout, err: number): string {
   if (err === L.CHUNK_ERR_IO) return 'cannot be read (was the file truncated?)';
   if (err === L.CHUNK_ERR_RANGE) return 'lies outside the file';
   if (err === L.CHUNK_ERR_NAME) return 'is not what its name says (a wrong or altered object in the store)';
+  if (err === L.CHUNK_ERR_ABSENT) return 'is missing from the store (run snapfault store verify)';
   return `fails (${err})`;
 }
 

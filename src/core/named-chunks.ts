@@ -2,7 +2,7 @@
 // own file, found by its name (the SHA-256 of its decoded bytes) under the
 // store's chunks folder, and checked against that name once decoded.
 import { createHash } from 'node:crypto';
-import { openAtReadOnly, preadInto, closeFd } from '../../native/fd.js';
+import { openAtReadOnly, preadInto, closeFd, markAccessed } from '../../native/fd.js';
 import { addressOf, E } from '../../native/libc.js';
 import type { NamedChunkReads } from './wasm-core.js';
 
@@ -20,6 +20,8 @@ export function namedChunkReads(memory: WebAssembly.Memory): NamedChunkReads {
     readNamed(dirfd, name, dst, len) {
       const fd = openAtReadOnly(dirfd, chunkFileName(nameAt(name)));
       if (fd < 0) return fd;
+      // A disk cache of a bucket evicts the least recently read chunks (disk-cache.ts); only the access time moves, which gc does not look at.
+      markAccessed(fd);
       try {
         let done = 0;
         while (done < len) {

@@ -42,10 +42,13 @@ export class SnapshotCache {
     private readonly log: Logger,
     /** With a store, snapshots are named in it rather than given by path. */
     private readonly store: FolderStore | null = null,
+    /** A snapshot opened by the caller and served as it is for the handler's life (a store in a bucket: src/store/remote-serving.ts). */
+    private readonly pinned: { name: string; snap: ServedSnapshot; close: () => Promise<void> } | null = null,
   ) {}
 
   /** The snapshot at path (or of that name in the store) as it is now; release it when the VM ends. */
   acquire(path: string): ServedSnapshot {
+    if (this.pinned?.name === path) return this.pinned.snap;
     if (this.store) return this.acquireFromStore(this.store, path);
     let identity: string;
     try {
@@ -104,8 +107,9 @@ export class SnapshotCache {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     let opened = 0;
-    for (const e of [...this.current.values(), ...this.retired]) {
-      if (e.snap instanceof CompressedSnapshot) opened += this.core.fn.cacheReleaseOwner(dv.getUint32(e.snap.descriptor + L.SNAP_CACHE, true), owner);
+    const snaps = [...this.current.values(), ...this.retired].map((e) => e.snap).concat(this.pinned ? [this.pinned.snap] : []);
+    for (const snap of snaps) {
+      if (snap instanceof CompressedSnapshot) opened += this.core.fn.cacheReleaseOwner(dv.getUint32(snap.descriptor + L.SNAP_CACHE, true), owner);
     }
     return opened;
   }
@@ -127,6 +131,7 @@ export class SnapshotCache {
     }
     this.current.clear();
     this.retired.clear();
+    await this.pinned?.close();
   }
 
   private scan(snap: RawSnapshot): ZeroScan {

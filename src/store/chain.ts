@@ -4,6 +4,7 @@
 import { StoreError } from '../errors.js';
 import { decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN_PARENT, type ChunkRecord, type Manifest } from './manifest.js';
 import type { FolderStore } from './folder-store.js';
+import type { Store } from './store.js';
 
 export interface Layer {
   name: string;
@@ -24,34 +25,80 @@ export interface FlatView {
 
 const MAX_DEPTH = 256;
 
-export function readLayer(store: FolderStore, name: string): Layer {
-  const bytes = store.readManifest(name);
+function decodeLayer(root: string, name: string, bytes: Buffer): Layer {
   try {
     return { name, identity: manifestIdentity(bytes), manifest: decodeManifest(bytes), bytes: bytes.length };
   } catch (e) {
-    throw new StoreError(store.root, `snapshot "${name}" ${(e as Error).message}`);
+    throw new StoreError(root, `snapshot "${name}" ${(e as Error).message}`);
   }
 }
 
-/** The snapshot `name` first, then its parent, and so on. */
-export function readChain(store: FolderStore, name: string): Layer[] {
-  const chain = [readLayer(store, name)];
+/**
+ * The walk down a chain, apart from how manifests are read: it yields each
+ * name it needs and is sent back that manifest's bytes (or the error reading
+ * it), so serving reads a folder store synchronously and the store commands
+ * read any store asynchronously with the same checks.
+ */
+function* walkChain(root: string, name: string): Generator<string, Layer[], Buffer> {
+  const chain = [decodeLayer(root, name, yield name)];
   for (let top = chain[0]; top.manifest.parent; top = chain[chain.length - 1]) {
     const want = top.manifest.parent;
-    if (chain.length >= MAX_DEPTH) throw new StoreError(store.root, `snapshot "${name}" has more than ${MAX_DEPTH} layers: flatten it (snapfault store flatten)`);
+    if (chain.length >= MAX_DEPTH) throw new StoreError(root, `snapshot "${name}" has more than ${MAX_DEPTH} layers: flatten it (snapfault store flatten)`);
     let parent: Layer;
     try {
-      parent = readLayer(store, want.name);
+      parent = decodeLayer(root, want.name, yield want.name);
     } catch (e) {
-      throw new StoreError(store.root, `snapshot "${top.name}" is layered on "${want.name}", which ${e instanceof StoreError && e.message.includes('has no snapshot') ? 'is missing' : 'cannot be read'}: the chain is broken`);
+      throw new StoreError(root, `snapshot "${top.name}" is layered on "${want.name}", which ${e instanceof StoreError && e.message.includes('has no snapshot') ? 'is missing' : 'cannot be read'}: the chain is broken`);
     }
-    if (parent.identity !== want.identity) throw new StoreError(store.root, `snapshot "${top.name}" is layered on "${want.name}", but that name now holds another snapshot: the chain is broken`);
+    if (parent.identity !== want.identity) throw new StoreError(root, `snapshot "${top.name}" is layered on "${want.name}", but that name now holds another snapshot: the chain is broken`);
     if (parent.manifest.originalSize !== top.manifest.originalSize || parent.manifest.chunkBytes !== top.manifest.chunkBytes) {
-      throw new StoreError(store.root, `snapshot "${top.name}" and its parent "${want.name}" differ in size: the chain is broken`);
+      throw new StoreError(root, `snapshot "${top.name}" and its parent "${want.name}" differ in size: the chain is broken`);
     }
     chain.push(parent);
   }
   return chain;
+}
+
+export function readLayer(store: FolderStore, name: string): Layer {
+  return decodeLayer(store.root, name, store.readManifest(name));
+}
+
+export async function readLayerOf(store: Store, name: string): Promise<Layer> {
+  return decodeLayer(store.root, name, await store.readManifest(name));
+}
+
+/** The snapshot `name` first, then its parent, and so on (a folder store, read synchronously: serving). */
+export function readChain(store: FolderStore, name: string): Layer[] {
+  const walk = walkChain(store.root, name);
+  let step = walk.next();
+  while (!step.done) {
+    let bytes: Buffer;
+    try {
+      bytes = store.readManifest(step.value);
+    } catch (e) {
+      step = walk.throw(e);
+      continue;
+    }
+    step = walk.next(bytes);
+  }
+  return step.value;
+}
+
+/** The same, of any store. */
+export async function readChainOf(store: Store, name: string): Promise<Layer[]> {
+  const walk = walkChain(store.root, name);
+  let step = walk.next();
+  while (!step.done) {
+    let bytes: Buffer;
+    try {
+      bytes = await store.readManifest(step.value);
+    } catch (e) {
+      step = walk.throw(e);
+      continue;
+    }
+    step = walk.next(bytes);
+  }
+  return step.value;
 }
 
 /** Lays a chain's layers over each other. */

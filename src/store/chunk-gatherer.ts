@@ -3,11 +3,14 @@
 // written unless the store holds a chunk of that name. The last chunk is
 // padded with zero pages, so every chunk decodes to the store's chunk size.
 import { PAGE_DIGEST_BYTES, type DigestRecord } from './digest-pack.js';
-import type { FolderStore } from './folder-store.js';
+import { Limiter } from './limiter.js';
+import type { Store } from './store.js';
 import type { ChunkRef, DedupIndex } from './dedup-index.js';
 import type { JobQueue } from './put-jobs.js';
 
 const PAGE = 4096;
+/** Chunks being written at once: a bucket takes them concurrently, and waiting here holds back reading (and memory). */
+const WRITES_IN_FLIGHT = 16;
 
 export class ChunkGatherer {
   /** The chunks written, with their page digests: the put's digest pack. */
@@ -16,9 +19,10 @@ export class ChunkGatherer {
   bytesAdded = 0;
   private filling: { ref: ChunkRef; data: Buffer; digests: Buffer; used: number } | null = null;
   private readonly writes: Array<Promise<void>> = [];
+  private readonly writing = new Limiter(WRITES_IN_FLIGHT);
   private readonly ppc: number;
 
-  constructor(private readonly store: FolderStore, private readonly jobs: JobQueue, private readonly index: DedupIndex, private readonly chunkBytes: number) {
+  constructor(private readonly store: Store, private readonly jobs: JobQueue, private readonly index: DedupIndex, private readonly chunkBytes: number) {
     this.ppc = chunkBytes / PAGE;
   }
 
@@ -47,20 +51,30 @@ export class ChunkGatherer {
     const f = this.filling;
     if (!f) return;
     this.filling = null;
+    const free = await this.writing.acquire();
     const data = f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.length) as ArrayBuffer;
-    const { result } = await this.jobs.submit({ kind: 'chunk', id: 0, data });
-    const written = result.then((r) => {
+    let result;
+    try {
+      ({ result } = await this.jobs.submit({ kind: 'chunk', id: 0, data }));
+    } catch (e) {
+      free();
+      throw e;
+    }
+    const written = result.then(async (r) => {
       if (r.kind !== 'chunk') throw new Error('internal: a digest answered a chunk job');
       f.ref.name = Buffer.from(r.name);
       f.ref.stored = r.stored;
       f.ref.checksum = r.checksum;
       // A chunk of that name was there already: its pages are in some digest pack already too.
-      if (this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
+      if (await this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
         this.chunksAdded++;
         this.bytesAdded += r.out.byteLength;
         this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
+      } else {
+        // Reused as much as a chunk found by digest: checked again before and after the commit, as a gc may be deleting it.
+        f.ref.existing = true;
       }
-    });
+    }).finally(free);
     this.jobs.track(written); // a failed write (a full disk) stops the put at its next step, never as an unhandled rejection
     this.writes.push(written);
   }

@@ -1,18 +1,18 @@
 // `snapfault store ...`: put a memory file into a store, list, inspect,
 // verify, remove, flatten its snapshots, and collect its garbage. Other tools
 // script against these forms (and --json), so they stay as they are.
-import { statSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { UsageError, StoreError } from '../errors.js';
 import { parseTool, onePositional, intOption, nearest } from '../tool-args.js';
 import { progressBar } from '../progress.js';
 import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../compressed/format.js';
-import { FolderStore, checkSnapshotName } from './folder-store.js';
+import { checkSnapshotName, type Store } from './store.js';
+import { openStore as openAt } from './open-store.js';
+import { isS3Location } from './s3-location.js';
 import { put } from './put.js';
 import { gc } from './gc.js';
 import { verifySnapshot, StoreFaultError } from './verify.js';
 import { flattenSnapshot } from './flatten.js';
-import { readChain, readLayer, flattenChain } from './chain.js';
+import { readChainOf, readLayerOf, flattenChain } from './chain.js';
 import { PAGE_IS_ZERO, PAGE_IN_PARENT } from './manifest.js';
 
 type Tool = (argv: string[]) => Promise<number>;
@@ -23,7 +23,7 @@ export function storeOption(value: string | undefined): string | null {
   return v === undefined || v === '' ? null : v;
 }
 
-const HELP = `Usage: snapfault store <command> --store DIR ...   (default --store: $SNAPFAULT_STORE)
+const HELP = `Usage: snapfault store <command> --store DIR|s3://BUCKET/PREFIX ...   (default --store: $SNAPFAULT_STORE)
 
 A store keeps many snapshots' memory in chunks named by the SHA-256 of their
 content: a chunk the store already holds is never stored twice, whichever
@@ -42,14 +42,36 @@ where a memory file goes: snapfault --store DIR <socket> <name>.
   rm <name>                        removes a snapshot (refused while layers use it)
   flatten <name> <new-name>        a layered snapshot as one with no parent (no chunk copied)
   gc [--grace SECONDS] [--json]    deletes chunks no snapshot uses and untouched for
-                                   --grace (default 3600); safe beside puts and restores`;
+                                   --grace (default 3600); safe beside puts and restores
+
+A store in object storage: --store s3://BUCKET/PREFIX (the bucket must exist),
+with --s3-endpoint URL (or AWS_ENDPOINT_URL) for an S3-compatible store, and
+credentials from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_PROFILE and the shared config and credentials files). Serve from it with
+a local disk cache: snapfault --store s3://BUCKET/PREFIX --cache-dir DIR <socket> <name>.`;
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
-function openStore(values: { store?: string }, create?: { chunkBytes: number }): FolderStore {
-  const path = storeOption(values.store);
-  if (path === null) throw new UsageError('no store given: pass --store DIR or set SNAPFAULT_STORE');
-  return FolderStore.open(path, create);
+/** The options every store command takes. */
+const STORE_OPTIONS = { store: { type: 'string' as const, path: true }, 's3-endpoint': { type: 'string' as const } };
+
+async function openStore(values: { store?: string; 's3-endpoint'?: string }, create?: { chunkBytes: number }): Promise<Store> {
+  const location = storeOption(values.store);
+  if (location === null) throw new UsageError('no store given: pass --store DIR or set SNAPFAULT_STORE');
+  const endpoint = values['s3-endpoint'];
+  if (endpoint !== undefined && !isS3Location(location)) throw new UsageError(`--s3-endpoint is for a store in object storage (--store s3://BUCKET/PREFIX), not the folder ${location}`);
+  if (endpoint !== undefined && !/^https?:\/\/[^/]/.test(endpoint)) throw new UsageError(`--s3-endpoint ${endpoint}: expected a URL such as http://127.0.0.1:8480`);
+  return openAt(location, { s3Endpoint: endpoint, create });
+}
+
+/** Runs a command with its store open, closing it after (an S3 client holds sockets and timers). */
+async function withStore<T>(values: { store?: string; 's3-endpoint'?: string }, create: { chunkBytes: number } | undefined, f: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(values, create);
+  try {
+    return await f(store);
+  } finally {
+    await store.close();
+  }
 }
 
 function name(positionals: string[], command: string): string {
@@ -58,24 +80,10 @@ function name(positionals: string[], command: string): string {
   return n;
 }
 
-/** Bytes the store takes on disk: chunks, and the rest (manifests, dedup index). */
-export function storeUsage(store: FolderStore): { chunks: number; chunkBytes: number; metadataBytes: number } {
-  const files = store.listChunks();
-  let metadataBytes = 0;
-  for (const d of ['snapshots', 'digests', 'removed']) {
-    for (const f of readdirSync(join(store.root, d))) {
-      try {
-        metadataBytes += statSync(join(store.root, d, f)).size;
-      } catch { /* gone */ }
-    }
-  }
-  return { chunks: files.length, chunkBytes: files.reduce((n, f) => n + f.bytes, 0), metadataBytes };
-}
-
 const COMMANDS: Record<string, Tool> = {
   async put(argv) {
     const { values, positionals } = parseTool(argv, 'store put', {
-      store: { type: 'string', path: true }, parent: { type: 'string' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' }, json: { type: 'boolean' },
+      ...STORE_OPTIONS, parent: { type: 'string' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' }, json: { type: 'boolean' },
     });
     if (values.help) return help();
     if (positionals.length !== 2) throw new UsageError(`store put takes <memory-file> <name>, got ${positionals.length} argument(s); see snapfault store --help`);
@@ -85,143 +93,157 @@ const COMMANDS: Record<string, Tool> = {
     // A new store's default is the pack's 32 KiB: measured against 16-256 KiB for the store too (docs/store.md, Chunk size).
     const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
     if (chunkKib % 4 !== 0) throw new UsageError(`--chunk-kib ${chunkKib}: expected a multiple of 4`);
-    const store = openStore(values, { chunkBytes: chunkKib * 1024 });
-    if (values['chunk-kib'] !== undefined && store.info.chunkBytes !== chunkKib * 1024) {
-      throw new UsageError(`--chunk-kib ${chunkKib}: the store at ${store.root} already has ${store.info.chunkBytes / 1024} KiB chunks; leave the option out`);
-    }
     const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
-    const bar = progressBar('putting');
-    const s = await put(store, file, snapshot, {
-      parent: values.parent, workers, progress: (d, t) => bar.update(d, t), warn: (line) => process.stderr.write(`snapfault: warning: ${line}\n`),
-    });
-    bar.finish();
-    if (values.json) {
-      process.stdout.write(`${JSON.stringify(s)}\n`);
+    return withStore(values, { chunkBytes: chunkKib * 1024 }, async (store) => {
+      if (values['chunk-kib'] !== undefined && store.info.chunkBytes !== chunkKib * 1024) {
+        throw new UsageError(`--chunk-kib ${chunkKib}: the store at ${store.root} already has ${store.info.chunkBytes / 1024} KiB chunks; leave the option out`);
+      }
+      const bar = progressBar('putting');
+      let s;
+      try {
+        s = await put(store, file, snapshot, {
+          parent: values.parent, workers, progress: (d, t) => bar.update(d, t), warn: (line) => process.stderr.write(`snapfault: warning: ${line}\n`),
+        });
+      } finally {
+        bar.finish();
+      }
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(s)}\n`);
+        return 0;
+      }
+      process.stdout.write(`${s.name}: ${mib(s.pages * 4096)} in ${s.seconds.toFixed(1)} s; added ${s.chunksAdded} chunks (${mib(s.bytesAdded)}), ` +
+        `reused ${s.chunksReused} chunks; pages: ${s.newPages} new, ${s.reusedPages} already stored, ${s.zeroPages} zero` +
+        `${values.parent !== undefined ? `, ${s.parentPages} from ${values.parent}` : ''}; identity ${s.identity.slice(0, 16)}\n`);
       return 0;
-    }
-    process.stdout.write(`${s.name}: ${mib(s.pages * 4096)} in ${s.seconds.toFixed(1)} s; added ${s.chunksAdded} chunks (${mib(s.bytesAdded)}), ` +
-      `reused ${s.chunksReused} chunks; pages: ${s.newPages} new, ${s.reusedPages} already stored, ${s.zeroPages} zero` +
-      `${values.parent !== undefined ? `, ${s.parentPages} from ${values.parent}` : ''}; identity ${s.identity.slice(0, 16)}\n`);
-    return 0;
+    });
   },
 
   async ls(argv) {
-    const { values, positionals } = parseTool(argv, 'store ls', { store: { type: 'string', path: true }, json: { type: 'boolean' } });
+    const { values, positionals } = parseTool(argv, 'store ls', { ...STORE_OPTIONS, json: { type: 'boolean' } });
     if (values.help) return help();
     if (positionals.length > 0) throw new UsageError(`store ls takes no argument, got ${positionals[0]}`);
-    const store = openStore(values);
-    const rows = store.listSnapshots().map((n) => {
-      const l = readLayer(store, n);
-      return { name: n, identity: l.identity, bytes: l.manifest.originalSize, parent: l.manifest.parent?.name ?? null, created: new Date(l.manifest.createdMs).toISOString() };
-    });
-    const usage = storeUsage(store);
-    if (values.json) {
-      process.stdout.write(`${JSON.stringify({ snapshots: rows, usage: { ...usage, chunkSizeBytes: store.info.chunkBytes } })}\n`);
+    return withStore(values, undefined, async (store) => {
+      const names = await store.listSnapshots();
+      const layers = await Promise.all(names.map((n) => readLayerOf(store, n)));
+      const rows = layers.map((l) => ({
+        name: l.name, identity: l.identity, bytes: l.manifest.originalSize, parent: l.manifest.parent?.name ?? null, created: new Date(l.manifest.createdMs).toISOString(),
+      }));
+      const usage = await store.usage();
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify({ snapshots: rows, usage: { ...usage, chunkSizeBytes: store.info.chunkBytes } })}\n`);
+        return 0;
+      }
+      const w = Math.max(4, ...rows.map((r) => r.name.length));
+      process.stdout.write(`${'NAME'.padEnd(w)}  ${'SIZE'.padStart(10)}  CREATED                   PARENT\n`);
+      for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${mib(r.bytes).padStart(10)}  ${r.created.padEnd(24)}  ${r.parent ?? '-'}\n`);
+      process.stdout.write(`${rows.length} snapshot(s); ${usage.chunks} chunks of ${store.info.chunkBytes / 1024} KiB, ${mib(usage.chunkBytes)} stored, ${mib(usage.metadataBytes)} of manifests and index\n`);
       return 0;
-    }
-    const w = Math.max(4, ...rows.map((r) => r.name.length));
-    process.stdout.write(`${'NAME'.padEnd(w)}  ${'SIZE'.padStart(10)}  CREATED                   PARENT\n`);
-    for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${mib(r.bytes).padStart(10)}  ${r.created.padEnd(24)}  ${r.parent ?? '-'}\n`);
-    process.stdout.write(`${rows.length} snapshot(s); ${usage.chunks} chunks of ${store.info.chunkBytes / 1024} KiB, ${mib(usage.chunkBytes)} stored, ${mib(usage.metadataBytes)} of manifests and index\n`);
-    return 0;
+    });
   },
 
   async inspect(argv) {
-    const { values, positionals } = parseTool(argv, 'store inspect', { store: { type: 'string', path: true }, json: { type: 'boolean' } });
+    const { values, positionals } = parseTool(argv, 'store inspect', { ...STORE_OPTIONS, json: { type: 'boolean' } });
     if (values.help) return help();
-    const store = openStore(values);
     const n = name(positionals, 'inspect');
-    const chain = readChain(store, n);
-    const top = chain[0].manifest;
-    let zero = 0;
-    let parent = 0;
-    for (const v of top.pageTable) {
-      if (v === PAGE_IS_ZERO) zero++;
-      else if (v === PAGE_IN_PARENT) parent++;
-    }
-    const view = flattenChain(chain);
-    const storedBytes = view.chunks.reduce((s, c) => s + ((c.stored & 0x7fffffff) >>> 0), 0);
-    const info = {
-      name: n, identity: chain[0].identity, bytes: top.originalSize, pages: top.pages, created: new Date(top.createdMs).toISOString(),
-      layers: chain.map((l) => l.name), zeroPages: zero, parentPages: parent, ownPages: top.pages - zero - parent,
-      chunksInLayer: top.chunks.length, chunksUsed: view.chunks.length, chunkStoredBytes: storedBytes, manifestBytes: chain[0].bytes,
-    };
-    if (values.json) {
-      process.stdout.write(`${JSON.stringify(info)}\n`);
+    return withStore(values, undefined, async (store) => {
+      const chain = await readChainOf(store, n);
+      const top = chain[0].manifest;
+      let zero = 0;
+      let parent = 0;
+      for (const v of top.pageTable) {
+        if (v === PAGE_IS_ZERO) zero++;
+        else if (v === PAGE_IN_PARENT) parent++;
+      }
+      const view = flattenChain(chain);
+      const storedBytes = view.chunks.reduce((s, c) => s + ((c.stored & 0x7fffffff) >>> 0), 0);
+      const info = {
+        name: n, identity: chain[0].identity, bytes: top.originalSize, pages: top.pages, created: new Date(top.createdMs).toISOString(),
+        layers: chain.map((l) => l.name), zeroPages: zero, parentPages: parent, ownPages: top.pages - zero - parent,
+        chunksInLayer: top.chunks.length, chunksUsed: view.chunks.length, chunkStoredBytes: storedBytes, manifestBytes: chain[0].bytes,
+      };
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(info)}\n`);
+        return 0;
+      }
+      process.stdout.write([
+        `snapshot:   ${n} (identity ${info.identity})`,
+        `store:      ${store.root}`,
+        `size:       ${mib(info.bytes)}, ${info.pages} pages: ${info.ownPages} its own, ${info.zeroPages} zero, ${info.parentPages} from its parent`,
+        `layers:     ${info.layers.join(' <- ')}`,
+        `chunks:     ${info.chunksInLayer} in this layer, ${info.chunksUsed} in all (${mib(storedBytes)} stored, shared with other snapshots)`,
+        `created:    ${info.created}`,
+        '',
+      ].join('\n'));
       return 0;
-    }
-    process.stdout.write([
-      `snapshot:   ${n} (identity ${info.identity})`,
-      `store:      ${store.root}`,
-      `size:       ${mib(info.bytes)}, ${info.pages} pages: ${info.ownPages} its own, ${info.zeroPages} zero, ${info.parentPages} from its parent`,
-      `layers:     ${info.layers.join(' <- ')}`,
-      `chunks:     ${info.chunksInLayer} in this layer, ${info.chunksUsed} in all (${mib(storedBytes)} stored, shared with other snapshots)`,
-      `created:    ${info.created}`,
-      '',
-    ].join('\n'));
-    return 0;
+    });
   },
 
   async verify(argv) {
-    const { values, positionals } = parseTool(argv, 'store verify', { store: { type: 'string', path: true }, against: { type: 'string', path: true } });
+    const { values, positionals } = parseTool(argv, 'store verify', { ...STORE_OPTIONS, against: { type: 'string', path: true } });
     if (values.help) return help();
-    const store = openStore(values);
     const n = name(positionals, 'verify');
-    const bar = progressBar('verifying');
-    try {
-      const s = verifySnapshot(store, n, values.against ?? null, (d, t) => bar.update(d, t));
-      bar.finish();
-      process.stdout.write(`${n}: ok: ${s.layers} layer(s), ${s.chunks} chunks (${mib(s.bytesRead)}) match their checksums and names` +
-        `${values.against !== undefined ? `; all ${s.pagesCompared} pages match ${values.against}` : ''}\n`);
-      return 0;
-    } catch (e) {
-      bar.finish();
-      if (!(e instanceof StoreFaultError)) throw e;
-      process.stderr.write(`snapfault: ${e.message}\n`);
-      return 1;
-    }
+    return withStore(values, undefined, async (store) => {
+      const bar = progressBar('verifying');
+      try {
+        const s = await verifySnapshot(store, n, values.against ?? null, (d, t) => bar.update(d, t));
+        bar.finish();
+        process.stdout.write(`${n}: ok: ${s.layers} layer(s), ${s.chunks} chunks (${mib(s.bytesRead)}) match their checksums and names` +
+          `${values.against !== undefined ? `; all ${s.pagesCompared} pages match ${values.against}` : ''}\n`);
+        return 0;
+      } catch (e) {
+        bar.finish();
+        if (!(e instanceof StoreFaultError)) throw e;
+        process.stderr.write(`snapfault: ${e.message}\n`);
+        return 1;
+      }
+    });
   },
 
   async rm(argv) {
-    const { values, positionals } = parseTool(argv, 'store rm', { store: { type: 'string', path: true } });
+    const { values, positionals } = parseTool(argv, 'store rm', { ...STORE_OPTIONS });
     if (values.help) return help();
-    const store = openStore(values);
     const n = name(positionals, 'rm');
-    const layer = readLayer(store, n);
-    const children = store.listSnapshots().filter((c) => c !== n && readLayer(store, c).manifest.parent?.name === n);
-    if (children.length > 0) {
-      throw new StoreError(store.root, `snapshot "${n}" is the parent of ${children.join(', ')}: remove or flatten ${children.length > 1 ? 'them' : 'it'} first (snapfault store flatten)`);
-    }
-    store.retireManifest(n, layer.identity);
-    process.stdout.write(`${n}: removed; snapfault store gc deletes the chunks no other snapshot uses\n`);
-    return 0;
+    return withStore(values, undefined, async (store) => {
+      const layer = await readLayerOf(store, n);
+      const others = (await store.listSnapshots()).filter((c) => c !== n);
+      const layers = await Promise.all(others.map((c) => readLayerOf(store, c)));
+      const children = layers.filter((l) => l.manifest.parent?.name === n).map((l) => l.name);
+      if (children.length > 0) {
+        throw new StoreError(store.root, `snapshot "${n}" is the parent of ${children.join(', ')}: remove or flatten ${children.length > 1 ? 'them' : 'it'} first (snapfault store flatten)`);
+      }
+      await store.retireManifest(n, layer.identity);
+      process.stdout.write(`${n}: removed; snapfault store gc deletes the chunks no other snapshot uses\n`);
+      return 0;
+    });
   },
 
   async flatten(argv) {
-    const { values, positionals } = parseTool(argv, 'store flatten', { store: { type: 'string', path: true } });
+    const { values, positionals } = parseTool(argv, 'store flatten', { ...STORE_OPTIONS });
     if (values.help) return help();
     if (positionals.length !== 2) throw new UsageError(`store flatten takes <name> <new-name>, got ${positionals.length} argument(s)`);
-    const store = openStore(values);
     positionals.forEach(checkSnapshotName);
-    const r = flattenSnapshot(store, positionals[0], positionals[1]);
-    process.stdout.write(`${positionals[1]}: ${positionals[0]}'s ${r.layers} layer(s) as one, ${r.chunks} chunks (none copied); identity ${r.identity.slice(0, 16)}\n`);
-    return 0;
+    return withStore(values, undefined, async (store) => {
+      const r = await flattenSnapshot(store, positionals[0], positionals[1]);
+      process.stdout.write(`${positionals[1]}: ${positionals[0]}'s ${r.layers} layer(s) as one, ${r.chunks} chunks (none copied); identity ${r.identity.slice(0, 16)}\n`);
+      return 0;
+    });
   },
 
   async gc(argv) {
-    const { values, positionals } = parseTool(argv, 'store gc', { store: { type: 'string', path: true }, grace: { type: 'string' }, json: { type: 'boolean' } });
+    const { values, positionals } = parseTool(argv, 'store gc', { ...STORE_OPTIONS, grace: { type: 'string' }, json: { type: 'boolean' } });
     if (values.help) return help();
     if (positionals.length > 0) throw new UsageError(`store gc takes no argument, got ${positionals[0]}`);
-    const store = openStore(values);
     const grace = intOption(values.grace, '--grace', { def: 3600, min: 0, max: 10 * 365 * 86400 });
-    const s = gc(store, grace * 1000);
-    if (values.json) {
-      process.stdout.write(`${JSON.stringify(s)}\n`);
+    return withStore(values, undefined, async (store) => {
+      const s = await gc(store, grace * 1000);
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(s)}\n`);
+        return 0;
+      }
+      process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks; deleted ${s.chunksDeleted} chunks (${mib(s.bytesDeleted)})` +
+        `${s.chunksSpared > 0 ? `; spared ${s.chunksSpared} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
       return 0;
-    }
-    process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks; deleted ${s.chunksDeleted} chunks (${mib(s.bytesDeleted)})` +
-      `${s.chunksSpared > 0 ? `; spared ${s.chunksSpared} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
-    return 0;
+    });
   },
 };
 

@@ -3,7 +3,7 @@
 // exist (and touched, so gc spares it) the first time the put uses it; one
 // that is gone is forgotten and its pages are stored anew.
 import { decodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
-import type { FolderStore } from './folder-store.js';
+import type { Store } from './store.js';
 
 export interface ChunkRef {
   /** Its number in the index. */
@@ -50,27 +50,44 @@ export class DedupIndex {
     this.pages.set(key, ref.id * this.ppc + slot);
   }
 
-  /** The chunk and slot already holding the page with this digest, confirmed to exist; null for a new page. */
-  find(key: string, store: FolderStore): { ref: ChunkRef; slot: number } | null {
+  /**
+   * Confirms (touching them) the store chunks holding these pages, all at
+   * once: from a bucket each touch is a round trip, so they go concurrently
+   * (the store bounds how many), before the pages are sorted in order.
+   */
+  async confirm(keys: string[], store: Store): Promise<void> {
+    const todo = new Set<ChunkRef>();
+    for (const key of keys) {
+      const at = this.pages.get(key);
+      const ref = at === undefined ? undefined : this.refs[Math.floor(at / this.ppc)];
+      if (ref?.state === 'unconfirmed') todo.add(ref);
+    }
+    await Promise.all([...todo].map(async (ref) => {
+      const there = await store.touchChunk(ref.name.toString('hex'));
+      ref.state = there ? 'confirmed' : 'missing';
+      ref.existing = there;
+    }));
+  }
+
+  /** The chunk and slot already holding the page with this digest (confirmed first), null for a new page. */
+  find(key: string): { ref: ChunkRef; slot: number } | null {
     const at = this.pages.get(key);
     if (at === undefined) return null;
     const ref = this.refs[Math.floor(at / this.ppc)];
-    if (ref.state === 'unconfirmed') {
-      const there = store.touchChunk(ref.name.toString('hex'));
-      ref.state = there ? 'confirmed' : 'missing';
-      ref.existing = there;
-    }
+    if (ref.state === 'unconfirmed') throw new Error('internal: a store chunk used before it was confirmed');
     if (ref.state === 'missing') return null;
     return { ref, slot: at % this.ppc };
   }
 }
 
 /** The dedup index of everything in the store's digest packs (a damaged pack only costs dedup, and is skipped). */
-export function loadDedupIndex(store: FolderStore): DedupIndex {
+export async function loadDedupIndex(store: Store): Promise<DedupIndex> {
   const ppc = store.info.chunkBytes / 4096;
   const index = new DedupIndex(ppc);
-  for (const id of store.listDigestPacks()) {
-    const bytes = store.readDigestPack(id);
+  // Read concurrently (the store bounds its requests), added in listing order.
+  const ids = await store.listDigestPacks();
+  const packs = await Promise.all(ids.map((id) => store.readDigestPack(id)));
+  for (const bytes of packs) {
     const records = bytes ? decodeDigestPack(bytes, ppc) : null;
     for (const r of records ?? []) {
       index.add({ name: Buffer.from(r.name), stored: r.stored, checksum: r.checksum, ordinal: -1, existing: false, state: 'unconfirmed' }, r.digests);

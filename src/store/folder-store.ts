@@ -8,57 +8,15 @@ import {
 import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { StoreError, UsageError } from '../errors.js';
+import { StoreError } from '../errors.js';
 import { syncFileSystem } from '../../native/fd.js';
 import { chunkFileName } from '../core/named-chunks.js';
+import {
+  parseStoreInfo, checkSnapshotName, isSnapshotName, HEARTBEAT_MS, STORE_FORMAT, STORE_VERSION, type StoreInfo, type ChunkFile, type Registration,
+} from './store.js';
 
-export const STORE_FORMAT = 'snapfault-store';
-export const STORE_VERSION = 1;
-/** A registration (a put under way, a restore reading the store) is alive while its file is touched this recently. */
-export const REGISTRATION_LIVE_MS = 120_000;
-const HEARTBEAT_MS = 10_000;
-
-export interface StoreInfo {
-  format: string;
-  version: number;
-  chunkBytes: number;
-  pageBytes: number;
-}
-
-export interface ChunkFile {
-  hex: string;
-  bytes: number;
-  mtimeMs: number;
-}
-
-export interface Registration {
-  id: string;
-  mtimeMs: number;
-  /** What the registrant wrote, with its host and pid. */
-  content: Record<string, unknown> & { host?: string; pid?: number };
-}
-
-/**
- * Whether a registration still stands for a process at work: touched within
- * REGISTRATION_LIVE_MS, and, when made on this host, by a process still alive
- * (so a put killed here is known dead at once, not two minutes later).
- */
-export function registrationLive(r: Registration, now = Date.now()): boolean {
-  if (now - r.mtimeMs >= REGISTRATION_LIVE_MS) return false;
-  if (r.content.host !== hostname() || typeof r.content.pid !== 'number') return true;
-  try {
-    process.kill(r.content.pid, 0);
-    return true;
-  } catch (e) {
-    return code(e) === 'EPERM';
-  }
-}
-
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-export function checkSnapshotName(name: string): void {
-  if (!NAME.test(name)) throw new UsageError(`"${name}" is not a snapshot name: use letters, digits, '.', '_' and '-' (up to 128, not starting with '.' or '-')`);
-}
+// The names and rules every store shares, here as before for the serving side.
+export { STORE_FORMAT, STORE_VERSION, REGISTRATION_LIVE_MS, registrationLive, checkSnapshotName, type StoreInfo, type ChunkFile, type Registration } from './store.js';
 
 const code = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? '';
 
@@ -79,15 +37,7 @@ export class FolderStore {
       }
       return FolderStore.create(root, create.chunkBytes);
     }
-    let info: StoreInfo;
-    try {
-      info = JSON.parse(text) as StoreInfo;
-    } catch {
-      throw new StoreError(root, 'store.json is damaged (not JSON)');
-    }
-    if (info.format !== STORE_FORMAT) throw new StoreError(root, 'store.json is not a snapfault store\'s');
-    if (info.version !== STORE_VERSION) throw new StoreError(root, `is a store of version ${info.version}; this snapfault reads version ${STORE_VERSION}: upgrade snapfault`);
-    if (!Number.isInteger(info.chunkBytes) || info.chunkBytes % 4096 !== 0 || info.chunkBytes < 4096 || info.chunkBytes > 1 << 20) throw new StoreError(root, 'store.json has an impossible chunk size');
+    const info = parseStoreInfo(root, text);
     return new FolderStore(root, info);
   }
 
@@ -274,7 +224,7 @@ export class FolderStore {
   }
 
   listSnapshots(): string[] {
-    return readdirSync(join(this.root, 'snapshots')).filter((f) => NAME.test(f) && !f.includes('.tmp-')).sort();
+    return readdirSync(join(this.root, 'snapshots')).filter((f) => isSnapshotName(f) && !f.includes('.tmp-')).sort();
   }
 
   /** Takes the name away; the manifest is kept under its identity while restores lease it (gc deletes it after). */

@@ -8,7 +8,7 @@
 // path but a touch, and a gc killed midway leaves only work for the next one.
 import { decodeManifest } from './manifest.js';
 import { decodeDigestPack, encodeDigestPack } from './digest-pack.js';
-import { REGISTRATION_LIVE_MS, registrationLive, type FolderStore } from './folder-store.js';
+import { REGISTRATION_LIVE_MS, registrationLive, type Store } from './store.js';
 
 export interface GcStats {
   snapshots: number;
@@ -21,16 +21,16 @@ export interface GcStats {
   seconds: number;
 }
 
-export function gc(store: FolderStore, graceMs: number): GcStats {
+export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   const started = Date.now();
   const now = Date.now();
   // Registrations first: a put or restore that begins after this is covered by its touches and its lease.
-  const puts = store.listRegistrations('pending');
-  const leases = store.listRegistrations('leases');
+  const puts = await store.listRegistrations('pending');
+  const leases = await store.listRegistrations('leases');
   const leased = new Set<string>();
   for (const l of leases) {
     if (!registrationLive(l, now)) {
-      store.deleteRegistration('leases', l.id);
+      await store.deleteRegistration('leases', l.id);
       continue;
     }
     const ids = l.content.identities;
@@ -39,7 +39,7 @@ export function gc(store: FolderStore, graceMs: number): GcStats {
   let cutoff = now - graceMs;
   for (const p of puts) {
     if (!registrationLive(p, now)) {
-      store.deleteRegistration('pending', p.id);
+      await store.deleteRegistration('pending', p.id);
       continue;
     }
     const startedMs = p.content.startedMs;
@@ -50,54 +50,58 @@ export function gc(store: FolderStore, graceMs: number): GcStats {
   const mark = (bytes: Buffer): void => {
     for (const c of decodeManifest(bytes).chunks) marked.add(c.name.toString('hex'));
   };
-  const snapshots = store.listSnapshots();
-  for (const name of snapshots) mark(store.readManifest(name));
+  const snapshots = await store.listSnapshots();
+  for (const bytes of await Promise.all(snapshots.map((name) => store.readManifest(name)))) mark(bytes);
   let removedManifestsDeleted = 0;
-  for (const identity of store.listRemoved()) {
-    if (leased.has(identity)) mark(store.readRemoved(identity));
+  for (const identity of await store.listRemoved()) {
+    if (leased.has(identity)) mark(await store.readRemoved(identity));
     else {
-      store.deleteRemoved(identity);
+      await store.deleteRemoved(identity);
       removedManifestsDeleted++;
     }
   }
   // A gc killed between moving a chunk aside and deciding leaves it in trash: put back what may be in use.
-  store.recoverTrash((hex, mtimeMs) => marked.has(hex) || mtimeMs >= cutoff);
+  await store.recoverTrash((hex, mtimeMs) => marked.has(hex) || mtimeMs >= cutoff);
 
   let chunksKept = 0;
   let chunksDeleted = 0;
   let bytesDeleted = 0;
   let chunksSpared = 0;
   const deleted = new Set<string>();
-  for (const c of store.listChunks()) {
-    if (marked.has(c.hex)) {
-      chunksKept++;
-      continue;
-    }
-    if (c.mtimeMs >= cutoff || !store.deleteChunkIfUntouched(c.hex, c.mtimeMs)) {
+  const chunks = await store.listChunks();
+  const unmarked: typeof chunks = [];
+  for (const c of chunks) {
+    if (marked.has(c.hex)) chunksKept++;
+    else if (c.mtimeMs >= cutoff) chunksSpared++;
+    else unmarked.push(c);
+  }
+  // Concurrently: each is a round trip or two to a bucket (the store bounds how many at once).
+  await Promise.all(unmarked.map(async (c) => {
+    if (!(await store.deleteChunkIfUntouched(c.hex, c.mtimeMs, cutoff))) {
       chunksSpared++;
-      continue;
+      return;
     }
     deleted.add(c.hex);
     chunksDeleted++;
     bytesDeleted += c.bytes;
+  }));
+  for (const t of await store.listTemporary()) {
+    if (t.mtimeMs < cutoff) await store.removeTemporary(t.key);
   }
-  for (const t of store.listTemporary()) {
-    if (t.mtimeMs < cutoff) store.removeTemporary(t.path);
-  }
-  if (deleted.size > 0) pruneDigestPacks(store, deleted);
+  if (deleted.size > 0) await pruneDigestPacks(store, deleted);
   return { snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, removedManifestsDeleted, seconds: (Date.now() - started) / 1000 };
 }
 
 /** Digest packs forget deleted chunks (a pack listing a missing chunk costs a put only a failed touch, but they would pile up). */
-function pruneDigestPacks(store: FolderStore, deleted: Set<string>): void {
+async function pruneDigestPacks(store: Store, deleted: Set<string>): Promise<void> {
   const ppc = store.info.chunkBytes / 4096;
-  for (const id of store.listDigestPacks()) {
-    const bytes = store.readDigestPack(id);
+  for (const id of await store.listDigestPacks()) {
+    const bytes = await store.readDigestPack(id);
     const records = bytes ? decodeDigestPack(bytes, ppc) : null;
     if (!records) continue;
     const kept = records.filter((r) => !deleted.has(r.name.toString('hex')));
     if (kept.length === records.length) continue;
-    if (kept.length > 0) store.writeDigestPack(encodeDigestPack(ppc, kept));
-    store.deleteDigestPack(id);
+    if (kept.length > 0) await store.writeDigestPack(encodeDigestPack(ppc, kept));
+    await store.deleteDigestPack(id);
   }
 }

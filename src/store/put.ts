@@ -4,7 +4,8 @@
 // digest in the dedup index, the chunk confirmed to exist), or new. New pages
 // are gathered into chunks, which the workers name, checksum and compress,
 // and which are written unless a chunk of that name exists. The manifest is
-// committed last, once every chunk it names is on disk.
+// committed last, once every chunk it names is on disk (the reused ones looked
+// up again first: gone-chunks.ts).
 import { closeSync, readSync, fstatSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -14,11 +15,12 @@ import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
 import { isCompressed } from '../compressed/format.js';
 import { dataExtents } from '../../native/fd.js';
 import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from '../snapshot/limits.js';
-import { FolderStore, checkSnapshotName } from './folder-store.js';
+import { checkSnapshotName, type Store } from './store.js';
 import { encodeManifest, decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN_PARENT, type ChunkRecord } from './manifest.js';
 import { encodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
 import { JobQueue } from './put-jobs.js';
 import { ChunkGatherer } from './chunk-gatherer.js';
+import { replaceGoneChunks } from './gone-chunks.js';
 import { loadDedupIndex, type ChunkRef } from './dedup-index.js';
 import type { PutWorkerData } from './put-worker.js';
 
@@ -50,12 +52,12 @@ export interface PutStats {
 const PAGE = 4096;
 const READ_BYTES = 4 << 20;
 
-export async function put(store: FolderStore, memPath: string, name: string, opts: PutOptions = {}): Promise<PutStats> {
+export async function put(store: Store, memPath: string, name: string, opts: PutOptions = {}): Promise<PutStats> {
   const started = Date.now();
   checkSnapshotName(name);
-  if (store.hasSnapshot(name)) throw new StoreError(store.root, `already has a snapshot "${name}": choose another name, or remove it first (snapfault store rm)`);
+  if (await store.hasSnapshot(name)) throw new StoreError(store.root, `already has a snapshot "${name}": choose another name, or remove it first (snapfault store rm)`);
   const fd = openSnapshotFile(memPath);
-  const pending = store.register('pending', { name, startedMs: started });
+  const pending = await store.register('pending', { name, startedMs: started });
   const workers: Worker[] = [];
   try {
     const size = fstatSync(fd).size;
@@ -65,7 +67,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     if (reachesMemoryLimit(BigInt(size))) throw new SnapshotError(memPath, `is too large: ${MEMORY_LIMIT_TEXT}`);
     let parent: { name: string; identity: string } | null = null;
     if (opts.parent !== undefined) {
-      const bytes = store.readManifest(opts.parent);
+      const bytes = await store.readManifest(opts.parent);
       const m = decodeManifest(bytes);
       if (m.originalSize !== size) {
         throw new SnapshotError(memPath, `is ${size} bytes but its parent "${opts.parent}" is ${m.originalSize}: a Diff snapshot has the size of the snapshot it follows`);
@@ -74,7 +76,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     }
     const chunkBytes = store.info.chunkBytes;
     const ppc = chunkBytes / PAGE;
-    const index = loadDedupIndex(store);
+    const index = await loadDedupIndex(store);
     const table = new Uint32Array(pages).fill(parent ? PAGE_IN_PARENT : PAGE_IS_ZERO);
     const s = { zeroPages: 0, reusedPages: 0, newPages: 0 };
     const used: ChunkRef[] = []; // chunks this snapshot refers to, by ordinal
@@ -101,6 +103,9 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
       s.newPages++;
     };
     const sortPages = async (block: Buffer, digests: Buffer, firstPage: number): Promise<void> => {
+      const keys: string[] = [];
+      for (let i = 0; i < block.length / PAGE; i++) keys.push(digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES).toString('latin1'));
+      await index.confirm(keys, store);
       for (let i = 0; i < block.length / PAGE; i++) {
         const p = firstPage + i;
         const digest = digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES);
@@ -109,8 +114,8 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
           s.zeroPages++;
           continue;
         }
-        const key = digest.toString('latin1');
-        const hit = index.find(key, store);
+        const key = keys[i];
+        const hit = index.find(key);
         if (hit) {
           table[p] = useRef(hit.ref) * ppc + hit.slot;
           s.reusedPages++;
@@ -151,12 +156,16 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
     await order;
     await gatherer.finish();
     jobs.check();
+    const moved = await replaceGoneChunks({ store, fd, path: memPath, table, used, useRef, gatherer, ppc });
+    s.reusedPages -= moved;
+    s.newPages += moved;
+    jobs.check();
 
     const chunks: ChunkRecord[] = used.map((r) => ({ name: r.name, stored: r.stored, checksum: r.checksum }));
     const manifest = encodeManifest({ originalSize: size, chunkBytes, pages, createdMs: Date.now(), parent, chunks, pageTable: table });
-    if (gatherer.records.length > 0) store.writeDigestPack(encodeDigestPack(ppc, gatherer.records));
-    store.commitManifest(name, manifest);
-    confirmAfterCommit(store, name, used, parent);
+    if (gatherer.records.length > 0) await store.writeDigestPack(encodeDigestPack(ppc, gatherer.records));
+    await store.commitManifest(name, manifest);
+    await confirmAfterCommit(store, name, used, parent);
     const reused = used.filter((r) => r.existing).length;
     return {
       name, identity: manifestIdentity(manifest), pages, zeroPages: s.zeroPages, parentPages: pages - s.zeroPages - s.reusedPages - s.newPages,
@@ -164,7 +173,7 @@ export async function put(store: FolderStore, memPath: string, name: string, opt
       seconds: (Date.now() - started) / 1000,
     };
   } finally {
-    pending.release();
+    await pending.release();
     closeSync(fd);
     await Promise.all(workers.map((w) => w.terminate()));
   }
@@ -202,22 +211,23 @@ function isZeroDigest(d: Buffer): boolean {
  * after: the chunks the committed manifest reuses are checked once more, and
  * one caught aside is put back.
  */
-function confirmAfterCommit(store: FolderStore, name: string, used: ChunkRef[], parent: { name: string; identity: string } | null): void {
+async function confirmAfterCommit(store: Store, name: string, used: ChunkRef[], parent: { name: string; identity: string } | null): Promise<void> {
   // rm checks for children when it runs: one removing the parent while this put ran saw none.
   if (parent) {
     let same = false;
     try {
-      same = manifestIdentity(store.readManifest(parent.name)) === parent.identity;
+      same = manifestIdentity(await store.readManifest(parent.name)) === parent.identity;
     } catch { /* removed */ }
     if (!same) {
-      store.retireManifest(name, manifestIdentity(store.readManifest(name)));
+      await store.retireManifest(name, manifestIdentity(await store.readManifest(name)));
       throw new StoreError(store.root, `parent "${parent.name}" was removed or replaced while "${name}" was being put: put both again`);
     }
   }
-  for (const r of used) {
-    if (!r.existing) continue;
-    const hex = r.name.toString('hex');
-    if (store.chunkExists(hex) || store.restoreFromTrash(hex)) continue;
-    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${hex} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
+  // Looked up all at once: from a bucket each is a round trip.
+  const reused = used.filter((r) => r.existing).map((r) => r.name.toString('hex'));
+  const there = await Promise.all(reused.map(async (hex) => (await store.chunkExists(hex)) || (await store.restoreFromTrash(hex))));
+  const gone = reused.find((_, i) => !there[i]);
+  if (gone !== undefined) {
+    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${gone} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
   }
 }

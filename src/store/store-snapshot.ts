@@ -7,7 +7,7 @@ import { StoreError } from '../errors.js';
 import { layOutDescriptor, CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import { CODEC_LZ4, FORMAT_VERSION, PAGE_BYTES, CHUNK_ENTRY_BYTES, type Header } from '../compressed/format.js';
 import { NAME_BYTES } from './manifest.js';
-import { readChain, flattenChain } from './chain.js';
+import { readChain, flattenChain, type Layer } from './chain.js';
 import type { FolderStore } from './folder-store.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
@@ -19,8 +19,23 @@ export function storeSnapshotLabel(store: FolderStore, name: string): string {
 
 export function openStoreSnapshot(store: FolderStore, name: string, core: Core, arena: Arena, cacheBytes: number): { snap: CompressedSnapshot; identities: string[] } {
   const chain = readChain(store, name);
+  const snap = openChainSnapshot(chain, { root: store.root, chunksDir: store.chunksDir, label: storeSnapshotLabel(store, name) }, core, arena, cacheBytes);
+  return { snap, identities: chain.map((l) => l.identity) };
+}
+
+/** Where a chain's chunks are read from (a store's chunks folder, or a disk cache of a bucket's), and how messages name it. */
+export interface ChunkFolder {
+  root: string;
+  chunksDir: string;
+  label: string;
+}
+
+/** A chain read already, laid out for serving with its chunks read by name under `at.chunksDir`. */
+export function openChainSnapshot(chain: Layer[], at: ChunkFolder, core: Core, arena: Arena, cacheBytes: number): CompressedSnapshot {
+  const name = chain[0].name;
   const view = flattenChain(chain);
-  const label = storeSnapshotLabel(store, name);
+  const { label } = at;
+  const store = { root: at.root };
   const blocks: number[] = [];
   const alloc = (n: number, align?: number): number => {
     const b = arena.alloc(n, align);
@@ -29,7 +44,7 @@ export function openStoreSnapshot(store: FolderStore, name: string, core: Core, 
   };
   let dirfd = -1;
   try {
-    dirfd = openSync(store.chunksDir, 'r');
+    dirfd = openSync(at.chunksDir, 'r');
     const ppc = view.chunkBytes / PAGE_BYTES;
     const chunks = view.chunks.length;
     const index = alloc(view.pages * 4);
@@ -59,8 +74,7 @@ export function openStoreSnapshot(store: FolderStore, name: string, core: Core, 
       version: FORMAT_VERSION, originalSize: view.originalSize, pageBytes: PAGE_BYTES, chunkBytes: view.chunkBytes, codec: CODEC_LZ4, pages: view.pages,
       chunks, storedPages, zeroPages: 0, duplicatePages: 0, indexOffset: 0, chunkTableOffset: 0, dataOffset: 0, fileSize: 0, indexChecksum: 0, chunkTableChecksum: 0,
     };
-    const snap = CompressedSnapshot.assembled(label, dirfd, header, chain[0].identity, arena, descriptor, blocks);
-    return { snap, identities: chain.map((l) => l.identity) };
+    return CompressedSnapshot.assembled(label, dirfd, header, chain[0].identity, arena, descriptor, blocks);
   } catch (e) {
     for (const b of blocks) arena.freeBlock(b);
     if (dirfd >= 0) closeSync(dirfd);

@@ -6,9 +6,9 @@ import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { compileCore, createSharedMemory, instantiateCore } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { StoreError, SnapshotError } from '../errors.js';
-import { readChain, flattenChain } from './chain.js';
+import { readChainOf, flattenChain } from './chain.js';
 import { PAGE_IS_ZERO } from './manifest.js';
-import type { FolderStore } from './folder-store.js';
+import type { Store } from './store.js';
 
 export interface VerifyStats {
   layers: number;
@@ -20,10 +20,10 @@ export interface VerifyStats {
 /** A fault found: verify exits 1 with this one line. */
 export class StoreFaultError extends StoreError {}
 
-export function verifySnapshot(store: FolderStore, name: string, against: string | null, progress?: (done: number, total: number) => void): VerifyStats {
+export async function verifySnapshot(store: Store, name: string, against: string | null, progress?: (done: number, total: number) => void): Promise<VerifyStats> {
   let chain;
   try {
-    chain = readChain(store, name);
+    chain = await readChainOf(store, name);
   } catch (e) {
     if (e instanceof StoreError && !e.message.includes('has no snapshot')) throw new StoreFaultError(store.root, e.message.replace(/^store [^:]*: /, ''));
     throw e;
@@ -60,14 +60,24 @@ export function verifySnapshot(store: FolderStore, name: string, against: string
   let pagesCompared = 0;
   const page = Buffer.alloc(4096);
   try {
-    view.chunks.forEach((c, i) => {
+    // Chunks are read READ_AHEAD ahead of the one being checked: from a bucket each read is a round trip.
+    const reads: Array<Promise<Buffer | Error>> = [];
+    const startRead = (i: number): void => {
+      if (i < view.chunks.length) reads[i] = store.readChunk(view.chunks[i].name.toString('hex')).catch((e: Error) => e);
+    };
+    for (let i = 0; i < READ_AHEAD; i++) startRead(i);
+    for (let i = 0; i < view.chunks.length; i++) {
+      const c = view.chunks[i];
       const hex = c.name.toString('hex');
-      let stored: Buffer;
-      try {
-        stored = store.readChunk(hex);
-      } catch (e) {
-        return fault(`chunk ${hex} ${(e as Error).message.includes('missing') ? 'is missing' : 'cannot be read'}`);
+      const got = await reads[i];
+      delete reads[i];
+      startRead(i + READ_AHEAD);
+      if (got instanceof Error) {
+        // A store that cannot be reached, or refuses us, is an error like any other (exit 2), not damage.
+        if (/cannot be reached|refused the credentials|no credentials/.test(got.message)) throw got;
+        return fault(`chunk ${hex} ${got.message.includes('is missing') ? 'is missing' : 'cannot be read'}`);
       }
+      const stored = got;
       bytesRead += stored.length;
       const len = (c.stored & 0x7fffffff) >>> 0;
       const raw = (c.stored & 0x80000000) !== 0;
@@ -91,7 +101,7 @@ export function verifySnapshot(store: FolderStore, name: string, against: string
         pagesCompared++;
       }
       progress?.(i + 1, view.chunks.length);
-    });
+    }
     if (original >= 0) {
       for (let p = 0; p < view.pages; p++) {
         if (view.index[p] !== PAGE_IS_ZERO) continue;
@@ -107,3 +117,4 @@ export function verifySnapshot(store: FolderStore, name: string, against: string
 }
 
 const ZERO = Buffer.alloc(4096);
+const READ_AHEAD = 16;

@@ -24,16 +24,18 @@ import { RECORD } from '../trace/trace-file.js';
 import { RemovedMirror } from '../state/removed-mirror.js';
 import { viewOf } from '../../native/mmap.js';
 import { ZeroRanges } from './zero-ranges.js';
+import { ParkedFaults, type ParkedFault } from './parked-faults.js';
 
 /** After this many yields with EAGAIN still pending, sleep in epoll_wait instead of spinning. */
 const EAGAIN_YIELDS = 32;
 
 const now = performance.now.bind(performance);
-/** What issuing an action came to: installed, found installed (EEXIST, woken), deferred (EAGAIN), or the VM ended. */
+/** What issuing an action came to: installed, found installed (EEXIST, woken), deferred (EAGAIN), the VM ended, or parked until its chunk lands. */
 const DONE = 0;
 const AGAIN = 1;
 const GONE = 2;
 const EXISTED = 3;
+const PARKED = 4;
 
 interface ServedVm {
   a: VmAssignment;
@@ -81,6 +83,14 @@ export class FaultLoop {
   private readonly L: Core['layout'];
   private readonly activityIndex: number;
   private readonly st: Float64Array;
+  /** Faults waiting for a chunk from a bucket, and the chunks landed whose faults did not all fit their VM's queue yet. */
+  private readonly parked = new ParkedFaults();
+  private readonly landing: string[] = [];
+  private batch = 0;
+  /** The actions of the batch being issued that were parked: not told to the trace or the policy until they are served. */
+  private readonly parkedActs = new Set<number>();
+  /** Chunks found damaged in the disk cache and fetched again already. */
+  private readonly refetched = new Set<string>();
 
   constructor(
     private readonly core: Core,
@@ -112,7 +122,7 @@ export class FaultLoop {
       // Deferred work (EAGAIN) is retried at once after a yield, or after 1 ms
       // once yielding has not let the madvise caller finish.
       // Zero ranges still to map (zeropage mode, a slice a turn) only poll.
-      const timeout = this.deferred === 0 ? (this.zeroPending ? 0 : -1) : this.sleepers > 0 ? 1 : 0;
+      const timeout = this.deferred === 0 ? (this.zeroPending || this.landing.length > 0 ? 0 : -1) : this.sleepers > 0 ? 1 : 0;
       this.sleepers = 0;
       const n = ep.wait(timeout);
       if (n < 0 && n !== -E.EINTR) throw new Error(`epoll_wait failed: errno ${-n}`);
@@ -140,6 +150,7 @@ export class FaultLoop {
       if (this.deferred > 0) {
         for (const vm of this.slots) if (vm && vm.deferred && !vm.ended && vm.round !== round) this.serve(vm);
       }
+      if (this.landing.length > 0) this.deliver(this.landing.splice(0), null);
       if (this.zeroPending) this.zeroWork();
       if (this.endedCount > 0) this.sweep();
     }
@@ -156,6 +167,7 @@ export class FaultLoop {
       const msg = m.message as ToWorker;
       if (msg.type === 'stop') this.stopping = true;
       else if (msg.type === 'add') this.add(msg.vm);
+      else if (msg.type === 'fetched') this.deliver([ParkedFaults.key(msg.snap, msg.chunk)], msg.error);
       else this.zeroesKnown(msg.bitmap);
     }
   }
@@ -266,6 +278,8 @@ export class FaultLoop {
         }
         if (vm.pending > 0) {
           started = now();
+          this.batch++;
+          this.parkedActs.clear();
           count = this.core.fn.plan(a.table, a.msgs, vm.pending, a.actions);
           // Before any ioctl of the batch: a successor must know these pages were removed (src/state/removed-mirror.ts).
           if (vm.mirror && r > 0) vm.mirror.record(this.i32, this.dv, a.msgs, fresh, vm.pending);
@@ -303,12 +317,18 @@ export class FaultLoop {
             : this.issueAndSettle(vm, act);
         if (res === DONE) continue;
         if (res === GONE) return;
+        if (res === PARKED) {
+          // Out of this batch until its chunk lands; the others go on.
+          this.core.fn.unmarkPlanned(a.table, a.actions, k, k + 1);
+          continue;
+        }
         // EAGAIN: a REMOVE is queued or in progress (mmap_changing): keep this
         // fault and every fault after it, read the queue, and retry after a yield.
         vm.eagain++;
         this.st[S.EAGAIN]++;
         done = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
         this.core.fn.unmarkPlanned(a.table, a.actions, k, count);
+        if (this.parked.size > 0) this.parked.dropKept(vm.slot, this.batch, done);
         issued = k;
         break;
       }
@@ -352,7 +372,7 @@ export class FaultLoop {
     const ppc = this.dv.getUint32(a.snap + L.SNAP_PAGES_PER_CHUNK, true);
     const chunk = Math.floor(k / ppc);
     const slot = fn.chunkAcquire(a.table, a.snap, chunk, this.scratch, this.scratchBytes, this.owner);
-    if (slot < 0) return this.chunkFailed(vm, chunk, slot);
+    if (slot < 0) return this.chunkFailed(vm, chunk, slot, act);
     try {
       const n = fn.fillFromChunk(a.table, a.snap, slot, act, a.fill);
       return this.issueCopies(vm, a.fill, n);
@@ -367,7 +387,7 @@ export class FaultLoop {
     const L = this.L;
     const firstPage = this.dv.getBigUint64(act + L.ACTION_IOCTL + L.UFFDIO_COPY_SRC, true);
     const rc = this.core.fn.assembleHuge(a.table, a.snap, firstPage, this.staging, this.scratch, this.scratchBytes, this.owner);
-    if (rc < 0) return this.chunkFailed(vm, this.dv.getUint32(this.staging, true), rc);
+    if (rc < 0) return this.chunkFailed(vm, this.dv.getUint32(this.staging, true), rc, act);
     this.core.fn.copyAssembled(act, BigInt(this.base + this.staging), BigInt(HUGE_PAGE));
     return this.issueCopies(vm, act, 1);
   }
@@ -379,6 +399,7 @@ export class FaultLoop {
     const tUs = vm.rec ? usSince(a.t0) : 0;
     for (let k = 0; k < n; k++) {
       const act = a.actions + k * L.ACTION_STRIDE;
+      if (this.parkedActs.has(act)) continue;
       const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
       const kind = this.i32[(act + L.ACTION_KIND) >> 2];
       if (a.feed !== 0 && feedPush(this.i32, a.feed, page)) vm.unrung++;
@@ -460,9 +481,59 @@ export class FaultLoop {
     return DONE;
   }
 
-  private chunkFailed(vm: ServedVm, chunk: number, err: number): number {
+  private chunkFailed(vm: ServedVm, chunk: number, err: number, act: number): number {
+    if (vm.a.fetched && err !== this.L.CHUNK_ERR_RANGE) {
+      // Not in the disk cache: fetched. Damaged there: deleted and fetched again, once; what the fetcher caches
+      // was checked against its name, so a second failure of the same chunk is the disk's, and fatal.
+      if (err === this.L.CHUNK_ERR_ABSENT) return this.park(vm, chunk, act, false);
+      const key = ParkedFaults.key(vm.a.snap, chunk);
+      if (!this.refetched.has(key)) {
+        this.refetched.add(key);
+        return this.park(vm, chunk, act, true);
+      }
+    }
     this.fatal(vm, `${chunkFailureText(this.core, vm.a.snap, chunk, err)}; no byte of it was served`);
     return GONE;
+  }
+
+  /** A fault whose chunk is not in the disk cache (or is damaged there: `discard`): kept aside, the chunk asked for (once), the batch goes on. */
+  private park(vm: ServedVm, chunk: number, act: number, discard: boolean): number {
+    const L = this.L;
+    const index = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
+    const at = vm.a.msgs + index * L.MSG_SIZE;
+    const msg = new Uint8Array(this.core.memory.buffer.slice(at, at + L.MSG_SIZE));
+    const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index };
+    if (this.parked.park(ParkedFaults.key(vm.a.snap, chunk), f)) this.send({ type: 'fetch', id: vm.a.id, snap: vm.a.snap, chunk, discard });
+    this.parkedActs.add(act);
+    return PARKED;
+  }
+
+  /**
+   * Chunks have landed (error null) or could not be fetched: their parked
+   * faults go back into their VMs' queues and are served now; a VM whose
+   * chunk could not be fetched gets the --on-fatal treatment with `error`.
+   */
+  private deliver(keys: string[], error: string | null): void {
+    const served = new Set<ServedVm>();
+    for (const key of keys) {
+      for (const f of this.parked.take(key)) {
+        const vm = this.slots[f.slot];
+        if (!vm || vm.ended || vm.a.id !== f.vmId) continue;
+        if (error !== null) {
+          this.fatal(vm, error);
+          continue;
+        }
+        if (vm.pending >= vm.a.capacity) {
+          // Its queue is full: this one waits for the next turn.
+          if (this.parked.park(key, f)) this.landing.push(key);
+          continue;
+        }
+        new Uint8Array(this.core.memory.buffer).set(f.msg, vm.a.msgs + vm.pending * this.L.MSG_SIZE);
+        vm.pending++;
+        served.add(vm);
+      }
+    }
+    for (const vm of served) if (!vm.ended) this.serve(vm);
   }
 
   private setDeferred(vm: ServedVm, on: boolean): void {

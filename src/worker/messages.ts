@@ -39,12 +39,16 @@ export interface VmAssignment {
   mirror: MirrorTarget | null;
   /** What to do with the VM's all-zero ranges (zero-ranges.ts). */
   zeroRanges: ZeroRangeMode;
+  /** Its snapshot's chunks come from a bucket through a disk cache: a fault on one not cached yet is parked while it is fetched. */
+  fetched: boolean;
 }
 
 export type ToWorker =
   | { type: 'add'; vm: VmAssignment }
   /** The zero-page scan of the file whose zero bitmap is at `bitmap` is over. */
   | { type: 'zeroes'; bitmap: number }
+  /** Chunk `chunk` of the snapshot descriptor `snap` is in the disk cache now, or (error: one line naming it) could not be fetched. */
+  | { type: 'fetched'; snap: number; chunk: number; error: string | null }
   | { type: 'stop' };
 
 /** A VM's counters when it ends: the core's, and the fault loop's own. */
@@ -66,4 +70,6 @@ export type EndReason = 'exited' | 'fatal' | 'shutdown';
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats; records: Uint32Array | null }
-  | { type: 'warning'; id: number; message: string };
+  | { type: 'warning'; id: number; message: string }
+  /** Faults of VM `id` wait for chunk `chunk` of the snapshot descriptor `snap`: fetch it into the disk cache (`discard`: the cached one is damaged). */
+  | { type: 'fetch'; id: number; snap: number; chunk: number; discard: boolean };

@@ -96,6 +96,13 @@ export class FaultWorkerPool {
     for (const w of this.workers) this.post(w, { type: 'zeroes', bitmap });
   }
 
+  /** Tells every worker a chunk has landed in the disk cache, or could not be fetched: their faults parked on it go on. */
+  chunkFetched(snap: number, chunk: number, error: string | null): void {
+    // A fetch that ends after the stop has nobody to tell (and the workers' eventfds are closed).
+    if (this.stopping) return;
+    for (const w of this.workers) this.post(w, { type: 'fetched', snap, chunk, error });
+  }
+
   get servedVms(): number {
     return this.owner.size;
   }

@@ -10,6 +10,7 @@ import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
 import { KIT, requireKit, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
+import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
 
 /** Small enough to restore in a second or two. */
 const snapshot = new KitSnapshot(16, 128);
@@ -141,6 +142,31 @@ describe('real Firecracker', function () {
       expect(h.child.exitCode).to.equal(null);
     });
   });
+  describe('a snapshot in a bucket (Swift), served through a disk cache', () => {
+    let os: ObjectStore;
+    let store = '';
+    before(async function () {
+      this.timeout(900_000); // a clean machine installs Swift first
+      os = await ensureObjectStore();
+      store = `s3://${await os.newBucket('fc')}/fc`;
+      const put = spawnSync(SNAPFAULT, ['store', 'put', SNAPSHOT_MEM, 'snap', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+      expect(put.status, put.stderr).to.equal(0);
+    });
+    after(() => os?.release());
+
+    it('real Firecracker: restores from the bucket with a cold disk cache, then a warm one; every byte checked', async () => {
+      const cache = tmp.file('fc-cache');
+      const handler = sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(cache)} --log-format text "$1" snap`);
+      const file = await restore([SNAPFAULT]);
+      const cold = await restore(handler, os.env);
+      expectPass(cold);
+      expect(cold.output).to.match(/ended: Firecracker closed the connection; \d+ faults?\b/);
+      const warm = await restore(handler, os.env);
+      expectPass(warm);
+      console.log(`    real Firecracker: load -> first verified checksum: raw file ${file.verifiedMs} ms, bucket with a cold cache ${cold.verifiedMs} ms, warm ${warm.verifiedMs} ms`);
+    });
+  });
+
   describe('a Diff snapshot in a store, layered on its Full one', () => {
     // One boot: a Full snapshot, then the guest runs `check` and `alloc 4`, then a Diff snapshot.
     const snaps = new KitDiffSnapshots(16, 128, 4);

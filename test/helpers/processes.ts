@@ -84,8 +84,8 @@ export class Proc {
 }
 
 /** Starts `snapfault ARGS` (in `opts.cwd`, if given) and waits until it listens. */
-export async function startSnapfault(args: string[], opts: { cwd?: string } = {}): Promise<Proc> {
-  const p = new Proc(SNAPFAULT, args, undefined, opts.cwd);
+export async function startSnapfault(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Proc> {
+  const p = new Proc(SNAPFAULT, args, opts.env, opts.cwd);
   await Promise.race([
     p.waitForStderr(/listening on /),
     p.exited.then((e) => {

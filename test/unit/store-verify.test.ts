@@ -2,7 +2,7 @@
 // fault named in one line (exit 1), not a crash on a closed descriptor.
 import { expect } from 'chai';
 import { verifySnapshot, StoreFaultError } from '../../src/store/verify.js';
-import { FolderStore } from '../../src/store/folder-store.js';
+import { FolderBackend } from '../../src/store/folder-backend.js';
 import { put } from '../../src/store/put.js';
 import { makeImage, TempDir } from '../helpers/images.js';
 
@@ -12,10 +12,12 @@ describe('store verify --against', () => {
 
   it('a memory file of another size is a fault that says both sizes', async () => {
     const image = tmp.file('mem', makeImage(1 << 20, { seed: 'verify-size' }));
-    const store = FolderStore.open(tmp.file('store'), { chunkBytes: 32768 });
+    const store = await FolderBackend.open(tmp.file('store'), { chunkBytes: 32768 });
     await put(store, image, 'one', { workers: 1 });
-    expect(verifySnapshot(store, 'one', image).pagesCompared).to.equal(256);
+    expect((await verifySnapshot(store, 'one', image)).pagesCompared).to.equal(256);
     const shorter = tmp.file('shorter', makeImage(1 << 19, { seed: 'verify-size' }));
-    expect(() => verifySnapshot(store, 'one', shorter)).to.throw(StoreFaultError, `snapshot "one" is 1048576 bytes, ${shorter} is 524288`);
+    const refused = await verifySnapshot(store, 'one', shorter).then(() => null, (e: unknown) => e);
+    expect(refused).to.be.instanceOf(StoreFaultError);
+    expect((refused as Error).message).to.include(`snapshot "one" is 1048576 bytes, ${shorter} is 524288`);
   });
 });

@@ -1,0 +1,126 @@
+// Fetches a store's chunks from its bucket into the disk cache, off the fault
+// workers' path: the fault that needs a chunk is parked (src/worker/
+// parked-faults.ts) while this runs on the main thread. Concurrent requests
+// for one chunk make one GET: in this process through a map of fetches under
+// way, across the host's handler processes through a lock file beside the
+// cache. A response is checked against the chunk's name (SHA-256) before it
+// is cached, so a truncated or wrong object is never kept nor served. A
+// failed GET is tried again, with backoff and jitter, until the timeout.
+import { openSync, closeSync, unlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { StoreError } from '../errors.js';
+import type { DiskCache } from './disk-cache.js';
+
+/** Where the chunks come from: a bucket (S3Store.readChunk). */
+export interface ChunkSource {
+  readChunk(hex: string): Promise<Buffer>;
+}
+
+/** Why a chunk could not be fetched in time: the last error, one line. */
+export class FetchError extends Error {}
+
+/** A GET still running at the deadline: not an error of its own, the one before it (if any) is the one to tell. */
+class Deadline extends Error {}
+
+const FIRST_BACKOFF_MS = 50;
+const MAX_BACKOFF_MS = 2000;
+/** How often a process waiting for a chunk another process is fetching looks again. */
+const POLL_MS = 20;
+
+export interface FetchStats {
+  /** GETs answered, their bytes and seconds in all; GETs that failed (or whose answer was not the chunk). */
+  gets: number;
+  bytes: number;
+  seconds: number;
+  failures: number;
+  /** Requests answered from the disk cache after all (landed meanwhile, or fetched by another process). */
+  cached: number;
+  /** Chunks whose faults are waiting now. */
+  inFlight: number;
+}
+
+export class ChunkFetcher {
+  private readonly underWay = new Map<string, Promise<void>>();
+  readonly stats: FetchStats = { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0 };
+
+  constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number) {}
+
+  /** Resolves once the chunk is in the disk cache; `check` says what is wrong with a response (null: it is the chunk). FetchError after the timeout. */
+  fetch(hex: string, check: (stored: Buffer) => string | null): Promise<void> {
+    let p = this.underWay.get(hex);
+    if (!p) {
+      this.stats.inFlight++;
+      p = this.fetchOnce(hex, check).finally(() => {
+        this.underWay.delete(hex);
+        this.stats.inFlight--;
+      });
+      this.underWay.set(hex, p);
+    }
+    return p;
+  }
+
+  private async fetchOnce(hex: string, check: (stored: Buffer) => string | null): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    let last = 'no answer in time';
+    for (let attempt = 0; ; attempt++) {
+      if (this.cache.has(hex)) {
+        this.stats.cached++;
+        this.cache.touch(hex);
+        return;
+      }
+      const release = this.lock(hex);
+      if (release) {
+        const t = performance.now();
+        try {
+          const stored = await beforeDeadline(this.source.readChunk(hex), deadline);
+          this.stats.gets++;
+          this.stats.bytes += stored.length;
+          this.stats.seconds += (performance.now() - t) / 1000;
+          const wrong = check(stored);
+          if (wrong === null) return this.cache.insert(hex, stored);
+          this.stats.failures++;
+          last = wrong;
+        } catch (e) {
+          this.stats.failures++;
+          if (!(e instanceof Deadline)) last = e instanceof StoreError ? e.message.replace(/^store \S+: /, '') : (e as Error).message;
+        } finally {
+          release();
+        }
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new FetchError(last);
+      // Another process is fetching it: look again soon. A failure: back off, with jitter, so that many handlers do not retry in step.
+      const wait = release ? Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** attempt) * (0.5 + Math.random()) : POLL_MS;
+      await new Promise((r) => setTimeout(r, Math.min(left, wait)));
+    }
+  }
+
+  /** The host-wide right to fetch this chunk (a file made exclusively), or null while another process holds it. */
+  private lock(hex: string): (() => void) | null {
+    const path = join(this.cache.dir, 'fetching', hex);
+    try {
+      closeSync(openSync(path, 'wx'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      // One left by a process killed mid-fetch stops counting after a timeout's length.
+      try {
+        if (Date.now() - statSync(path).mtimeMs > this.timeoutMs) unlinkSync(path);
+      } catch { /* released meanwhile */ }
+      return null;
+    }
+    return () => {
+      try {
+        unlinkSync(path);
+      } catch { /* gone */ }
+    };
+  }
+}
+
+/** `p`, or a rejection at the deadline (p goes on, unwatched). */
+function beforeDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+  p.catch(() => undefined);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Deadline('no answer in time')), Math.max(0, deadline - Date.now()));
+    p.then(resolve, reject).finally(() => clearTimeout(timer));
+  });
+}

@@ -1,0 +1,73 @@
+// A plain HTTP proxy in front of the object store that writes down every
+// request it passes on: how the S3 tests count what a command sent (PUTs of
+// chunks, copies) without trusting the command's own report. Headers go
+// through unchanged, so signatures (which cover the Host header) still hold.
+// A gate can hold requests back (a chunk slow to come) or refuse them (a store
+// that stopped answering), to test what waits on what.
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Seen {
+  method: string;
+  path: string;
+  /** A server-side copy (a PUT with x-amz-copy-source): a touch, not an upload. */
+  copy: boolean;
+}
+
+/** What the gate does with a request: pass it on (perhaps after a wait), or answer 503 itself. */
+export type Gate = (s: Seen) => Promise<'pass' | 'refuse'>;
+
+export class CountingProxy {
+  /** Every request goes through it; by default all pass at once. */
+  gate: Gate = async () => 'pass';
+
+  private constructor(private readonly server: Server, readonly endpoint: string, readonly seen: Seen[]) {}
+
+  static async start(target: string): Promise<CountingProxy> {
+    const to = new URL(target);
+    const seen: Seen[] = [];
+    let proxy: CountingProxy | null = null;
+    const server = createServer((req, res) => {
+      const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined };
+      seen.push(s);
+      const forward = (): void => {
+        const out = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        });
+        out.on('error', (e) => {
+          res.writeHead(502);
+          res.end(e.message);
+        });
+        req.pipe(out);
+      };
+      void (proxy?.gate(s) ?? Promise.resolve('pass' as const)).then((what) => {
+        if (what === 'pass') return forward();
+        res.writeHead(503, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>held down by the test</Message></Error>');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    proxy = new CountingProxy(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen);
+    return proxy;
+  }
+
+  /** GETs of keys under `part` (e.g. '/chunks/'). */
+  gets(part: string): Seen[] {
+    return this.seen.filter((s) => s.method === 'GET' && s.path.includes(part));
+  }
+
+  /** Uploads (PUTs that are not copies) of keys under `part` (e.g. '/chunks/'). */
+  uploads(part: string): number {
+    return this.seen.filter((s) => s.method === 'PUT' && !s.copy && s.path.includes(part)).length;
+  }
+
+  reset(): void {
+    this.seen.length = 0;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
