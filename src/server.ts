@@ -361,6 +361,7 @@ export class SnapfaultServer {
         closeFd(kept.fd);
         kept.keeper.stop();
         kept.vault?.close();
+        this.vault = null;
         log.warn(`${(e as Error).message}; creating it anew`, { event: 'socket_keeper' });
       }
     }

@@ -84,7 +84,12 @@ export class ConnectionVault {
   private readAll(): Array<{ kind: number; fd: number; ino: number }> {
     const out: Array<{ kind: number; fd: number; ino: number }> = [];
     for (;;) {
-      const m = receiver.receive(this.queueFd);
+      let m;
+      try {
+        m = receiver.receive(this.queueFd);
+      } catch {
+        return out; // the vault is unusable: nothing more to read from it
+      }
       if (m === null || m.bytes.length === 0) return out;
       for (const fd of m.fds.slice(1)) closeFd(fd);
       if (m.fds.length === 0) continue;
