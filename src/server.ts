@@ -629,7 +629,9 @@ export class SnapfaultServer {
   /** The record of a VM whose handshake was accepted; a VM that cannot be recorded is served all the same, with a warning. */
   private recordNew(pid: number, uffd: number, regions: readonly GuestRegion[], snap: ServedSnapshot, t0: number): VmRecord | null {
     try {
-      return recordVm(this.state!, pid, uffd, regions, this.opts.store ? this.opts.memPath : resolve(this.opts.memPath), snap.identity, t0);
+      // A store's snapshot is found again by its name (in the store the successor is started with), a file by its path.
+      const served = this.opts.store || this.opts.remote ? this.opts.memPath : resolve(this.opts.memPath);
+      return recordVm(this.state!, pid, uffd, regions, served, snap.identity, t0);
     } catch (e) {
       if (e instanceof HandshakeError) throw e;
       this.opts.log.warn(`VM pid ${pid}: it cannot be recorded in ${this.state!.path} (${(e as Error).message}); it is served, but a handler crash would freeze it`,

@@ -12,7 +12,6 @@ export interface RemoteValues {
   'fetch-timeout'?: string;
   's3-endpoint'?: string;
   prefetch?: string;
-  'state-dir'?: string;
 }
 
 const DEFAULT_CACHE_BYTES = 10 * 2 ** 30;
@@ -32,7 +31,6 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
   const cacheDir = values['cache-dir'];
   if (cacheDir === undefined) throw new UsageError(`${location}: serving from a store in a bucket needs --cache-dir DIR, the local disk cache of its chunks`);
   if (values.prefetch !== undefined && values.prefetch !== 'none') throw new UsageError(`--prefetch ${values.prefetch}: not supported yet with a store in a bucket (${location}); serve on demand`);
-  if (values['state-dir'] !== undefined) throw new UsageError(`--state-dir: not supported yet with a store in a bucket (${location})`);
   const endpoint = values['s3-endpoint'];
   if (endpoint !== undefined && !/^https?:\/\/[^/]/.test(endpoint)) throw new UsageError(`--s3-endpoint ${endpoint}: expected a URL such as http://127.0.0.1:8480`);
   return {
