@@ -3,7 +3,8 @@
 // userfaultfd, the Firecracker simulator checking every byte. replay: and all
 // over a cold disk cache fetch the chunks ahead of the guest and install them;
 // a chunk held back stops neither the other chunks nor a fault on a cached
-// one; a removed page is never refilled; each chunk is fetched once.
+// one; a fault's chunk goes around a stalled prefetch queue; a removed page is
+// never refilled; each chunk is fetched once.
 import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -157,6 +158,33 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(gets.filter((p) => p === heldPath).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
     expect(gets.length, 'each chunk not cached fetched once').to.equal(chunks - warm);
     expect(new Set(gets).size).to.equal(chunks - warm);
+    expect(h.stderr).not.to.match(/warn|error/);
+  });
+
+  it('demand first: with the one prefetch GET held (--fetch-concurrency 1), faults on other chunks are fetched around the queue and served', async () => {
+    const cache = tmp.file('cache-demand-first');
+    // The first chunk GET is the prefetch's (the guest idles a moment first); it is held, so the queue stands still.
+    let heldPath = '';
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    proxy.gate = async (s) => {
+      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      heldPath ||= s.path;
+      if (s.path === heldPath) await held;
+      return 'pass';
+    };
+    proxy.reset();
+    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1'], true);
+    const sim = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '200', '--pause-ms', '300']);
+    // Faults get their chunks while the queue's one GET is held (until the guest touches the held chunk, if it does).
+    await until('faults served around the held prefetch GET', () => cachedCount(cache) >= 10, 30_000);
+    expect(chunkGets()[0]).to.equal(heldPath);
+    release();
+    const r = await sim.result;
+    expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    const gets = chunkGets();
+    expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(h.stderr).not.to.match(/warn|error/);
   });
 
