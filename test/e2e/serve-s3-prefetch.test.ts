@@ -196,6 +196,14 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     });
   }
 
+  it('readahead over a cold cache: the chunks of its windows asked for as the worker meets them; every byte right', async () => {
+    proxy.reset();
+    const log = await restore(tmp.file('cache-readahead'), ['--prefetch', 'readahead'], ['--pattern', 'seq']);
+    const gets = chunkGets();
+    expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
+    expect(prefetched(log), log).to.be.above(0);
+  });
+
   it('all over a cold cache fetches each chunk once, whether a fault or the prefetch asks first', async () => {
     const cache = tmp.file('cache-all');
     proxy.reset();
