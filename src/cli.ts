@@ -41,6 +41,8 @@ const SERVE_OPTIONS = `Options:
   --cache-dir DIR           its local disk cache, shared by the handlers of this host
   --cache-size SIZE         the disk cache's bound, least recently read chunks evicted (default 10G)
   --fetch-timeout SECONDS   how long a fault waits for its chunk before --on-fatal (default 30)
+  --fetch-concurrency N     GETs at once fetching ahead for --prefetch (default 16); a fault's
+                            own chunk never waits behind them
   --s3-endpoint URL         an S3-compatible store's endpoint (default: $AWS_ENDPOINT_URL, else AWS)
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
   --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
@@ -143,6 +145,7 @@ const optionSpec = {
   'cache-dir': { type: 'string', path: true },
   'cache-size': { type: 'string' },
   'fetch-timeout': { type: 'string' },
+  'fetch-concurrency': { type: 'string' },
   's3-endpoint': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },

@@ -46,6 +46,8 @@ import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
 import type { RemoteOptions, RemoteServing } from './store/remote-serving.js';
 import type { FetchStats } from './store/chunk-fetcher.js';
+import { PrefetchFetches } from './store/prefetch-fetches.js';
+import { prefetchChunkOrder } from './store/prefetch-order.js';
 
 /** A snapshot's identity by content, the same on every host: a store's snapshot has one (its manifest's SHA-256), a file none. */
 function contentIdentity(snap: ServedSnapshot): string | null {
@@ -226,6 +228,9 @@ export class SnapfaultServer {
   readonly outcomes: VmOutcome[] = [];
   /** A store in a bucket being served: its disk cache and fetcher. */
   private remote: RemoteServing | null = null;
+  /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned` once the policy's chunks are queued. */
+  private ahead: PrefetchFetches | null = null;
+  private aheadPlanned = false;
 
   private constructor(
     private readonly opts: ServerOptions,
@@ -299,7 +304,15 @@ export class SnapfaultServer {
           step: arena.alloc(core.layout.STEP_SIZE), doorbell: server.doorbell,
         };
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
-          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e), opts.prefetchWorker);
+          (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e),
+          (_snap, chunk) => server.ahead?.want(chunk), opts.prefetchWorker);
+        if (remote && opts.remote) {
+          server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
+            fetch: (chunk) => remote.fetch(chunk, false),
+            cached: (chunk) => remote.isCached(chunk),
+            landed: (chunk, error) => server.fetchedAhead(chunk, error),
+          });
+        }
       }
       // Everything is ready: only now is a running owner asked to hand over, so its VMs wait the least.
       server.state = state ?? await handover(opts, owner);
@@ -619,10 +632,12 @@ export class SnapfaultServer {
       zeroRanges: v.adopted ? 'off' : this.opts.zeroRanges,
       fetched: this.remote !== null && snap === this.remote.snap,
     });
+    const fetched = this.remote !== null && snap === this.remote.snap;
     if (prefetching) this.prefetcher?.add({
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
-      pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null,
+      pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null, fetched,
     });
+    if (prefetching && fetched) this.planAhead();
     return removed;
   }
 
@@ -787,15 +802,38 @@ export class SnapfaultServer {
     void done.finally(() => this.finishing.delete(done));
   }
 
+  /**
+   * The first VM prefetching from the bucket: the chunks its policy will read
+   * (replay, all) are queued at once, in its order, so they are on their way
+   * while Firecracker still loads. Later VMs' chunks are asked for by the
+   * prefetch worker as it meets them ('need').
+   */
+  private planAhead(): void {
+    const policy = this.policy;
+    if (this.aheadPlanned || !this.ahead || !this.remote || !policy || policy.kind === 'wasm') return;
+    this.aheadPlanned = true;
+    for (const chunk of prefetchChunkOrder(this.core, this.remote.snap.descriptor, policy.ranges, policy.kind === 'all')) this.ahead.want(chunk);
+  }
+
+  /** A chunk fetched ahead has landed (or could not be fetched): the prefetch worker installs (or drops) the ranges waiting for it. */
+  private fetchedAhead(chunk: number, error: string | null): void {
+    if (!this.remote) return;
+    if (error !== null) this.opts.log.debug(`chunk ${chunk} not fetched ahead: ${error}`, { event: 'chunk_prefetch', chunk, ok: false });
+    this.prefetcher?.chunkLanded(this.remote.snap.descriptor, chunk, error === null);
+  }
+
   /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
   private fetchChunk(snap: number, chunk: number, discard: boolean): void {
     const remote = this.remote;
     if (!remote) return;
+    // Demand first: a chunk queued to be fetched ahead is fetched now, for the fault.
+    this.ahead?.demand(chunk);
     const t = performance.now();
     if (discard) this.opts.log.warn(`chunk ${remote.chunkName(chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
     void remote.fetch(chunk, discard).then((error) => {
       this.opts.log.debug(`chunk ${chunk} ${error === null ? 'in the disk cache' : 'not fetched'} after ${(performance.now() - t).toFixed(1)} ms`, { event: 'chunk_fetch', chunk, ok: error === null });
       this.pool?.chunkFetched(snap, chunk, error);
+      this.prefetcher?.chunkLanded(snap, chunk, error === null);
     });
   }
 
@@ -906,6 +944,7 @@ export class SnapfaultServer {
     this.vault = null;
     // No thread of this handler touches a VM any more: a successor may take them.
     this.state?.release();
+    this.ahead?.close();
     await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);

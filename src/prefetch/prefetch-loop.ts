@@ -14,6 +14,7 @@ import type { Core } from '../core/wasm-core.js';
 import { fenceWords, tryEnterCopy, leaveCopy, waitForRead, demandWaiting, type FenceWords } from '../vm/fence.js';
 import { feedDrain, sleepUntilRung, doorbellCount, feedPending, adaptRing, policyCall } from './fault-feed.js';
 import { RangeQueue } from './range-queue.js';
+import { AwaitedChunks } from './awaited-chunks.js';
 import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import { Recorder } from '../trace/recorder.js';
@@ -48,6 +49,8 @@ interface PrefetchVm {
   policy: PrefetchPolicy | null;
   urgent: RangeQueue;
   background: RangeQueue;
+  /** Ranges whose chunk is on its way from a bucket (a.fetched): done once it lands, before anything newer. */
+  awaited: AwaitedChunks;
   cur: Cursor;
   /** The policy has nothing more to give until the next fault. */
   exhausted: boolean;
@@ -117,7 +120,7 @@ export class PrefetchLoop {
     for (const vm of this.vms.values()) {
       // A VM backing off after EAGAIN has no work yet: spinning would keep the madvise caller off the CPU.
       if (vm.stopped || vm.retryAt > t) continue;
-      if (vm.cur.count > 0 || vm.urgent.length > 0 || vm.background.length > 0 || !vm.exhausted) return true;
+      if (vm.cur.count > 0 || vm.urgent.length > 0 || vm.awaited.ready || vm.background.length > 0 || !vm.exhausted) return true;
       if (vm.a.feed && feedPending(this.i32, vm.a.feed)) return true;
     }
     return false;
@@ -130,6 +133,7 @@ export class PrefetchLoop {
       const msg = m.message as ToPrefetcher;
       if (msg.type === 'stop') this.stopping = true;
       else if (msg.type === 'add') this.add(msg.vm);
+      else if (msg.type === 'landed') this.landed(msg.snap, msg.chunk, msg.ok);
       else this.release(msg.id);
     }
   }
@@ -140,7 +144,7 @@ export class PrefetchLoop {
       this.dv = new DataView(this.core.memory.buffer);
     }
     const vm: PrefetchVm = {
-      a, fence: fenceWords(this.L, a.table), policy: null, urgent: new RangeQueue(URGENT_RANGES), background: new RangeQueue(BACKGROUND_RANGES),
+      a, fence: fenceWords(this.L, a.table), policy: null, urgent: new RangeQueue(URGENT_RANGES), background: new RangeQueue(BACKGROUND_RANGES), awaited: new AwaitedChunks(),
       cur: { first: 0, count: 0 }, exhausted: false, retryAt: 0, stopped: false, rec: a.record ? new Recorder() : null,
       load: new LoadWatch(a.peerPid, now()),
     };
@@ -150,6 +154,11 @@ export class PrefetchLoop {
     } catch (e) {
       this.stop(vm, e instanceof PolicyError ? e.message : `prefetch policy ${this.policy.name} failed to start: ${(e as Error).message}`);
     }
+  }
+
+  /** A chunk some ranges waited for has landed (or could not be fetched: its ranges are dropped, its faults deal with it). */
+  private landed(snap: number, chunk: number, ok: boolean): void {
+    for (const vm of this.vms.values()) if (vm.a.snap === snap) vm.awaited.settle(chunk, ok);
   }
 
   private release(id: number): void {
@@ -211,7 +220,7 @@ export class PrefetchLoop {
   }
 
   private nextRange(vm: PrefetchVm, policy: PrefetchPolicy): boolean {
-    if (vm.urgent.pop(vm.cur) || vm.background.pop(vm.cur)) return true;
+    if (vm.urgent.pop(vm.cur) || vm.awaited.pop(vm.cur) || vm.background.pop(vm.cur)) return true;
     if (vm.exhausted) return false;
     policyCall(this.i32, this.b.doorbell);
     let more: boolean;
@@ -264,6 +273,10 @@ export class PrefetchLoop {
         if (kind === L.STEP_NEED_CHUNK) {
           if (slot >= 0) fn.chunkRelease(a.snap, slot);
           slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes, L.OWNER_PREFETCH);
+          if (slot === L.CHUNK_ERR_ABSENT && a.fetched) {
+            slot = -1;
+            return this.await(vm, arg, this.chunkSpanEnd(a.snap, arg, vm.cur.first, vm.cur.first + vm.cur.count));
+          }
           if (slot < 0) {
             this.stop(vm, chunkFailureText(this.core, a.snap, arg, slot));
             return -1;
@@ -275,6 +288,7 @@ export class PrefetchLoop {
           slot = -1;
           chunk = -1;
           const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes, L.OWNER_PREFETCH);
+          if (rc === L.CHUNK_ERR_ABSENT && a.fetched) return this.await(vm, this.dv.getUint32(staging, true), Math.min(vm.cur.first + vm.cur.count, arg + 512));
           if (rc < 0) {
             this.stop(vm, chunkFailureText(this.core, a.snap, this.dv.getUint32(staging, true), rc));
             return -1;
@@ -285,6 +299,35 @@ export class PrefetchLoop {
     } finally {
       if (slot >= 0) fn.chunkRelease(a.snap, slot);
     }
+  }
+
+  /**
+   * The current range's pages from its first up to `end` wait for `chunk`,
+   * not in the disk cache: put aside (the chunk asked for, once), and the
+   * range goes on after them. Returns 0: nothing installed.
+   */
+  private await(vm: PrefetchVm, chunk: number, end: number): number {
+    const first = vm.cur.first;
+    if (vm.awaited.defer(chunk, first, end - first)) this.send({ type: 'need', snap: vm.a.snap, chunk });
+    vm.cur.count -= end - first;
+    vm.cur.first = end;
+    return 0;
+  }
+
+  /** Where the pages of `chunk` end from `first` on (zero pages in between count as its own), at most `end`. */
+  private chunkSpanEnd(snap: number, chunk: number, first: number, end: number): number {
+    const L = this.L;
+    const dv = this.dv;
+    const pages = dv.getUint32(snap + L.SNAP_PAGES, true);
+    const index = dv.getUint32(snap + L.SNAP_INDEX, true);
+    const ppc = dv.getUint32(snap + L.SNAP_PAGES_PER_CHUNK, true);
+    const zero = L.PAGE_ZERO >>> 0; // a u32 the core exports as an i32
+    let p = first + 1;
+    for (; p < end && p < pages; p++) {
+      const k = dv.getUint32(index + p * 4, true);
+      if (k !== zero && Math.floor(k / ppc) !== chunk) return p;
+    }
+    return end;
   }
 
   /** Issues the planned batch (inside the fence): bytes installed, or -1 to give up the turn. */

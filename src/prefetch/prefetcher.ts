@@ -45,6 +45,8 @@ export class Prefetcher {
   static async start(
     module: WebAssembly.Module, memory: WebAssembly.Memory, policy: PreparedPolicy, buffers: PrefetchBuffers,
     onWarning: (id: number, message: string) => void, onCrash: (e: Error) => void,
+    /** A range waits for a chunk the disk cache lacks (a snapshot served from a bucket): fetch it. */
+    onNeed: (snap: number, chunk: number) => void,
     /** The worker's entry module: prefetch-worker.js (tests pass one that injects faults). */
     entry: URL = new URL('./prefetch-worker.js', import.meta.url),
   ): Promise<Prefetcher> {
@@ -56,6 +58,7 @@ export class Prefetcher {
       worker.on('message', (m: FromPrefetcher) => {
         if (m.type === 'ready') resolve();
         else if (m.type === 'warning') onWarning(m.id, m.message);
+        else if (m.type === 'need') onNeed(m.snap, m.chunk);
         else {
           p.uffds.delete(m.id);
           p.releases.get(m.id)?.(m.records);
@@ -100,6 +103,11 @@ export class Prefetcher {
     }
     this.uffds.set(vm.id, vm.uffd);
     this.post({ type: 'add', vm });
+  }
+
+  /** A chunk of a snapshot served from a bucket is in the disk cache now (`ok`), or could not be fetched: ranges waiting for it go on, or are dropped. */
+  chunkLanded(snap: number, chunk: number, ok: boolean): void {
+    if (!this.dead && !this.stopping) this.post({ type: 'landed', snap, chunk, ok });
   }
 
   /** Stops prefetching into a VM; resolves with its records (if recorded) once the worker let go of it. */

@@ -1,6 +1,6 @@
 // The serving options of a store in a bucket (--store s3://BUCKET/PREFIX):
 // the disk cache tier (--cache-dir, --cache-size), the fetch timeout, the
-// endpoint. What this version does not combine with it is refused in one line.
+// endpoint, the prefetch GETs at once. What this version does not combine with it is refused in one line.
 import { UsageError } from '../errors.js';
 import { intOption } from '../tool-args.js';
 import { parseS3Location } from './s3-location.js';
@@ -10,10 +10,12 @@ export interface RemoteValues {
   'cache-dir'?: string;
   'cache-size'?: string;
   'fetch-timeout'?: string;
+  'fetch-concurrency'?: string;
   's3-endpoint'?: string;
-  prefetch?: string;
 }
 
+/** Prefetch GETs at once by default (docs/store-s3.md has the measurements). */
+const DEFAULT_FETCH_CONCURRENCY = 16;
 const DEFAULT_CACHE_BYTES = 10 * 2 ** 30;
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
@@ -30,7 +32,6 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
   parseS3Location(location);
   const cacheDir = values['cache-dir'];
   if (cacheDir === undefined) throw new UsageError(`${location}: serving from a store in a bucket needs --cache-dir DIR, the local disk cache of its chunks`);
-  if (values.prefetch !== undefined && values.prefetch !== 'none') throw new UsageError(`--prefetch ${values.prefetch}: not supported yet with a store in a bucket (${location}); serve on demand`);
   const endpoint = values['s3-endpoint'];
   if (endpoint !== undefined && !/^https?:\/\/[^/]/.test(endpoint)) throw new UsageError(`--s3-endpoint ${endpoint}: expected a URL such as http://127.0.0.1:8480`);
   return {
@@ -39,12 +40,13 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
     cacheDir,
     cacheBytes: sizeOption(values['cache-size'], '--cache-size', DEFAULT_CACHE_BYTES),
     fetchTimeoutMs: intOption(values['fetch-timeout'], '--fetch-timeout', { def: 30, min: 1, max: 3600 }) * 1000,
+    fetchConcurrency: intOption(values['fetch-concurrency'], '--fetch-concurrency', { def: DEFAULT_FETCH_CONCURRENCY, min: 1, max: 256 }),
   };
 }
 
 /** The options that mean something only with a store in a bucket, given without one. */
 export function refuseRemoteOnly(values: RemoteValues): void {
-  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 's3-endpoint'] as const) {
+  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 's3-endpoint'] as const) {
     if (values[o] !== undefined) throw new UsageError(`--${o} is for serving a store in a bucket (--store s3://BUCKET/PREFIX)`);
   }
 }

@@ -23,7 +23,12 @@ export interface RemoteOptions {
   cacheDir: string;
   cacheBytes: number;
   fetchTimeoutMs: number;
+  /** Prefetch GETs in flight at most (--fetch-concurrency); faults' own GETs come on top. */
+  fetchConcurrency: number;
 }
+
+/** Requests kept free for faults' own GETs beside the prefetch ones. */
+const DEMAND_REQUESTS = 16;
 
 export class RemoteServing {
   private closed = false;
@@ -42,7 +47,7 @@ export class RemoteServing {
   static async open(opts: RemoteOptions, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<RemoteServing> {
     const cache = DiskCache.open(opts.cacheDir, opts.cacheBytes);
     // One try a request: the fetcher retries with its own backoff and knows each failure as it happens.
-    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1 });
+    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1, maxRequests: opts.fetchConcurrency + DEMAND_REQUESTS });
     try {
       const chain = await readChainOf(store, name);
       const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
@@ -72,6 +77,11 @@ export class RemoteServing {
     const L = this.core.layout;
     const names = new DataView(this.core.memory.buffer).getUint32(this.snap.descriptor + L.SNAP_NAMES, true);
     return Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
+  }
+
+  /** Chunk `chunk` is in the disk cache. */
+  isCached(chunk: number): boolean {
+    return !this.closed && this.cache.has(this.chunkName(chunk));
   }
 
   /**

@@ -35,10 +35,12 @@ export interface S3Options {
   endpoint?: string;
   /** Tries of each request (default 3); serving retries on its own, up to --fetch-timeout (chunk-fetcher.ts). */
   attempts?: number;
+  /** Requests in flight at most (default MAX_REQUESTS): serving raises it so a fault's GET never queues behind prefetch GETs. */
+  maxRequests?: number;
 }
 
 export class S3Store implements Store {
-  private readonly limit = new Limiter(MAX_REQUESTS);
+  private readonly limit: Limiter;
 
   private constructor(
     readonly root: string,
@@ -46,7 +48,10 @@ export class S3Store implements Store {
     private readonly client: S3Client,
     private readonly at: S3Location,
     private readonly endpoint: string,
-  ) {}
+    maxRequests: number,
+  ) {
+    this.limit = new Limiter(maxRequests);
+  }
 
   /** Opens the store at s3://bucket/prefix; with `create`, makes it first if there is none (the bucket must exist). */
   static async open(url: string, opts: S3Options, create?: { chunkBytes: number }): Promise<S3Store> {
@@ -94,7 +99,7 @@ export class S3Store implements Store {
         // Read back: of two puts making one store at once, both use what is there.
         text = (await read()) ?? '';
       }
-      return new S3Store(url, parseStoreInfo(url, text), client, at, where);
+      return new S3Store(url, parseStoreInfo(url, text), client, at, where, opts.maxRequests ?? MAX_REQUESTS);
     } catch (e) {
       client.destroy();
       throw e;

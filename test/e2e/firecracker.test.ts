@@ -165,6 +165,45 @@ describe('real Firecracker', function () {
       expectPass(warm);
       console.log(`    real Firecracker: load -> first verified checksum: raw file ${file.verifiedMs} ms, bucket with a cold cache ${cold.verifiedMs} ms, warm ${warm.verifiedMs} ms`);
     });
+
+    it('real Firecracker: cold disk cache with --prefetch replay: and all, the working set fetched ahead; every byte checked; on demand beside them', async () => {
+      // The working set, recorded through the bucket (same snapshot, so the trace names it) over a warm cache.
+      const trace = tmp.file('fc-bucket.trace');
+      const warm = tmp.file('fc-cache-record');
+      const via = (cache: string, extra: string): string[] =>
+        sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(cache)} --log-format text ${extra} "$1" snap`);
+      expectPass(await restore(via(warm, ''), os.env));
+      expectPass(await restore(via(warm, `--record ${q(trace)}`), os.env));
+      // The store's default chunks (one GET each: their number is what a cold restore waits on) and 256 KiB ones.
+      const big = `${store}-256k`;
+      const put = spawnSync(SNAPFAULT, ['store', 'put', SNAPSHOT_MEM, 'snap', '--chunk-kib', '256', '--store', big, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+      expect(put.status, put.stderr).to.equal(0);
+      const stores = [['', store], [' 256k', big]] as const;
+      const rows = new Map<string, number[]>([['file', []]]);
+      const push = (k: string, ms: number): void => void rows.set(k, [...(rows.get(k) ?? []), ms]);
+      // Rounds side by side, each restore with a disk cache of its own, cold.
+      for (let round = 0; round < 3; round++) {
+        push('file', (await restore([SNAPFAULT])).verifiedMs);
+        for (const [label, at] of stores) {
+          const viaAt = (cache: string, extra: string): string[] =>
+            sh(`exec ${q(SNAPFAULT)} --store ${q(at)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(cache)} --log-format text ${extra} "$1" snap`);
+          for (const [kind, extra] of [['demand', ''], ['replay', `--prefetch replay:${q(trace)}`], ['all', '--prefetch all']] as const) {
+            const r = await restore(viaAt(tmp.file(`fc-cache-${kind}${label.trim()}-${round}`), extra), os.env);
+            expectPass(r);
+            expect(r.output).not.to.match(/prefetch stopped/);
+            push(`${kind}${label}`, r.verifiedMs);
+          }
+        }
+      }
+      const median = (k: string): number => [...(rows.get(k) ?? [])].sort((a, b) => a - b)[1];
+      const f = median('file');
+      const cell = (k: string): string => `${k} ${median(k)} ms (${(median(k) / f).toFixed(2)}x)`;
+      for (const [label] of stores) {
+        console.log(`    real Firecracker, cold disk cache${label ? ', 256 KiB chunks' : ''}, load -> first verified checksum (medians of 3 rounds): raw file ${f} ms; ` +
+          `from the bucket: ${['demand', 'replay', 'all'].map((k) => cell(k + label)).join(', ')}`);
+        expect(median(`replay${label}`), 'replay fetches ahead: sooner than one GET a fault').to.be.below(median(`demand${label}`));
+      }
+    });
   });
 
   describe('a Diff snapshot in a store, layered on its Full one', () => {

@@ -239,10 +239,10 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(bytes).to.be.above(2 * MiB);
   });
 
-  it('refuses in one line: no --cache-dir, --prefetch, --cache-dir without a bucket', () => {
+  it('refuses in one line: no --cache-dir, --cache-dir or --fetch-concurrency without a bucket', () => {
     const run = (args: string[]): string => spawnSync(SNAPFAULT, args, { encoding: 'utf8', env: { ...process.env, ...os.env } }).stderr;
     expect(run(['--store', store, tmp.file('x.sock'), 'snap'])).to.equal(`snapfault: ${store}: serving from a store in a bucket needs --cache-dir DIR, the local disk cache of its chunks\n`);
-    expect(run(['--store', store, '--cache-dir', tmp.file('c'), '--prefetch', 'all', tmp.file('x.sock'), 'snap'])).to.match(/^snapfault: --prefetch all: not supported yet with a store in a bucket/);
+    expect(run(['--fetch-concurrency', '4', tmp.file('x.sock'), img])).to.equal('snapfault: --fetch-concurrency is for serving a store in a bucket (--store s3://BUCKET/PREFIX)\n');
     expect(run(['--cache-dir', tmp.file('c'), tmp.file('x.sock'), img])).to.equal('snapfault: --cache-dir is for serving a store in a bucket (--store s3://BUCKET/PREFIX)\n');
   });
 });

@@ -1,0 +1,217 @@
+// Prefetching from a store in a bucket, end to end: a real S3-compatible
+// store (Swift with s3api) behind a proxy that counts and can hold GETs, real
+// userfaultfd, the Firecracker simulator checking every byte. replay: and all
+// over a cold disk cache fetch the chunks ahead of the guest and install them;
+// a chunk held back stops neither the other chunks nor a fault on a cached
+// one; a fault's chunk goes around a stalled prefetch queue; a removed page is
+// never refilled; each chunk is fetched once.
+import { expect } from 'chai';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { SNAPFAULT } from '../helpers/paths.js';
+import { TempDir, makeImage } from '../helpers/images.js';
+import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processes.js';
+import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
+import { CountingProxy } from '../helpers/counting-proxy.js';
+import { readTrace } from '../../src/trace/trace-file.js';
+import { summarize } from '../../src/trace/summary.js';
+
+const MiB = 1 << 20;
+
+/** The chunks a disk cache holds. */
+function cachedCount(dir: string): number {
+  const chunks = join(dir, 'chunks');
+  let n = 0;
+  try {
+    for (const sub of readdirSync(chunks)) n += readdirSync(join(chunks, sub)).filter((f) => f.length === 64).length;
+  } catch {
+    return 0;
+  }
+  return n;
+}
+
+async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('prefetching from a store in a bucket (S3 API, on Swift)', function () {
+  this.timeout(240_000);
+  const tmp = new TempDir();
+  let os: ObjectStore;
+  let proxy: CountingProxy;
+  let store: string;
+  let img: string;
+  let n = 0;
+  /** The chunks the snapshot uses. */
+  let chunks = 0;
+  const handlers: Proc[] = [];
+
+  before(async function () {
+    this.timeout(900_000); // a clean machine installs Swift first
+    os = await ensureObjectStore();
+    proxy = await CountingProxy.start(os.endpoint);
+    store = `s3://${await os.newBucket('prefetch')}/p`;
+    img = tmp.file('mem.img', makeImage(32 * MiB, { seed: 'serve-s3-prefetch', zeroFraction: 0.3 }));
+    const env = { ...process.env, ...os.env };
+    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
+    expect(put.status, put.stderr).to.equal(0);
+    const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
+    chunks = (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed;
+    expect(chunks, 'enough chunks to see an order').to.be.at.least(8);
+  });
+  afterEach(async () => {
+    proxy.gate = async () => 'pass';
+    for (const h of handlers.splice(0)) {
+      if (h.child.exitCode === null) h.kill('SIGKILL');
+      await h.exited;
+    }
+  });
+  after(async () => {
+    await proxy?.stop();
+    os?.release();
+    tmp.remove();
+  });
+
+  async function handler(cache: string, extra: string[], serve = false): Promise<{ h: Proc; sock: string }> {
+    const sock = tmp.file(`h${n++}.sock`);
+    const common = ['--store', store, '--s3-endpoint', proxy.endpoint, '--cache-dir', cache, '--log-format', 'text', ...extra];
+    const args = serve ? ['serve', ...common, '--socket', sock, '--mem', 'snap'] : [...common, sock, 'snap'];
+    const h = await startSnapfault(args, { env: os.env });
+    handlers.push(h);
+    return { h, sock };
+  }
+
+  /** A drop-in restore with every touched page checked, nothing warned; returns the handler's log. */
+  async function restore(cache: string, extra: string[], simArgs: string[]): Promise<string> {
+    const { h, sock } = await handler(cache, extra);
+    const sim = await runSim(['--socket', sock, '--mem', img, '--verify', ...simArgs]);
+    const exit = await h.waitExit();
+    expect(sim.code, `${sim.stderr}\n${h.stderr}`).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect(exit.code, h.stderr).to.equal(0);
+    expect(h.stderr).not.to.match(/warn|error/);
+    return h.stderr;
+  }
+
+  const chunkGets = (): string[] => proxy.gets('/chunks/').map((s) => s.path);
+  const faults = (log: string): number => Number(/(\d+) faults? \(/.exec(log)?.[1] ?? NaN);
+  const prefetched = (log: string): number => {
+    const m = /prefetch: (\d+) pages copied .* and (\d+) zero pages mapped/.exec(log);
+    return m ? Number(m[1]) + Number(m[2]) : NaN;
+  };
+
+  it('replay: over a cold cache fetches the working set ahead and installs it: few demand faults left, only its chunks fetched, once each', async () => {
+    const truth = tmp.file('hot.trace');
+    const hot = ['--pattern', 'hot', '--seed', '7'];
+    proxy.reset();
+    await restore(tmp.file('cache-record'), ['--record', truth], hot);
+    const workingSetChunks = new Set(chunkGets()).size;
+    expect(workingSetChunks).to.be.below(chunks);
+
+    proxy.reset();
+    const out = tmp.file('replayed.trace');
+    // The guest idles a moment after the handshake, as a restored one mostly does before its first fault.
+    const log = await restore(tmp.file('cache-replay'), ['--prefetch', `replay:${truth}`, '--record', out], [...hot, '--pause-ms', '1500']);
+    const gets = chunkGets();
+    expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
+    expect(gets.length, 'the working set\'s chunks only').to.equal(workingSetChunks);
+    const score = summarize(readTrace(out), readTrace(truth)).against!;
+    expect(score.hitRate).to.equal(1);
+    expect(score.hits + faults(log), log).to.equal(score.needed);
+    expect(faults(log), `demand faults left of ${score.needed}:\n${log}`).to.be.at.most(score.needed * 0.05);
+  });
+
+  it('a chunk held back at the store stops neither the prefetch of the others nor a fault on a cached chunk', async () => {
+    const cache = tmp.file('cache-held');
+    // The first pages' chunks in the cache: the bystander's.
+    proxy.reset();
+    await restore(cache, [], ['--pattern', 'seq', '--touches', '64']);
+    const warm = new Set(chunkGets()).size;
+    // The first chunk GET the prefetch makes is held.
+    let heldPath = '';
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    proxy.gate = async (s) => {
+      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      heldPath ||= s.path;
+      if (s.path === heldPath) await held;
+      return 'pass';
+    };
+    proxy.reset();
+    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--workers', '1'], true);
+    const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
+    await until('every chunk but the held one cached', () => cachedCount(cache) === chunks - 1, 60_000);
+    const bystander = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq', '--touches', '64']);
+    expect(bystander.code, `${bystander.stderr}\n${h.stderr}`).to.equal(0);
+    expect(bystander.json?.mismatches).to.equal(0);
+    expect(waiting.proc.child.exitCode, 'the VM whose chunk is held still waits').to.equal(null);
+    release();
+    const r = await waiting.result;
+    expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    const gets = chunkGets();
+    expect(gets.filter((p) => p === heldPath).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
+    expect(gets.length, 'each chunk not cached fetched once').to.equal(chunks - warm);
+    expect(new Set(gets).size).to.equal(chunks - warm);
+    expect(h.stderr).not.to.match(/warn|error/);
+  });
+
+  it('demand first: with the one prefetch GET held (--fetch-concurrency 1), faults on other chunks are fetched around the queue and served', async () => {
+    const cache = tmp.file('cache-demand-first');
+    // The first chunk GET is the prefetch's (the guest idles a moment first); it is held, so the queue stands still.
+    let heldPath = '';
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    proxy.gate = async (s) => {
+      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      heldPath ||= s.path;
+      if (s.path === heldPath) await held;
+      return 'pass';
+    };
+    proxy.reset();
+    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1'], true);
+    const sim = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '200', '--pause-ms', '300']);
+    // Faults get their chunks while the queue's one GET is held (until the guest touches the held chunk, if it does).
+    await until('faults served around the held prefetch GET', () => cachedCount(cache) >= 10, 30_000);
+    expect(chunkGets()[0]).to.equal(heldPath);
+    release();
+    const r = await sim.result;
+    expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    const gets = chunkGets();
+    expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
+    expect(h.stderr).not.to.match(/warn|error/);
+  });
+
+  for (const mode of ['before', 'concurrent']) {
+    it(`a page removed ${mode} the faults is never refilled by the prefetch over a cold cache (all, balloon)`, async () => {
+      const log = await restore(tmp.file(`cache-balloon-${mode}`), ['--prefetch', 'all'],
+        ['--pattern', 'random', '--balloon', '4M:8M,20M:4M', '--balloon-mode', mode, '--threads', '2']);
+      expect(log).to.match(/[1-9]\d* removes?\b/);
+    });
+  }
+
+  it('readahead over a cold cache: the chunks of its windows asked for as the worker meets them; every byte right', async () => {
+    proxy.reset();
+    const log = await restore(tmp.file('cache-readahead'), ['--prefetch', 'readahead'], ['--pattern', 'seq']);
+    const gets = chunkGets();
+    expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
+    expect(prefetched(log), log).to.be.above(0);
+  });
+
+  it('all over a cold cache fetches each chunk once, whether a fault or the prefetch asks first', async () => {
+    const cache = tmp.file('cache-all');
+    proxy.reset();
+    const log = await restore(cache, ['--prefetch', 'all', '--fetch-concurrency', '4'], ['--pattern', 'random', '--threads', '2']);
+    const gets = chunkGets();
+    expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
+    expect(gets.length, 'none twice').to.equal(chunks);
+    expect(cachedCount(cache)).to.equal(chunks);
+    expect(prefetched(log), log).to.be.above(0);
+  });
+});
