@@ -133,15 +133,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     await restore(cache, [], ['--pattern', 'seq', '--touches', '64']);
     const warm = new Set(chunkGets()).size;
     // The first chunk GET the prefetch makes is held.
-    let heldPath = '';
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    proxy.gate = async (s) => {
-      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
-      heldPath ||= s.path;
-      if (s.path === heldPath) await held;
-      return 'pass';
-    };
+    const hold = proxy.holdFirstChunkGet();
     proxy.reset();
     const { h, sock } = await handler(cache, ['--prefetch', 'all', '--workers', '1'], true);
     const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
@@ -150,12 +142,12 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(bystander.code, `${bystander.stderr}\n${h.stderr}`).to.equal(0);
     expect(bystander.json?.mismatches).to.equal(0);
     expect(waiting.proc.child.exitCode, 'the VM whose chunk is held still waits').to.equal(null);
-    release();
+    hold.release();
     const r = await waiting.result;
     expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
     expect(r.json?.mismatches).to.equal(0);
     const gets = chunkGets();
-    expect(gets.filter((p) => p === heldPath).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
+    expect(gets.filter((p) => p === hold.path()).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
     expect(gets.length, 'each chunk not cached fetched once').to.equal(chunks - warm);
     expect(new Set(gets).size).to.equal(chunks - warm);
     expect(h.stderr).not.to.match(/warn|error/);
@@ -164,22 +156,14 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
   it('demand first: with the one prefetch GET held (--fetch-concurrency 1), faults on other chunks are fetched around the queue and served', async () => {
     const cache = tmp.file('cache-demand-first');
     // The first chunk GET is the prefetch's (the guest idles a moment first); it is held, so the queue stands still.
-    let heldPath = '';
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    proxy.gate = async (s) => {
-      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
-      heldPath ||= s.path;
-      if (s.path === heldPath) await held;
-      return 'pass';
-    };
+    const hold = proxy.holdFirstChunkGet();
     proxy.reset();
     const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1'], true);
     const sim = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '200', '--pause-ms', '300']);
     // Faults get their chunks while the queue's one GET is held (until the guest touches the held chunk, if it does).
     await until('faults served around the held prefetch GET', () => cachedCount(cache) >= 10, 30_000);
-    expect(chunkGets()[0]).to.equal(heldPath);
-    release();
+    expect(chunkGets()[0]).to.equal(hold.path());
+    hold.release();
     const r = await sim.result;
     expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
     expect(r.json?.mismatches).to.equal(0);

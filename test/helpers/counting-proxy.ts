@@ -23,6 +23,20 @@ export class CountingProxy {
 
   private constructor(private readonly server: Server, readonly endpoint: string, readonly seen: Seen[]) {}
 
+  /** Holds back every GET of the first chunk asked for (its path, once asked) until release(); the rest pass. */
+  holdFirstChunkGet(): { path: () => string; release: () => void } {
+    let heldPath = '';
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    this.gate = async (s) => {
+      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      heldPath ||= s.path;
+      if (s.path === heldPath) await held;
+      return 'pass';
+    };
+    return { path: () => heldPath, release };
+  }
+
   static async start(target: string): Promise<CountingProxy> {
     const to = new URL(target);
     const seen: Seen[] = [];
