@@ -45,12 +45,17 @@ export function openAtReadOnly(dirfd: number, path: string): number {
 }
 
 // futimens(2) times: atime now, mtime left as it is (UTIME_NOW, UTIME_OMIT in tv_nsec).
-const ACCESSED_NOW = new BigInt64Array([0n, BigInt((1 << 30) - 1), 0n, BigInt((1 << 30) - 2)]);
-const accessedNowAddr = addressOf(new Uint8Array(ACCESSED_NOW.buffer));
+// The array and its address are kept together and used together: an address
+// alone does not keep the array alive, and once collected its memory was
+// read as a garbage mtime (chunks dated 2446, spared by every gc).
+const accessedNow = (() => {
+  const times = new BigInt64Array([0n, BigInt((1 << 30) - 1), 0n, BigInt((1 << 30) - 2)]);
+  return { times, addr: addressOf(times) };
+})();
 
 /** Sets the file's access time to now, its modification time untouched: 0 or -errno. */
 export function markAccessed(fd: number): number {
-  return futimensFn(fd, accessedNowAddr) < 0 ? -errno() : 0;
+  return futimensFn(fd, accessedNow.addr) < 0 ? -errno() : 0;
 }
 
 /** syncfs(2): everything written to the file system holding `fd` reaches the disk (one call, not an fsync per file). */

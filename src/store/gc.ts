@@ -21,9 +21,18 @@ export interface GcStats {
   seconds: number;
 }
 
+/**
+ * A modification time further ahead than any clock skew between hosts is not
+ * a touch: a snapfault built before native/fd.ts kept its futimens times alive
+ * wrote garbage ones (year 2446) on folder stores' chunks it served, which
+ * would otherwise be spared forever.
+ */
+const FUTURE_MS = 24 * 3600 * 1000;
+
 export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   const started = Date.now();
   const now = Date.now();
+  const touchedSince = (mtimeMs: number, since: number): boolean => mtimeMs >= since && mtimeMs <= now + FUTURE_MS;
   // Registrations first: a put or restore that begins after this is covered by its touches and its lease.
   const puts = await store.listRegistrations('pending');
   const leases = await store.listRegistrations('leases');
@@ -61,7 +70,7 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
     }
   }
   // A gc killed between moving a chunk aside and deciding leaves it in trash: put back what may be in use.
-  await store.recoverTrash((hex, mtimeMs) => marked.has(hex) || mtimeMs >= cutoff);
+  await store.recoverTrash((hex, mtimeMs) => marked.has(hex) || touchedSince(mtimeMs, cutoff));
 
   let chunksKept = 0;
   let chunksDeleted = 0;
@@ -72,7 +81,7 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   const unmarked: typeof chunks = [];
   for (const c of chunks) {
     if (marked.has(c.hex)) chunksKept++;
-    else if (c.mtimeMs >= cutoff) chunksSpared++;
+    else if (touchedSince(c.mtimeMs, cutoff)) chunksSpared++;
     else unmarked.push(c);
   }
   // Concurrently: each is a round trip or two to a bucket (the store bounds how many at once).
