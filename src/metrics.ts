@@ -9,6 +9,7 @@ import type { SnapfaultServer, MetricsSnapshot } from './server.js';
 import type { FaultCounts } from './vm/vm-table.js';
 import { WORKER_STAT as S, LATENCY_BOUNDS_S, READ_BOUNDS } from './worker/worker-stats.js';
 import { SnapfaultError, UsageError } from './errors.js';
+import { GET_LATENCY_BOUNDS_S } from './store/chunk-fetcher.js';
 
 /** Serving from a bucket: the disk cache tier and the fetches behind it (present only then). */
 function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']): void {
@@ -30,6 +31,10 @@ function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']):
       },
     });
   };
+  new ComputedHistogram(registry, 'snapfault_store_get_latency_seconds', 'Serving from a bucket: time each answered GET took, request to last byte.', GET_LATENCY_BOUNDS_S, () => {
+    const f = read();
+    return { counts: f?.latency ?? [], sum: f?.seconds ?? 0, count: f?.gets ?? 0 };
+  });
   gauge('snapfault_store_fetches_in_flight', 'Serving from a bucket: chunks being fetched now, faults parked on them.', 'inFlight');
   gauge('snapfault_store_disk_cache_bytes', 'Serving from a bucket: bytes in the disk cache (as this handler counts them).', 'cacheBytes');
 }
@@ -60,42 +65,49 @@ function computedCounter(registry: Registry, name: string, help: string, labelNa
 
 type HistogramValues = Awaited<ReturnType<Histogram<string>['get']>>;
 
-/** WORKER_STAT slots of a histogram's running sum and count (the buckets alone cannot give the sum). */
-interface SumSlots {
+/** A histogram's state at scrape time: a count per bucket (the last one past every bound; not cumulative), the sum and count of what it observed. */
+interface HistogramState {
+  counts: number[];
   sum: number;
   count: number;
 }
 
-/** A histogram filled at scrape time from per-worker bucket counts, sums and counts. */
-class WorkerHistogram extends Histogram<string> {
+/** A histogram filled at scrape time from counts kept elsewhere (shared memory, a fetcher), not observed through prom-client. */
+class ComputedHistogram extends Histogram<string> {
   constructor(registry: Registry, private readonly metricName: string, private readonly metricHelp: string, private readonly bounds: readonly number[],
-    private readonly slot: number, private readonly snapshot: () => MetricsSnapshot, private readonly sums: SumSlots) {
+    private readonly read: () => HistogramState) {
     super({ name: metricName, help: metricHelp, buckets: [...bounds], registers: [registry] });
   }
 
   // The registry renders text from getForPromString (and get() builds on it).
   async getForPromString(): Promise<HistogramValues> {
-    const counts = new Array<number>(this.bounds.length + 1).fill(0);
-    let sum = 0;
-    let total = 0;
-    for (const w of this.snapshot().workers) {
-      for (let i = 0; i <= this.bounds.length; i++) counts[i] += w[this.slot + i];
-      sum += w[this.sums.sum];
-      total += w[this.sums.count];
-    }
+    const { counts, sum, count } = this.read();
     const name = this.metricName;
     let cumulative = 0;
     const values: HistogramValues['values'] = [];
     for (let i = 0; i <= this.bounds.length; i++) {
-      cumulative += counts[i];
+      cumulative += counts[i] ?? 0;
       values.push({ labels: { le: i < this.bounds.length ? this.bounds[i] : '+Inf' }, value: cumulative, metricName: `${name}_bucket` });
     }
     values.push({ labels: {}, value: sum, metricName: `${name}_sum` });
-    values.push({ labels: {}, value: total, metricName: `${name}_count` });
+    values.push({ labels: {}, value: count, metricName: `${name}_count` });
     // MetricType is declared in the typings but not exported at run time.
     const type = 'histogram' as unknown as MetricType;
     return { name, help: this.metricHelp, type, values, aggregator: 'sum', collect: () => undefined };
   }
+}
+
+/** A histogram kept by every fault worker in its WORKER_STAT block: bucket counts from `slot`, its running sum and count in `sum` and `count`. */
+function workerHistogram(snapshot: () => MetricsSnapshot, bounds: readonly number[], slot: number, sumSlot: number, countSlot: number): () => HistogramState {
+  return () => {
+    const state: HistogramState = { counts: new Array<number>(bounds.length + 1).fill(0), sum: 0, count: 0 };
+    for (const w of snapshot().workers) {
+      for (let i = 0; i <= bounds.length; i++) state.counts[i] += w[slot + i];
+      state.sum += w[sumSlot];
+      state.count += w[countSlot];
+    }
+    return state;
+  };
 }
 
 export function buildRegistry(server: SnapfaultServer): Registry {
@@ -163,10 +175,10 @@ export function buildRegistry(server: SnapfaultServer): Registry {
       for (const v of snap().live) this.set({ pid: String(v.pid) }, v.counts.prefetched + v.counts.prefetchedZero);
     },
   });
-  new WorkerHistogram(registry, 'snapfault_fault_seconds', 'Time from reading a fault to its page being installed, inside the handler.',
-    LATENCY_BOUNDS_S, S.LATENCY_BUCKETS, snap, { sum: S.LATENCY_SUM_S, count: S.LATENCY_COUNT });
-  new WorkerHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS, S.READ_BUCKETS, snap,
-    { sum: S.MESSAGES, count: S.READS });
+  new ComputedHistogram(registry, 'snapfault_fault_seconds', 'Time from reading a fault to its page being installed, inside the handler.',
+    LATENCY_BOUNDS_S, workerHistogram(snap, LATENCY_BOUNDS_S, S.LATENCY_BUCKETS, S.LATENCY_SUM_S, S.LATENCY_COUNT));
+  new ComputedHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS,
+    workerHistogram(snap, READ_BOUNDS, S.READ_BUCKETS, S.MESSAGES, S.READS));
   collectDefaultMetrics({ register: registry });
   return registry;
 }

@@ -135,6 +135,8 @@ interface LiveVm {
   t0: number;
   /** Its record in the state directory, or null. */
   record: VmRecord | null;
+  /** Served from a bucket: the handler's fetch counts when it connected (its summary gives what was fetched while it was served). */
+  fetchesAtStart: FetchStats | null;
 }
 
 const NO_FAULTS: FaultCounts = {
@@ -159,6 +161,11 @@ export interface MetricsSnapshot {
 
 /** ms with µs precision: enough for a log field. */
 const ms = (v: number): number => Math.round(v * 1000) / 1000;
+
+/** The fetches counted between two readings of a fetcher's stats. */
+function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached'> {
+  return { gets: b.gets - a.gets, bytes: b.bytes - a.bytes, seconds: b.seconds - a.seconds, failures: b.failures - a.failures, cached: b.cached - a.cached };
+}
 
 /** A VM's end summary as log fields: the readable line's numbers, for a log pipeline to query. */
 function summaryFields(s: VmStats): LogContext {
@@ -623,16 +630,16 @@ export class SnapfaultServer {
     const id = this.nextId++;
     // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
     const prefetchUffd = prefetching ? dupFd(uffd) : -1;
-    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record });
+    const fetched = this.remote !== null && snap === this.remote.snap;
+    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? this.remote!.stats : null });
     this.pool?.assign({
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
       snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
       mirror: v.record ? mirrorTarget(v.record) : null,
       // A VM taken over had its zero ranges dealt with (or not) by its first handler; doing it twice would fail on ranges no longer registered.
       zeroRanges: v.adopted ? 'off' : this.opts.zeroRanges,
-      fetched: this.remote !== null && snap === this.remote.snap,
+      fetched,
     });
-    const fetched = this.remote !== null && snap === this.remote.snap;
     if (prefetching) this.prefetcher?.add({
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
       pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null, fetched,
@@ -850,15 +857,21 @@ export class SnapfaultServer {
     const s = e.stats;
     for (const k of Object.keys(NO_FAULTS) as Array<keyof FaultCounts>) this.endedTotals[k] += s[k];
     this.endedBy.set(e.reason, (this.endedBy.get(e.reason) ?? 0) + 1);
+    const fetches = vm?.fetchesAtStart && this.remote ? fetchesSince(vm.fetchesAtStart, this.remote.stats) : null;
     const summary = `${count(s.copies + s.zeropages + s.removedZero, 'fault')} (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${bytesText(s.bytes)} copied, ${count(s.removeEvents, 'remove')}, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms, served ${s.servedMs.toFixed(1)} ms` +
       (s.zeroRanges > 0 ? `; ${count(s.zeroRanges, 'all-zero range')} (${bytesText(s.zeroRangeBytes)}) ${this.opts.zeroRanges === 'zeropage' ? 'mapped as zero pages after the handshake' : 'left to the kernel'}` : '') +
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
-      (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '');
+      (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '') +
+      (fetches ? `; bucket (all this handler's fetches while the VM was served): ${count(fetches.gets, 'GET')} (${bytesText(fetches.bytes)}` +
+        `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ${fetches.cached} found in the disk cache meanwhile` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
-    const fields: LogContext = { ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s) };
+    const fields: LogContext = {
+      ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s),
+      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getsFoundCached: fetches.cached } : {}),
+    };
     if (e.reason === 'fatal') {
       // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).
       const action = e.killed ? `killed Firecracker pid ${pid}` : leftRunning ? `disconnected it: ${leftRunningText(pid)}` : `Firecracker pid ${pid} had already exited`;

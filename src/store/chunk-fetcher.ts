@@ -26,6 +26,8 @@ const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
 /** How often a process waiting for a chunk another process is fetching looks again. */
 const POLL_MS = 20;
+/** Upper bounds (s) of the GET latency histogram's buckets: a nearby store answers in ms, S3 in tens of ms, a struggling one in seconds. */
+export const GET_LATENCY_BOUNDS_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
 
 export interface FetchStats {
   /** GETs answered, their bytes and seconds in all; GETs that failed (or whose answer was not the chunk). */
@@ -37,11 +39,17 @@ export interface FetchStats {
   cached: number;
   /** Chunks whose faults are waiting now. */
   inFlight: number;
+  /** GETs answered, by latency: one count per GET_LATENCY_BOUNDS_S bucket and one past the last (not cumulative). */
+  latency: number[];
+}
+
+export function noFetches(): FetchStats {
+  return { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0, latency: new Array<number>(GET_LATENCY_BOUNDS_S.length + 1).fill(0) };
 }
 
 export class ChunkFetcher {
   private readonly underWay = new Map<string, Promise<void>>();
-  readonly stats: FetchStats = { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0 };
+  readonly stats: FetchStats = noFetches();
 
   constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number) {}
 
@@ -73,9 +81,12 @@ export class ChunkFetcher {
         const t = performance.now();
         try {
           const stored = await beforeDeadline(this.source.readChunk(hex), deadline);
+          const seconds = (performance.now() - t) / 1000;
           this.stats.gets++;
           this.stats.bytes += stored.length;
-          this.stats.seconds += (performance.now() - t) / 1000;
+          this.stats.seconds += seconds;
+          const bucket = GET_LATENCY_BOUNDS_S.findIndex((b) => seconds <= b);
+          this.stats.latency[bucket < 0 ? GET_LATENCY_BOUNDS_S.length : bucket]++;
           const wrong = check(stored);
           if (wrong === null) return this.cache.insert(hex, stored);
           this.stats.failures++;

@@ -69,7 +69,7 @@ export class RemoteServing {
 
   /** What the fetcher did, and the bytes the disk cache holds (as this process counts them). */
   get stats(): FetchStats & { cacheBytes: number } {
-    return { ...this.fetcher.stats, cacheBytes: this.cache.size };
+    return { ...this.fetcher.stats, latency: [...this.fetcher.stats.latency], cacheBytes: this.cache.size };
   }
 
   /** The name (SHA-256, hex) of chunk `chunk` of the served snapshot. */

@@ -103,12 +103,15 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('restores every byte with a cold cache, each chunk fetched once; a restart over the warm cache fetches none', async () => {
     const cache = tmp.file('cache-cold');
     proxy.reset();
-    await restore(cache, ['--pattern', 'random', '--threads', '2']);
+    const log = await restore(cache, ['--pattern', 'random', '--threads', '2']);
     const gets = chunkGets();
     expect(new Set(gets).size, 'every chunk fetched, none twice').to.equal(chunks);
     expect(gets.length).to.equal(chunks);
     const files = cached(cache);
     expect(files.size).to.equal(gets.length);
+    // The VM's summary says what was fetched for it: the GETs on the wire, the bytes now in the cache.
+    const bytes = [...files.values()].reduce((a, b) => a + b, 0);
+    expect(log).to.match(new RegExp(`bucket \\(all this handler's fetches while the VM was served\\): ${chunks} GETs \\(${(bytes / MiB).toFixed(1)} MiB, [\\d.]+ ms each on average\\), 0 failed`));
 
     proxy.reset();
     await restore(cache, ['--pattern', 'seq']);
@@ -142,6 +145,10 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
       expect(value('snapfault_store_fetches_in_flight')).to.equal(0);
       expect(value('snapfault_store_disk_cache_bytes')).to.be.above(0);
       expect(value('snapfault_store_get_seconds_total')).to.be.above(0);
+      // Every answered GET in the latency histogram, its sum the seconds counted above.
+      expect(value('snapfault_store_get_latency_seconds_count')).to.equal(value('snapfault_store_gets_total'));
+      expect(Number(/^snapfault_store_get_latency_seconds_bucket\{le="\+Inf"\} (\S+)$/m.exec(text)?.[1])).to.equal(value('snapfault_store_gets_total'));
+      expect(value('snapfault_store_get_latency_seconds_sum')).to.equal(value('snapfault_store_get_seconds_total'));
     }
     expect(total).to.equal(gets.length);
   });
