@@ -1,26 +1,84 @@
 // The real Firecracker (the kit) restoring from a bucket (Swift, started by
-// scripts/object-store.sh) through a cold disk cache: on demand, --prefetch
-// replay: and all, beside the raw memory file, rounds side by side, medians,
-// ratios to the raw file. The store's default chunks and 256 KiB ones; the
-// 256 KiB store also through a proxy adding 20 ms before each request (a
-// first byte of S3's order).
+// scripts/object-store.sh) beside the same restore from a local compressed
+// file: stores of 32, 128 and 256 KiB chunks, each through a cold disk cache
+// (on demand and --prefetch replay:) and a warm one (replay:); the larger
+// chunks also through a proxy adding 20 ms before each request (a first byte
+// of S3's order). Rounds rotate through the modes; medians; ratios to the
+// compressed file with the same policy. GETs and bytes fetched come from the
+// handler's own end-of-VM line (--log-format json), and the bytes are set
+// against the compressed size of the pages the guest touched.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { SNAPFAULT } from '../test/helpers/paths.js';
 import { kitProblem, KitSnapshot } from '../test/helpers/firecracker.js';
 import { ensureObjectStore } from '../test/helpers/object-store.js';
 import { CountingProxy } from '../test/helpers/counting-proxy.js';
+import { pack } from '../src/compressed/pack.js';
+import { S3Store } from '../src/store/s3-store.js';
+import { readChainOf, flattenChain } from '../src/store/chain.js';
+import { PAGE_IS_ZERO } from '../src/store/manifest.js';
+import { readTrace } from '../src/trace/trace-file.js';
+import { workingSet } from '../src/trace/working-set.js';
 import { median, tmpPath } from './harness.js';
 
 const ROUNDS = Number(process.env.BENCH_FC_ROUNDS ?? 3);
 const DELAY_MS = 20;
+/** Chunk sizes to compare (BENCH_CHUNK_KIB=32,256 for others). */
+const CHUNK_KIB = (process.env.BENCH_CHUNK_KIB ?? '32,128,256').split(',').map(Number);
+const MiB = 1 << 20;
 
 export interface BucketRow {
   mode: string;
   verifiedMs: number;
-  vsFile: number;
+  /** Against the local compressed file with the same policy. */
+  vsCompressed: number;
+  gets: number | null;
+  fetchedBytes: number | null;
+  /** Bytes fetched over the compressed size of the pages the guest touched (replay rows). */
+  fetchedVsTouched: number | null;
+}
+
+interface Mode {
+  name: string;
+  /** The handler command; `log` is where it writes its JSON log, or null. */
+  handler: (log: string) => string[];
+  baseline: 'on demand' | 'replay';
+  fetches: boolean;
+  touchedBytes?: number;
 }
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
+
+/** The GETs and bytes the handler's end-of-VM line counts (all this handler fetched while the VM was served). */
+function fetchesOf(log: string): { gets: number; bytes: number } | null {
+  if (!existsSync(log)) return null;
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    if (!line.includes('"vm_end"')) continue;
+    const o = JSON.parse(line) as { gets?: number; getBytes?: number };
+    if (typeof o.gets === 'number' && typeof o.getBytes === 'number') return { gets: o.gets, bytes: o.getBytes };
+  }
+  return null;
+}
+
+/** The compressed bytes of the pages in `trace`'s working set: each page's share of its stored chunk. */
+async function touchedCompressedBytes(store: string, endpoint: string, trace: string): Promise<number> {
+  const s = await S3Store.open(store, { endpoint });
+  try {
+    const view = flattenChain(await readChainOf(s, 'snap'));
+    const ppc = view.chunkBytes / 4096;
+    let bytes = 0;
+    for (const p of workingSet(readTrace(trace))) {
+      const v = view.index[p];
+      if (v === PAGE_IS_ZERO) continue;
+      bytes += (view.chunks[Math.floor(v / ppc)].stored & 0x7fffffff) / ppc;
+    }
+    return bytes;
+  } finally {
+    await s.close();
+  }
+}
 
 export async function benchBucket(): Promise<BucketRow[] | null> {
   const problem = kitProblem();
@@ -31,50 +89,83 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
   const snap = new KitSnapshot(16, 128);
   await snap.ensure();
   const os = await ensureObjectStore();
+  // The bench reads the stores' manifests itself, with the same credentials.
+  Object.assign(process.env, os.env);
   const proxy = await CountingProxy.start(os.endpoint);
   proxy.gate = async () => {
     await new Promise((r) => setTimeout(r, DELAY_MS));
     return 'pass';
   };
   try {
-    const bucket = await os.newBucket('bench');
-    const put = (prefix: string, kib: string[]): string => {
-      const store = `s3://${bucket}/${prefix}`;
-      const r = spawnSync(SNAPFAULT, ['store', 'put', snap.mem, 'snap', ...kib, '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
-      if (r.status !== 0) throw new Error(`store put failed: ${r.stderr}`);
-      return store;
+    const restore = async (handler: string[], what: string): Promise<void> => {
+      const r = await snap.restore(handler, os.env);
+      if (!r.pass) throw new Error(`${what} failed:\n${r.output}`);
     };
-    const small = put('default', []);
-    const big = put('256k', ['--chunk-kib', '256']);
+    const packed = join(snap.dir, '..', 'bench-mem-16-128.sfz');
+    if (!existsSync(packed)) await pack(snap.mem, packed);
+    const packedTrace = tmpPath('packed.trace');
+    await restore(sh(`exec ${q(SNAPFAULT)} "$1" ${q(packed)}`), 'warming the compressed file');
+    await restore(sh(`exec ${q(SNAPFAULT)} --record ${q(packedTrace)} "$1" ${q(packed)}`), 'recording the working set (compressed file)');
+    const modes: Mode[] = [
+      { name: 'local compressed file, on demand', handler: () => sh(`exec ${q(SNAPFAULT)} "$1" ${q(packed)}`), baseline: 'on demand', fetches: false },
+      { name: 'local compressed file, `--prefetch replay:`', handler: () => sh(`exec ${q(SNAPFAULT)} --prefetch ${q(`replay:${packedTrace}`)} "$1" ${q(packed)}`), baseline: 'replay', fetches: false },
+    ];
+    const bucket = await os.newBucket('bench');
     let n = 0;
-    const via = (store: string, endpoint: string, extra: string): string[] =>
-      ['sh', '-c', `exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(endpoint)} --cache-dir ${q(tmpPath(`cache-${n++}`))} ${extra} "$1" snap`, 'sh'];
-    // The working set, recorded through the bucket over a warm cache.
-    const trace = tmpPath('bucket.trace');
-    const warm = tmpPath('cache-warm');
-    for (const extra of ['', `--record ${q(trace)}`]) {
-      const r = await snap.restore(['sh', '-c', `exec ${q(SNAPFAULT)} --store ${q(small)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(warm)} ${extra} "$1" snap`, 'sh'], os.env);
-      if (!r.pass) throw new Error(`recording the working set failed:\n${r.output}`);
-    }
-    const policies = [['on demand', ''], ['--prefetch replay:', `--prefetch replay:${q(trace)}`], ['--prefetch all', '--prefetch all']] as const;
-    const modes: Array<{ name: string; handler: () => string[] }> = [{ name: 'raw memory file', handler: () => [SNAPFAULT] }];
-    for (const [label, store, endpoint] of [['32 KiB chunks', small, os.endpoint], ['256 KiB chunks', big, os.endpoint], [`256 KiB chunks, +${DELAY_MS} ms a request`, big, proxy.endpoint]] as const) {
-      for (const [name, extra] of policies) modes.push({ name: `bucket, ${label}, ${name}`, handler: () => via(store, endpoint, extra) });
+    for (const kib of CHUNK_KIB) {
+      const store = `s3://${bucket}/c${kib}`;
+      const put = spawnSync(SNAPFAULT, ['store', 'put', snap.mem, 'snap', '--chunk-kib', String(kib), '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+      if (put.status !== 0) throw new Error(`store put failed: ${put.stderr}`);
+      const via = (endpoint: string, cache: string | null, extra: string) => (log: string): string[] =>
+        sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(endpoint)} --cache-dir ${q(cache ?? tmpPath(`cache-${n++}`))} --log-format json ${extra} "$1" snap 2>${q(log)}`);
+      // The working set, recorded through this store over a warm cache (which the warm rows then use).
+      const warm = tmpPath(`cache-warm-${kib}`);
+      const trace = tmpPath(`bucket-${kib}.trace`);
+      await restore(via(os.endpoint, warm, '')(tmpPath('warming.log')), `warming the ${kib} KiB cache`);
+      await restore(via(os.endpoint, warm, `--record ${q(trace)}`)(tmpPath('recording.log')), `recording the working set (${kib} KiB)`);
+      const touchedBytes = await touchedCompressedBytes(store, os.endpoint, trace);
+      const replay = `--prefetch ${q(`replay:${trace}`)}`;
+      const label = `bucket, ${kib} KiB chunks`;
+      modes.push(
+        { name: `${label}, cold cache, on demand`, handler: via(os.endpoint, null, ''), baseline: 'on demand', fetches: true },
+        { name: `${label}, cold cache, \`--prefetch replay:\``, handler: via(os.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
+        { name: `${label}, warm disk cache, \`--prefetch replay:\``, handler: via(os.endpoint, warm, replay), baseline: 'replay', fetches: true },
+      );
+      if (kib >= 128) {
+        modes.push(
+          { name: `${label}, +${DELAY_MS} ms a request, cold, on demand`, handler: via(proxy.endpoint, null, ''), baseline: 'on demand', fetches: true },
+          { name: `${label}, +${DELAY_MS} ms a request, cold, \`--prefetch replay:\``, handler: via(proxy.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
+        );
+      }
     }
     const samples = modes.map(() => [] as number[]);
+    const fetched = modes.map(() => [] as Array<{ gets: number; bytes: number }>);
     for (let round = 0; round < ROUNDS; round++) {
       for (let k = 0; k < modes.length; k++) {
         const i = (k + round) % modes.length;
-        const r = await snap.restore(modes[i].handler(), os.env);
-        if (!r.pass) throw new Error(`${modes[i].name}: the restore failed:\n${r.output}`);
+        const log = tmpPath(`handler-${i}-${round}.log`);
+        const r = await snap.restore(modes[i].handler(log), os.env);
+        if (!r.pass) throw new Error(`${modes[i].name}: the restore failed:\n${r.output}\n${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : ''}`);
         samples[i].push(r.verifiedMs);
+        const f = modes[i].fetches ? fetchesOf(log) : null;
+        if (f) fetched[i].push(f);
+        rmSync(log, { force: true });
       }
     }
-    const file = median(samples[0]);
-    const rows = modes.map((m, i) => ({ mode: m.name, verifiedMs: median(samples[i]), vsFile: median(samples[i]) / file }));
-    process.stdout.write(`## Real Firecracker from a bucket, cold disk cache (128 MiB VM, 16 MiB guest buffer checked; ${ROUNDS} rounds, medians)\n\n`);
-    process.stdout.write('| from | load -> guest verified | vs raw file |\n|---|---:|---:|\n');
-    for (const r of rows) process.stdout.write(`| ${r.mode} | ${r.verifiedMs} ms | ${r.vsFile.toFixed(2)}x |\n`);
+    const baseline = { 'on demand': median(samples[0]), replay: median(samples[1]) };
+    const rows: BucketRow[] = modes.map((m, i) => {
+      const gets = fetched[i].length ? median(fetched[i].map((f) => f.gets)) : null;
+      const bytes = fetched[i].length ? median(fetched[i].map((f) => f.bytes)) : null;
+      return {
+        mode: m.name, verifiedMs: median(samples[i]), vsCompressed: median(samples[i]) / baseline[m.baseline], gets, fetchedBytes: bytes,
+        fetchedVsTouched: m.touchedBytes && bytes !== null ? bytes / m.touchedBytes : null,
+      };
+    });
+    process.stdout.write(`## Real Firecracker from a bucket (128 MiB VM, 16 MiB guest buffer checked; ${ROUNDS} rounds, medians; unpinned)\n\n`);
+    process.stdout.write('| from | load -> guest verified | vs local compressed file, same policy | GETs | fetched | fetched / compressed touched pages |\n|---|---:|---:|---:|---:|---:|\n');
+    for (const r of rows) {
+      process.stdout.write(`| ${r.mode} | ${r.verifiedMs} ms | ${r.vsCompressed.toFixed(2)}x | ${r.gets ?? ''} | ${r.fetchedBytes === null ? '' : `${(r.fetchedBytes / MiB).toFixed(1)} MiB`} | ${r.fetchedVsTouched === null ? '' : `${r.fetchedVsTouched.toFixed(2)}x`} |\n`);
+    }
     process.stdout.write('\n');
     return rows;
   } finally {

@@ -23,6 +23,19 @@ export function storeOption(value: string | undefined): string | null {
   return v === undefined || v === '' ? null : v;
 }
 
+/**
+ * A new store's chunk size. A folder: the pack's 32 KiB, measured against
+ * 16-256 KiB (docs/store.md, Chunk size). A bucket: 512 KiB, since a host
+ * that has never seen the snapshot fetches every chunk, and GETs, not bytes,
+ * bound that restore (docs/store-s3.md, Chunk size in a bucket).
+ */
+const BUCKET_CHUNK_BYTES = 512 << 10;
+
+function defaultChunkBytes(store: string | undefined): number {
+  const location = storeOption(store);
+  return location !== null && isS3Location(location) ? BUCKET_CHUNK_BYTES : DEFAULT_CHUNK_BYTES;
+}
+
 const HELP = `Usage: snapfault store <command> --store DIR|s3://BUCKET/PREFIX ...   (default --store: $SNAPFAULT_STORE)
 
 A store keeps many snapshots' memory in chunks named by the SHA-256 of their
@@ -33,7 +46,8 @@ where a memory file goes: snapfault --store DIR <socket> <name>.
   put <memory-file> <name> [--parent <name>] [--chunk-kib N] [--workers N]
       Adds a snapshot; prints what it added and what it reused. With --parent,
       the file is a Firecracker Diff snapshot: its holes are the parent's pages.
-      --chunk-kib sets the chunk size of a new store (default ${DEFAULT_CHUNK_BYTES / 1024}).
+      --chunk-kib sets the chunk size of a new store (default ${DEFAULT_CHUNK_BYTES / 1024}; in a
+      bucket ${BUCKET_CHUNK_BYTES / 1024}: a cold restore there is bound by the number of GETs).
   ls [--json]                      the snapshots, and what the store holds
   inspect <name> [--json]          pages (zero, own, parent's), layers, chunks
   verify <name> [--against <memory-file>]
@@ -90,8 +104,7 @@ const COMMANDS: Record<string, Tool> = {
     const [file, snapshot] = positionals;
     checkSnapshotName(snapshot);
     if (values.parent !== undefined) checkSnapshotName(values.parent);
-    // A new store's default is the pack's 32 KiB: measured against 16-256 KiB for the store too (docs/store.md, Chunk size).
-    const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: DEFAULT_CHUNK_BYTES / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
+    const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: defaultChunkBytes(values.store) / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
     if (chunkKib % 4 !== 0) throw new UsageError(`--chunk-kib ${chunkKib}: expected a multiple of 4`);
     const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
     return withStore(values, { chunkBytes: chunkKib * 1024 }, async (store) => {

@@ -58,7 +58,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     store = `s3://${await os.newBucket('prefetch')}/p`;
     img = tmp.file('mem.img', makeImage(32 * MiB, { seed: 'serve-s3-prefetch', zeroFraction: 0.3 }));
     const env = { ...process.env, ...os.env };
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
+    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
     expect(put.status, put.stderr).to.equal(0);
     const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
     chunks = (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed;

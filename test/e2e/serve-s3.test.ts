@@ -46,7 +46,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     bucket = await os.newBucket('serve');
     store = `s3://${bucket}/p`;
     img = tmp.file('mem.img', makeImage(16 * MiB, { seed: 'serve-s3', zeroFraction: 0.3 }));
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
     expect(put.status, put.stderr).to.equal(0);
     const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
     chunks = (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed;

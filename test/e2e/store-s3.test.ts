@@ -110,13 +110,19 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     return { img, pages };
   }
 
-  it('put, ls, inspect and verify round-trip every byte; the bucket holds exactly what a folder store holds', async () => {
+  it('put, ls, inspect and verify round-trip every byte; the bucket holds exactly what a folder store of its chunk size holds', async () => {
     const bucket = await os.newBucket('rt');
     const store = `s3://${bucket}/stores/one`;
     const folder = tmp.file('rt-folder');
     const img = tmp.file('rt.img', makeImage(16 * MiB, { seed: 's3-rt', zeroFraction: 0.3 }));
     const inS3 = await putJson(store, img, 'one');
-    const inFolder = await putJson(folder, img, 'one');
+    // A new store in a bucket has 512 KiB chunks, a folder 32 KiB (docs/store-s3.md, Chunk size in a bucket).
+    const chunkSize = async (at: string): Promise<number> =>
+      (JSON.parse((at.startsWith('s3://') ? await s3(['ls', '--json'], at) : await cli(['store', 'ls', '--store', at, '--json'])).stdout) as { usage: { chunkSizeBytes: number } }).usage.chunkSizeBytes;
+    expect(await chunkSize(store)).to.equal(512 * 1024);
+    await putJson(tmp.file('rt-default-folder'), img, 'one');
+    expect(await chunkSize(tmp.file('rt-default-folder'))).to.equal(32 * 1024);
+    const inFolder = await putJson(folder, img, 'one', ['--chunk-kib', '512']);
     for (const k of ['pages', 'zeroPages', 'newPages', 'reusedPages', 'chunksAdded', 'bytesAdded', 'manifestBytes'] as const) expect(inS3[k], k).to.equal(inFolder[k]);
 
     const v = await s3(['verify', 'one', '--against', img], store);
@@ -146,7 +152,7 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     const store = `s3://${bucket}/d`;
     const base = makeImage(16 * MiB, { seed: 's3-dedup', zeroFraction: 0.2 });
     proxy.reset();
-    const first = await putJson(store, tmp.file('d0.img', base), 'd0');
+    const first = await putJson(store, tmp.file('d0.img', base), 'd0', ['--chunk-kib', '32']);
     expect(proxy.uploads('/chunks/')).to.equal(first.chunksAdded);
     expect(first.chunksAdded).to.be.above(200);
 

@@ -32,7 +32,7 @@ describe('takeover: serving from a store in a bucket', function () {
     os = await ensureObjectStore();
     store = `s3://${await os.newBucket('takeover')}/p`;
     img = tmp.file('mem.img', makeImage(16 * MiB, { seed: 'takeover-s3', zeroFraction: 0.3 }));
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
     expect(put.status, put.stderr).to.equal(0);
   });
   afterEach(async () => {
