@@ -43,6 +43,9 @@ const SERVE_OPTIONS = `Options:
   --fetch-timeout SECONDS   how long a fault waits for its chunk before --on-fatal (default 30)
   --fetch-concurrency N     GETs at once fetching ahead for --prefetch (default 16); a fault's
                             own chunk never waits behind them
+  --fetch-hedge auto|off|MS  a GET unanswered past the recent p99 (auto; 500 ms until 20 GETs
+                            have answered) or past MS gets a second one beside it, at most 5%
+                            of GETs; the first answer wins (default auto)
   --s3-endpoint URL         an S3-compatible store's endpoint (default: $AWS_ENDPOINT_URL, else AWS)
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
   --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
@@ -146,6 +149,7 @@ const optionSpec = {
   'cache-size': { type: 'string' },
   'fetch-timeout': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
+  'fetch-hedge': { type: 'string' },
   's3-endpoint': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },

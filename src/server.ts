@@ -163,8 +163,11 @@ export interface MetricsSnapshot {
 const ms = (v: number): number => Math.round(v * 1000) / 1000;
 
 /** The fetches counted between two readings of a fetcher's stats. */
-function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached'> {
-  return { gets: b.gets - a.gets, bytes: b.bytes - a.bytes, seconds: b.seconds - a.seconds, failures: b.failures - a.failures, cached: b.cached - a.cached };
+function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'> {
+  return {
+    gets: b.gets - a.gets, bytes: b.bytes - a.bytes, seconds: b.seconds - a.seconds, failures: b.failures - a.failures, cached: b.cached - a.cached,
+    hedges: b.hedges - a.hedges, hedgesWon: b.hedgesWon - a.hedgesWon,
+  };
 }
 
 /** A VM's end summary as log fields: the readable line's numbers, for a log pipeline to query. */
@@ -865,12 +868,13 @@ export class SnapfaultServer {
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '') +
       (fetches ? `; bucket (all this handler's fetches while the VM was served): ${count(fetches.gets, 'GET')} (${bytesText(fetches.bytes)}` +
-        `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ${fetches.cached} found in the disk cache meanwhile` : '');
+        `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ` +
+        `${fetches.hedges} hedged (${fetches.hedgesWon} answered first), ${fetches.cached} found in the disk cache meanwhile` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
     const fields: LogContext = {
       ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s),
-      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getsFoundCached: fetches.cached } : {}),
+      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getHedges: fetches.hedges, getHedgesWon: fetches.hedgesWon, getsFoundCached: fetches.cached } : {}),
     };
     if (e.reason === 'fatal') {
       // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).

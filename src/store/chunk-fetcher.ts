@@ -5,7 +5,10 @@
 // way, across the host's handler processes through a lock file beside the
 // cache. A response is checked against the chunk's name (SHA-256) before it
 // is cached, so a truncated or wrong object is never kept nor served. A
-// failed GET is tried again, with backoff and jitter, until the timeout.
+// failed GET is tried again, with backoff and jitter, until the timeout. A GET
+// still unanswered past the recent p99 gets a second one beside it (hedged,
+// within a budget), and the first answer wins: one slow or stuck request
+// does not hold a vCPU for the whole timeout.
 import { openSync, closeSync, unlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { StoreError } from '../errors.js';
@@ -15,6 +18,9 @@ import type { DiskCache } from './disk-cache.js';
 export interface ChunkSource {
   readChunk(hex: string): Promise<Buffer>;
 }
+
+/** --fetch-hedge: after the recent p99 ('auto'), never, or after a fixed delay (ms). */
+export type HedgePolicy = 'auto' | 'off' | number;
 
 /** Why a chunk could not be fetched in time: the last error, one line. */
 export class FetchError extends Error {}
@@ -26,6 +32,18 @@ const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
 /** How often a process waiting for a chunk another process is fetching looks again. */
 const POLL_MS = 20;
+/** Hedging: GETs answered before the recent p99 is trusted; the delay until then; its floor (a hedge sooner than this is noise). */
+const HEDGE_MIN_SAMPLES = 20;
+const HEDGE_INITIAL_MS = 500;
+const HEDGE_FLOOR_MS = 20;
+/** At most this many GETs beside the first for one fetch attempt. */
+const MAX_HEDGES = 2;
+/** The budget: each first GET earns this share of a hedge, up to a burst of HEDGE_BURST (hedges stay near 5% of GETs when the store slows for all). */
+const HEDGE_SHARE = 0.05;
+const HEDGE_BURST = 5;
+/** Latencies kept for the p99. */
+const LATENCY_WINDOW = 256;
+
 /** Upper bounds (s) of the GET latency histogram's buckets: a nearby store answers in ms, S3 in tens of ms, a struggling one in seconds. */
 export const GET_LATENCY_BOUNDS_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
 
@@ -41,17 +59,40 @@ export interface FetchStats {
   inFlight: number;
   /** GETs answered, by latency: one count per GET_LATENCY_BOUNDS_S bucket and one past the last (not cumulative). */
   latency: number[];
+  /** GETs sent beside one still unanswered past the recent p99, and those of them answered first. */
+  hedges: number;
+  hedgesWon: number;
 }
 
 export function noFetches(): FetchStats {
-  return { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0, latency: new Array<number>(GET_LATENCY_BOUNDS_S.length + 1).fill(0) };
+  return { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0, latency: new Array<number>(GET_LATENCY_BOUNDS_S.length + 1).fill(0), hedges: 0, hedgesWon: 0 };
+}
+
+/** The latencies of the last LATENCY_WINDOW answered GETs. */
+class RecentLatencies {
+  private readonly ms = new Float64Array(LATENCY_WINDOW);
+  private count = 0;
+
+  add(ms: number): void {
+    this.ms[this.count++ % LATENCY_WINDOW] = ms;
+  }
+
+  /** Their 99th percentile, or null with too few to say. */
+  p99(): number | null {
+    const n = Math.min(this.count, LATENCY_WINDOW);
+    if (n < HEDGE_MIN_SAMPLES) return null;
+    const sorted = this.ms.slice(0, n).sort();
+    return sorted[Math.floor(0.99 * (n - 1))];
+  }
 }
 
 export class ChunkFetcher {
   private readonly underWay = new Map<string, Promise<void>>();
   readonly stats: FetchStats = noFetches();
+  private readonly recent = new RecentLatencies();
+  private hedgeBudget = HEDGE_BURST;
 
-  constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number) {}
+  constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number, private readonly hedge: HedgePolicy = 'auto') {}
 
   /** Resolves once the chunk is in the disk cache; `check` says what is wrong with a response (null: it is the chunk). FetchError after the timeout. */
   fetch(hex: string, check: (stored: Buffer) => string | null): Promise<void> {
@@ -78,15 +119,8 @@ export class ChunkFetcher {
       }
       const release = this.lock(hex);
       if (release) {
-        const t = performance.now();
         try {
-          const stored = await beforeDeadline(this.source.readChunk(hex), deadline);
-          const seconds = (performance.now() - t) / 1000;
-          this.stats.gets++;
-          this.stats.bytes += stored.length;
-          this.stats.seconds += seconds;
-          const bucket = GET_LATENCY_BOUNDS_S.findIndex((b) => seconds <= b);
-          this.stats.latency[bucket < 0 ? GET_LATENCY_BOUNDS_S.length : bucket]++;
+          const stored = await beforeDeadline(this.hedgedRead(hex, deadline), deadline);
           const wrong = check(stored);
           if (wrong === null) return this.cache.insert(hex, stored);
           this.stats.failures++;
@@ -104,6 +138,69 @@ export class ChunkFetcher {
       const wait = release ? Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** attempt) * (0.5 + Math.random()) : POLL_MS;
       await new Promise((r) => setTimeout(r, Math.min(left, wait)));
     }
+  }
+
+  /**
+   * One GET of the chunk, and up to MAX_HEDGES more beside it while none has
+   * answered: each after the recent p99 (HEDGE_INITIAL_MS until enough GETs
+   * say what it is) or --fetch-hedge's delay, if the budget allows. The first answer wins; the others
+   * run on, counted, unwatched. Rejects once every GET sent has failed.
+   */
+  private hedgedRead(hex: string, deadline: number): Promise<Buffer> {
+    this.hedgeBudget = Math.min(HEDGE_BURST, this.hedgeBudget + HEDGE_SHARE);
+    return new Promise<Buffer>((resolve, reject) => {
+      let pending = 0;
+      let sent = 0;
+      let settled = false;
+      let timer: NodeJS.Timeout | null = null;
+      const finish = (): void => {
+        settled = true;
+        if (timer) clearTimeout(timer);
+      };
+      const send = (hedge: boolean): void => {
+        pending++;
+        sent++;
+        const t = performance.now();
+        this.source.readChunk(hex).then((stored) => {
+          this.answered(stored.length, performance.now() - t);
+          if (settled) return;
+          finish();
+          if (hedge) this.stats.hedgesWon++;
+          resolve(stored);
+        }, (e: unknown) => {
+          if (--pending > 0 || settled) return;
+          finish();
+          reject(e);
+        });
+      };
+      const arm = (): void => {
+        timer = setTimeout(() => {
+          if (settled || sent > MAX_HEDGES || Date.now() >= deadline) return;
+          if (this.hedgeBudget >= 1) {
+            this.hedgeBudget--;
+            this.stats.hedges++;
+            send(true);
+          }
+          arm();
+        }, this.hedgeDelayMs());
+      };
+      send(false);
+      if (this.hedge !== 'off') arm();
+    });
+  }
+
+  private hedgeDelayMs(): number {
+    return typeof this.hedge === 'number' ? this.hedge : Math.max(HEDGE_FLOOR_MS, this.recent.p99() ?? HEDGE_INITIAL_MS);
+  }
+
+  /** An answered GET, counted whether it won or not: its bytes were fetched all the same. */
+  private answered(bytes: number, ms: number): void {
+    this.recent.add(ms);
+    this.stats.gets++;
+    this.stats.bytes += bytes;
+    this.stats.seconds += ms / 1000;
+    const bucket = GET_LATENCY_BOUNDS_S.findIndex((b) => ms / 1000 <= b);
+    this.stats.latency[bucket < 0 ? GET_LATENCY_BOUNDS_S.length : bucket]++;
   }
 
   /** The host-wide right to fetch this chunk (a file made exclusively), or null while another process holds it. */

@@ -1,16 +1,18 @@
 // The serving options of a store in a bucket (--store s3://BUCKET/PREFIX):
 // the disk cache tier (--cache-dir, --cache-size), the fetch timeout, the
-// endpoint, the prefetch GETs at once. What this version does not combine with it is refused in one line.
+// endpoint, the prefetch GETs at once, hedging. What this version does not combine with it is refused in one line.
 import { UsageError } from '../errors.js';
 import { intOption } from '../tool-args.js';
 import { parseS3Location } from './s3-location.js';
 import type { RemoteOptions } from './remote-serving.js';
+import type { HedgePolicy } from './chunk-fetcher.js';
 
 export interface RemoteValues {
   'cache-dir'?: string;
   'cache-size'?: string;
   'fetch-timeout'?: string;
   'fetch-concurrency'?: string;
+  'fetch-hedge'?: string;
   's3-endpoint'?: string;
 }
 
@@ -41,12 +43,21 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
     cacheBytes: sizeOption(values['cache-size'], '--cache-size', DEFAULT_CACHE_BYTES),
     fetchTimeoutMs: intOption(values['fetch-timeout'], '--fetch-timeout', { def: 30, min: 1, max: 3600 }) * 1000,
     fetchConcurrency: intOption(values['fetch-concurrency'], '--fetch-concurrency', { def: DEFAULT_FETCH_CONCURRENCY, min: 1, max: 256 }),
+    hedge: hedgeOption(values['fetch-hedge']),
   };
+}
+
+/** --fetch-hedge: auto (after the recent p99), off, or a fixed delay in ms. */
+function hedgeOption(v: string | undefined): HedgePolicy {
+  if (v === undefined || v === 'auto') return 'auto';
+  if (v === 'off') return 'off';
+  if (!/^[0-9]+$/.test(v)) throw new UsageError(`--fetch-hedge must be auto, off or a delay in milliseconds, got ${v}`);
+  return intOption(v, '--fetch-hedge', { def: 0, min: 1, max: 600_000 });
 }
 
 /** The options that mean something only with a store in a bucket, given without one. */
 export function refuseRemoteOnly(values: RemoteValues): void {
-  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 's3-endpoint'] as const) {
+  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 'fetch-hedge', 's3-endpoint'] as const) {
     if (values[o] !== undefined) throw new UsageError(`--${o} is for serving a store in a bucket (--store s3://BUCKET/PREFIX)`);
   }
 }

@@ -9,7 +9,7 @@ import { S3Store } from './s3-store.js';
 import { readChainOf } from './chain.js';
 import { openChainSnapshot } from './store-snapshot.js';
 import { DiskCache } from './disk-cache.js';
-import { ChunkFetcher, FetchError, type FetchStats } from './chunk-fetcher.js';
+import { ChunkFetcher, FetchError, type FetchStats, type HedgePolicy } from './chunk-fetcher.js';
 import { ChunkCheck } from './chunk-check.js';
 import type { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import type { Core } from '../core/wasm-core.js';
@@ -25,6 +25,8 @@ export interface RemoteOptions {
   fetchTimeoutMs: number;
   /** Prefetch GETs in flight at most (--fetch-concurrency); faults' own GETs come on top. */
   fetchConcurrency: number;
+  /** --fetch-hedge. */
+  hedge: HedgePolicy;
 }
 
 /** Requests kept free for faults' own GETs beside the prefetch ones. */
@@ -56,7 +58,7 @@ export class RemoteServing {
         const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes);
         const chunkBytes = snap.header.chunkBytes;
         const checker = new ChunkCheck(core, arena, core.fn.lz4Bound(chunkBytes), chunkBytes);
-        return new RemoteServing(snap, store, lease, new ChunkFetcher(store, cache, opts.fetchTimeoutMs), cache, checker, core, opts.fetchTimeoutMs);
+        return new RemoteServing(snap, store, lease, new ChunkFetcher(store, cache, opts.fetchTimeoutMs, opts.hedge), cache, checker, core, opts.fetchTimeoutMs);
       } catch (e) {
         await lease.release();
         throw e;

@@ -116,7 +116,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     proxy.reset();
     const out = tmp.file('replayed.trace');
     // The guest idles a moment after the handshake, as a restored one mostly does before its first fault.
-    const log = await restore(tmp.file('cache-replay'), ['--prefetch', `replay:${truth}`, '--record', out], [...hot, '--pause-ms', '1500']);
+    const log = await restore(tmp.file('cache-replay'), ['--prefetch', `replay:${truth}`, '--record', out, '--fetch-hedge', 'off'], [...hot, '--pause-ms', '1500']);
     const gets = chunkGets();
     expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(gets.length, 'the working set\'s chunks only').to.equal(workingSetChunks);
@@ -135,7 +135,8 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     // The first chunk GET the prefetch makes is held.
     const hold = proxy.holdFirstChunkGet();
     proxy.reset();
-    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--workers', '1'], true);
+    // No hedging: the held GET stays the chunk's one GET (hedges have their own test in serve-s3.test.ts).
+    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--workers', '1', '--fetch-hedge', 'off'], true);
     const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
     await until('every chunk but the held one cached', () => cachedCount(cache) === chunks - 1, 60_000);
     const bystander = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq', '--touches', '64']);
@@ -158,7 +159,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     // The first chunk GET is the prefetch's (the guest idles a moment first); it is held, so the queue stands still.
     const hold = proxy.holdFirstChunkGet();
     proxy.reset();
-    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1'], true);
+    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1', '--fetch-hedge', 'off'], true);
     const sim = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '200', '--pause-ms', '300']);
     // Faults get their chunks while the queue's one GET is held (until the guest touches the held chunk, if it does).
     await until('faults served around the held prefetch GET', () => cachedCount(cache) >= 10, 30_000);
@@ -182,7 +183,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
 
   it('readahead over a cold cache: the chunks of its windows asked for as the worker meets them; every byte right', async () => {
     proxy.reset();
-    const log = await restore(tmp.file('cache-readahead'), ['--prefetch', 'readahead'], ['--pattern', 'seq']);
+    const log = await restore(tmp.file('cache-readahead'), ['--prefetch', 'readahead', '--fetch-hedge', 'off'], ['--pattern', 'seq']);
     const gets = chunkGets();
     expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(prefetched(log), log).to.be.above(0);
@@ -191,7 +192,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
   it('all over a cold cache fetches each chunk once, whether a fault or the prefetch asks first', async () => {
     const cache = tmp.file('cache-all');
     proxy.reset();
-    const log = await restore(cache, ['--prefetch', 'all', '--fetch-concurrency', '4'], ['--pattern', 'random', '--threads', '2']);
+    const log = await restore(cache, ['--prefetch', 'all', '--fetch-concurrency', '4', '--fetch-hedge', 'off'], ['--pattern', 'random', '--threads', '2']);
     const gets = chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
     expect(gets.length, 'none twice').to.equal(chunks);

@@ -23,13 +23,18 @@ export class CountingProxy {
 
   private constructor(private readonly server: Server, readonly endpoint: string, readonly seen: Seen[]) {}
 
-  /** Holds back every GET of the first chunk asked for (its path, once asked) until release(); the rest pass. */
-  holdFirstChunkGet(): { path: () => string; release: () => void } {
+  /**
+   * Holds back every GET of the first chunk asked for (its path, once asked)
+   * until release(); the rest pass. `onlyTheFirstRequest`: only the very first
+   * GET is held, later ones of the same chunk pass (a request stuck on the way).
+   */
+  holdFirstChunkGet({ onlyTheFirstRequest = false } = {}): { path: () => string; release: () => void } {
     let heldPath = '';
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     this.gate = async (s) => {
       if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      if (heldPath && onlyTheFirstRequest) return 'pass';
       heldPath ||= s.path;
       if (s.path === heldPath) await held;
       return 'pass';
