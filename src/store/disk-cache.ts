@@ -4,7 +4,8 @@
 // each against its name (SHA-256) every time it reads one back. Content
 // addressed, so every handler process on the host can share one folder and
 // a restart finds it as it was. Bounded by size: past the bound, the least
-// recently read chunks (access time; the core's reads move it) are deleted.
+// recently read chunks (access time; the core's reads move it) are deleted,
+// and so are writes a killed process left half done.
 import { mkdirSync, readdirSync, statSync, writeFileSync, renameSync, unlinkSync, utimesSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -13,6 +14,8 @@ import { StoreError } from '../errors.js';
 
 /** Once past its bound, the cache is cut down to this share of it, so evictions come in batches rather than one a fetch. */
 const LOW_WATER = 0.9;
+/** A chunk written beside its name this long ago was left by a process killed mid-write: deleted when the cache is listed. */
+const STALE_WRITE_MS = 10 * 60 * 1000;
 
 export class DiskCache {
   private bytes = 0;
@@ -96,15 +99,18 @@ export class DiskCache {
     return join(this.chunksDir, chunkFileName(hex));
   }
 
+  /** The cached chunks; writes left behind by killed processes (older than STALE_WRITE_MS) are deleted on the way. */
   private list(): Array<{ path: string; bytes: number; atimeMs: number }> {
     const out: Array<{ path: string; bytes: number; atimeMs: number }> = [];
+    const now = Date.now();
     for (const sub of readdirSync(this.chunksDir)) {
       for (const f of readdirSync(join(this.chunksDir, sub))) {
-        if (f.length !== 64) continue; // a write under way
+        const path = join(this.chunksDir, sub, f);
         try {
-          const st = statSync(join(this.chunksDir, sub, f));
-          out.push({ path: join(this.chunksDir, sub, f), bytes: st.size, atimeMs: st.atimeMs });
-        } catch { /* evicted meanwhile */ }
+          const st = statSync(path);
+          if (f.length === 64) out.push({ path, bytes: st.size, atimeMs: st.atimeMs });
+          else if (f.includes('.tmp-') && now - st.mtimeMs > STALE_WRITE_MS) unlinkSync(path);
+        } catch { /* evicted, renamed or deleted meanwhile */ }
       }
     }
     return out;
