@@ -178,6 +178,7 @@ function summaryFields(s: VmStats): LogContext {
     prefetchedPages: s.prefetched, prefetchedZeroPages: s.prefetchedZero, prefetchedBytes: s.prefetchBytes,
     chunkHits: s.chunkHits, chunkMisses: s.chunkMisses, filledAroundPages: s.filledAround,
     reads: s.reads, events: s.messages, lastFaultMs: ms(s.lastFaultMs), servedMs: ms(s.servedMs),
+    fetchWaits: s.fetchWaits, fetchWaitMs: ms(s.fetchWaitMs), fetchWaitMaxMs: ms(s.fetchWaitMaxMs),
   };
 }
 
@@ -869,7 +870,8 @@ export class SnapfaultServer {
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '') +
       (fetches ? `; bucket (all this handler's fetches while the VM was served): ${count(fetches.gets, 'GET')} (${bytesText(fetches.bytes)}` +
         `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ` +
-        `${fetches.hedges} hedged (${fetches.hedgesWon} answered first), ${fetches.cached} found in the disk cache meanwhile` : '');
+        `${fetches.hedges} hedged (${fetches.hedgesWon} answered first), ${fetches.cached} found in the disk cache meanwhile; ` +
+        `${count(s.fetchWaits, 'fault')} of this VM waited for a fetch${s.fetchWaits > 0 ? ` (longest ${s.fetchWaitMaxMs.toFixed(1)} ms, ${s.fetchWaitMs.toFixed(1)} ms in all)` : ''}` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
     const fields: LogContext = {

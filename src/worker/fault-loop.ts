@@ -59,6 +59,10 @@ interface ServedVm {
   mirror: RemovedMirror | null;
   /** All-zero ranges to take out of the uffd (zero-ranges.ts), or null. */
   zero: ZeroRanges | null;
+  /** Faults that waited for their chunk to be fetched from a bucket: how many, and their waits (ms) in all and at most. */
+  fetchWaits: number;
+  fetchWaitMs: number;
+  fetchWaitMaxMs: number;
 }
 
 /** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket, or for a VM taken over its pidfd). */
@@ -222,6 +226,7 @@ export class FaultLoop {
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
       unrung: 0, mirror: a.mirror ? new RemovedMirror(this.core, a.table, a.mirror, (addr, length) => viewOf({ addr, length })) : null,
       zero: a.zeroRanges === 'off' ? null : new ZeroRanges(a.zeroRanges),
+      fetchWaits: 0, fetchWaitMs: 0, fetchWaitMaxMs: 0,
     };
     this.slots[slot] = vm;
     // Before the first read: what is known zero now leaves the uffd before any of its faults is read.
@@ -502,7 +507,7 @@ export class FaultLoop {
     const index = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
     const at = vm.a.msgs + index * L.MSG_SIZE;
     const msg = new Uint8Array(this.core.memory.buffer.slice(at, at + L.MSG_SIZE));
-    const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index };
+    const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index, since: now() };
     if (this.parked.park(ParkedFaults.key(vm.a.snap, chunk), f)) this.send({ type: 'fetch', id: vm.a.id, snap: vm.a.snap, chunk, discard });
     this.parkedActs.add(act);
     return PARKED;
@@ -531,6 +536,10 @@ export class FaultLoop {
         new Uint8Array(this.core.memory.buffer).set(f.msg, vm.a.msgs + vm.pending * this.L.MSG_SIZE);
         vm.pending++;
         served.add(vm);
+        const waited = now() - f.since;
+        vm.fetchWaits++;
+        vm.fetchWaitMs += waited;
+        vm.fetchWaitMaxMs = Math.max(vm.fetchWaitMaxMs, waited);
       }
     }
     for (const vm of served) if (!vm.ended) this.serve(vm);
@@ -585,6 +594,9 @@ export class FaultLoop {
       zeroRangeBytes: vm.zero?.bytes ?? 0,
       lastFaultMs: vm.lastFault - vm.started,
       servedMs: now() - vm.started,
+      fetchWaits: vm.fetchWaits,
+      fetchWaitMs: vm.fetchWaitMs,
+      fetchWaitMaxMs: vm.fetchWaitMaxMs,
     };
     const records = vm.rec ? vm.rec.take() : null;
     this.send({ type: 'ended', id: a.id, reason, message, killed, stats, records });

@@ -63,6 +63,10 @@ export interface VmStats extends FaultCounts {
   /** ms from assignment to the last resolved fault. */
   lastFaultMs: number;
   servedMs: number;
+  /** Served from a bucket: faults that waited for their chunk to be fetched, and their waits (ms) in all and at most. */
+  fetchWaits: number;
+  fetchWaitMs: number;
+  fetchWaitMaxMs: number;
 }
 
 export type EndReason = 'exited' | 'fatal' | 'shutdown';

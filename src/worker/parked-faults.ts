@@ -14,6 +14,8 @@ export interface ParkedFault {
   /** The batch it was taken from and its place there: an EAGAIN later in that batch keeps it among the faults it keeps. */
   batch: number;
   index: number;
+  /** When it was first parked (ms, the fault loop's clock): how long the VM waited on the bucket. */
+  since: number;
 }
 
 export class ParkedFaults {

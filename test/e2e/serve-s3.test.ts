@@ -115,10 +115,16 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(gets.length, 'one GET a chunk, besides hedges').to.equal(chunks + hedged);
     expect(answered).to.be.within(chunks, chunks + hedged);
     if (hedged === 0) expect(mib).to.equal(Number(([...files.values()].reduce((a, b) => a + b, 0) / MiB).toFixed(1)));
+    // Every chunk's first fault waited for its fetch (later ones may have too), each wait within the longest.
+    const waits = /(\d+) faults? of this VM waited for a fetch \(longest ([\d.]+) ms, ([\d.]+) ms in all\)/.exec(log);
+    expect(waits, log).not.to.equal(null);
+    expect(Number(waits![1])).to.be.at.least(chunks);
+    expect(Number(waits![3])).to.be.at.least(Number(waits![2])).and.below(Number(waits![1]) * Number(waits![2]) + 0.1);
 
     proxy.reset();
-    await restore(cache, ['--pattern', 'seq']);
+    const warm = await restore(cache, ['--pattern', 'seq']);
     expect(chunkGets(), 'GETs with a warm cache').to.deep.equal([]);
+    expect(warm).to.match(/0 GETs \(0 KiB\), 0 failed, 0 hedged \(0 answered first\), 0 found in the disk cache meanwhile; 0 faults of this VM waited for a fetch/);
     // Leased in the bucket while served (gc keeps its chunks), released after.
     expect(proxy.seen.some((s) => s.method === 'PUT' && s.path.includes('/p/leases/'))).to.equal(true);
     const leases = await os.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'p/leases/' }));
