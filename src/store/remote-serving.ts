@@ -49,7 +49,7 @@ export class RemoteServing {
   static async open(opts: RemoteOptions, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<RemoteServing> {
     const cache = DiskCache.open(opts.cacheDir, opts.cacheBytes);
     // One try a request: the fetcher retries with its own backoff and knows each failure as it happens.
-    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1, maxRequests: opts.fetchConcurrency + DEMAND_REQUESTS });
+    const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1, maxRequests: opts.fetchConcurrency + DEMAND_REQUESTS, leanChunkGets: true });
     try {
       const chain = await readChainOf(store, name);
       const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });

@@ -24,6 +24,7 @@ import {
 import { Limiter } from './limiter.js';
 import { describeS3Failure, isMissing, isNotFound } from './s3-errors.js';
 import { parseS3Location, type S3Location } from './s3-location.js';
+import { ChunkGetter } from './s3-chunk-get.js';
 
 /** Requests in flight at once, per store: enough to hide a round trip (~5 ms) behind others without swamping a small server. */
 const MAX_REQUESTS = 16;
@@ -37,6 +38,8 @@ export interface S3Options {
   attempts?: number;
   /** Requests in flight at most (default MAX_REQUESTS): serving raises it so a fault's GET never queues behind prefetch GETs. */
   maxRequests?: number;
+  /** Chunks read through the lean signed GET (s3-chunk-get.ts) when an endpoint is given: what serving does. */
+  leanChunkGets?: boolean;
 }
 
 export class S3Store implements Store {
@@ -49,6 +52,7 @@ export class S3Store implements Store {
     private readonly at: S3Location,
     private readonly endpoint: string,
     maxRequests: number,
+    private readonly chunkGetter: ChunkGetter | null,
   ) {
     this.limit = new Limiter(maxRequests);
   }
@@ -99,7 +103,9 @@ export class S3Store implements Store {
         // Read back: of two puts making one store at once, both use what is there.
         text = (await read()) ?? '';
       }
-      return new S3Store(url, parseStoreInfo(url, text), client, at, where, opts.maxRequests ?? MAX_REQUESTS);
+      const maxRequests = opts.maxRequests ?? MAX_REQUESTS;
+      const getter = opts.leanChunkGets && endpoint !== undefined ? new ChunkGetter(client, new URL(endpoint), at.bucket, config.region as string, maxRequests) : null;
+      return new S3Store(url, parseStoreInfo(url, text), client, at, where, maxRequests, getter);
     } catch (e) {
       client.destroy();
       throw e;
@@ -220,7 +226,8 @@ export class S3Store implements Store {
   async readChunk(hex: string): Promise<Buffer> {
     let b: Buffer | null;
     try {
-      b = await this.get(this.chunkKey(hex));
+      const getter = this.chunkGetter;
+      b = getter ? await this.limit.run(() => getter.get(this.chunkKey(hex))) : await this.get(this.chunkKey(hex));
     } catch (e) {
       throw this.fail(`chunk ${hex} cannot be read`, e);
     }
@@ -494,6 +501,7 @@ export class S3Store implements Store {
   }
 
   async close(): Promise<void> {
+    this.chunkGetter?.close();
     this.client.destroy();
   }
 }

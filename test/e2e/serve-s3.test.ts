@@ -106,6 +106,10 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const log = await restore(cache, ['--pattern', 'random', '--threads', '2']);
     const gets = chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
+    // Serving reads chunks with its lean signed GET (src/store/s3-chunk-get.ts), not through the SDK (which names itself).
+    const agents = new Set(proxy.gets('/chunks/').map((s) => s.agent));
+    expect([...agents].some((a) => a.includes('aws-sdk')), [...agents].join(', ')).to.equal(false);
+    expect(proxy.gets('/snapshots/').every((s) => s.agent.includes('aws-sdk')), 'the manifest through the SDK').to.equal(true);
     const files = cached(cache);
     expect(files.size).to.equal(chunks);
     // The VM's summary says what was fetched for it: one GET a chunk, and any GET hedged (sent beside a slow one) on top.

@@ -12,6 +12,8 @@ export interface Seen {
   path: string;
   /** A server-side copy (a PUT with x-amz-copy-source): a touch, not an upload. */
   copy: boolean;
+  /** Its User-Agent header ('' without one): the SDK names itself there. */
+  agent: string;
 }
 
 /** What the gate does with a request: pass it on (perhaps after a wait), or answer 503 itself. */
@@ -47,7 +49,7 @@ export class CountingProxy {
     const seen: Seen[] = [];
     let proxy: CountingProxy | null = null;
     const server = createServer((req, res) => {
-      const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined };
+      const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined, agent: req.headers['user-agent'] ?? '' };
       seen.push(s);
       const forward = (): void => {
         const out = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
