@@ -1,11 +1,12 @@
 // The real Firecracker (the kit in ../shared/firecracker): PUT /snapshot/load
 // and load -> guest verified, for snapfault's serving modes beside the kit's
 // minimal C handler, rounds rotating through the handlers, medians, ratios.
-// Pinned (handler, Firecracker and guest on CPU 0) and unpinned.
+// Pinned (handler, Firecracker and guest on CPU 0) and unpinned. Beside them,
+// Firecracker's File backend with no handler: the floor.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT } from '../test/helpers/paths.js';
-import { kitProblem, kitCHandler, KitSnapshot, type Restore } from '../test/helpers/firecracker.js';
+import { kitProblem, kitCHandler, KitSnapshot, restoreFromFile, type Restore } from '../test/helpers/firecracker.js';
 import { pack } from '../src/compressed/pack.js';
 import { median } from './harness.js';
 
@@ -15,6 +16,8 @@ interface Mode {
   name: string;
   handler: string[];
   env?: NodeJS.ProcessEnv;
+  /** No handler: Firecracker's File backend (the floor). */
+  file?: true;
 }
 
 export interface FirecrackerRow {
@@ -52,6 +55,7 @@ export async function benchFirecracker(): Promise<FirecrackerRow[] | null> {
     { name: 'snapfault, compressed, on demand', handler: sh(`exec '${SNAPFAULT}' "$1" '${packed}'`) },
     { name: 'snapfault, compressed, --prefetch replay:', handler: sh(`exec '${SNAPFAULT}' --prefetch 'replay:${trace}' "$1" '${packed}'`) },
     { name: 'snapfault, compressed, --prefetch all', handler: sh(`exec '${SNAPFAULT}' --prefetch all "$1" '${packed}'`) },
+    { name: 'no handler: File backend, memory file in the page cache (the floor)', handler: [], file: true },
   ];
   const rows: FirecrackerRow[] = [];
   for (const pinned of [true, false]) {
@@ -62,7 +66,7 @@ export async function benchFirecracker(): Promise<FirecrackerRow[] | null> {
         const i = (k + round) % modes.length;
         const m = modes[i];
         // Pinned: the whole kit run (Firecracker and its vCPU thread included) on CPU 0.
-        const r = await snap.restore(m.handler, m.env, { cpu: pinned ? 0 : undefined });
+        const r = m.file ? await restoreFromFile(snap, { cpu: pinned ? 0 : undefined }) : await snap.restore(m.handler, m.env, { cpu: pinned ? 0 : undefined });
         if (!r.pass) throw new Error(`${m.name}: the restore failed:\n${r.output}`);
         samples[i].push(r);
       }

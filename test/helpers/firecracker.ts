@@ -39,6 +39,8 @@ export interface KitRun {
 
 /** The alloc driver beside this file (test/helpers/fc-alloc.sh): the kit has no script for "alloc N" alone. */
 const ALLOC_SCRIPT = join(ROOT, 'test', 'helpers', 'fc-alloc.sh');
+/** A restore with Firecracker's File backend, no handler (test/helpers/fc-file-restore.sh): the floor a handler is measured against. */
+const FILE_RESTORE_SCRIPT = join(ROOT, 'test', 'helpers', 'fc-file-restore.sh');
 
 /** Runs one of the kit's scripts, or (a path) a script of ours that sources the kit's common.sh. */
 function runKit(script: string, args: string[], snapdir: string, env: NodeJS.ProcessEnv, timeoutMs: number, cpu: number | null = null): Promise<KitRun> {
@@ -108,6 +110,13 @@ export class KitSnapshot {
     const m = r.output.match(/RESULT: (PASS|FAIL)\s+restore\(snapshot\/load\+resume\)=([\d.]+)ms.*load->first verified checksum=(\d+)ms/);
     return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
   }
+}
+
+/** Restores `snap` with the File memory backend (Firecracker maps the memory file; no handler) and waits for the guest's check. */
+export async function restoreFromFile(snap: KitSnapshot, opts: { cpu?: number; timeoutMs?: number } = {}): Promise<Restore> {
+  const r = await runKit(FILE_RESTORE_SCRIPT, [], snap.dir, {}, opts.timeoutMs ?? 120_000, opts.cpu ?? null);
+  const m = r.output.match(/RESULT: (PASS|FAIL) restore\(snapshot\/load\+resume\)=([\d.]+)ms load->first verified checksum=(\d+)ms/);
+  return { ...r, pass: r.code === 0 && m?.[1] === 'PASS', loadMs: m ? Number(m[2]) : NaN, verifiedMs: m ? Number(m[3]) : NaN };
 }
 
 export interface Alloc extends KitRun {
