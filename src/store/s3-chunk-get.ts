@@ -59,6 +59,10 @@ export class ChunkGetter {
         const parts: Buffer[] = [];
         res.on('data', (d: Buffer) => parts.push(d));
         res.on('error', (e: NodeJS.ErrnoException) => reject(new ChunkGetError(e.message, 'ResponseError', {}, e.code)));
+        // A connection lost mid-body may end the response with neither 'end' nor 'error' (a settled promise ignores this).
+        res.on('close', () => {
+          if (!res.complete) reject(new ChunkGetError('the connection closed before the whole response came', 'ResponseError', { httpStatusCode: res.statusCode }, 'ECONNRESET'));
+        });
         res.on('end', () => {
           const body = Buffer.concat(parts);
           const status = res.statusCode ?? 0;

@@ -214,6 +214,21 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     }
   });
 
+  it('an answer cut off halfway (the connection dropped) is never served: that chunk is fetched again and every byte is right', async () => {
+    let cutPath = '';
+    proxy.gate = async (s) => {
+      if (s.method !== 'GET' || !s.path.includes('/chunks/') || (cutPath && s.path !== cutPath)) return 'pass';
+      if (cutPath) return 'pass';
+      cutPath = s.path;
+      return 'cut';
+    };
+    proxy.reset();
+    const log = await restore(tmp.file('cache-cut'), ['--pattern', 'random', '--touches', '500']);
+    expect(cutPath).not.to.equal('');
+    expect(chunkGets().filter((p) => p === cutPath).length, 'cut, then fetched again').to.be.at.least(2);
+    expect(log).to.match(/[1-9]\d* failed, \d+ hedged/);
+  });
+
   it('a store that stops answering: the fault waits --fetch-timeout, then --on-fatal names snapshot, chunk and last error; a bystander with cached chunks goes on', async () => {
     const cache = tmp.file('cache-down');
     await restore(cache, ['--pattern', 'seq', '--touches', '2048']);

@@ -16,8 +16,8 @@ export interface Seen {
   agent: string;
 }
 
-/** What the gate does with a request: pass it on (perhaps after a wait), or answer 503 itself. */
-export type Gate = (s: Seen) => Promise<'pass' | 'refuse'>;
+/** What the gate does with a request: pass it on (perhaps after a wait), answer 503 itself, or pass it on and cut the answer off halfway (the connection dropped). */
+export type Gate = (s: Seen) => Promise<'pass' | 'refuse' | 'cut'>;
 
 export class CountingProxy {
   /** Every request goes through it; by default all pass at once. */
@@ -51,10 +51,20 @@ export class CountingProxy {
     const server = createServer((req, res) => {
       const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined, agent: req.headers['user-agent'] ?? '' };
       seen.push(s);
-      const forward = (): void => {
+      const forward = (cut: boolean): void => {
         const out = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
           res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
+          if (!cut) {
+            answer.pipe(res);
+            return;
+          }
+          // Half the body, then the connection goes: the client has the headers' full length and half the bytes.
+          const parts: Buffer[] = [];
+          answer.on('data', (d: Buffer) => parts.push(d));
+          answer.on('end', () => {
+            const body = Buffer.concat(parts);
+            res.write(body.subarray(0, body.length >> 1), () => res.destroy());
+          });
         });
         out.on('error', (e) => {
           res.writeHead(502);
@@ -63,7 +73,7 @@ export class CountingProxy {
         req.pipe(out);
       };
       void (proxy?.gate(s) ?? Promise.resolve('pass' as const)).then((what) => {
-        if (what === 'pass') return forward();
+        if (what !== 'refuse') return forward(what === 'cut');
         res.writeHead(503, { 'content-type': 'application/xml' });
         res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>held down by the test</Message></Error>');
       });
