@@ -16,7 +16,7 @@ import type { DiskCache } from './disk-cache.js';
 
 /** Where the chunks come from: a bucket (S3Store.readChunk). */
 export interface ChunkSource {
-  readChunk(hex: string): Promise<Buffer>;
+  readChunk(hex: string, signal?: AbortSignal): Promise<Buffer>;
 }
 
 /** --fetch-hedge: after the recent p99 ('auto'), never, or after a fixed delay (ms). */
@@ -143,8 +143,9 @@ export class ChunkFetcher {
   /**
    * One GET of the chunk, and up to MAX_HEDGES more beside it while none has
    * answered: each after the recent p99 (HEDGE_INITIAL_MS until enough GETs
-   * say what it is) or --fetch-hedge's delay, if the budget allows. The first answer wins; the others
-   * run on, counted, unwatched. Rejects once every GET sent has failed.
+   * say what it is) or --fetch-hedge's delay, if the budget allows. The first answer wins and the
+   * others are abandoned (their sockets and request slots freed, not held until a timeout), as all
+   * are at the deadline. Rejects once every GET sent has failed.
    */
   private hedgedRead(hex: string, deadline: number): Promise<Buffer> {
     this.hedgeBudget = Math.min(HEDGE_BURST, this.hedgeBudget + HEDGE_SHARE);
@@ -153,15 +154,29 @@ export class ChunkFetcher {
       let sent = 0;
       let settled = false;
       let timer: NodeJS.Timeout | null = null;
+      // The GETs still unanswered: abandoning one that has answered could close a socket kept alive for the next.
+      const unanswered = new Set<AbortController>();
+      const abandonAll = (): void => {
+        for (const g of unanswered) g.abort();
+      };
+      let expired = false;
+      const atDeadline = setTimeout(() => {
+        expired = true;
+        abandonAll();
+      }, Math.max(0, deadline - Date.now()));
       const finish = (): void => {
         settled = true;
         if (timer) clearTimeout(timer);
+        clearTimeout(atDeadline);
+        abandonAll();
       };
       const send = (hedge: boolean): void => {
         pending++;
         sent++;
         const t = performance.now();
-        this.source.readChunk(hex).then((stored) => {
+        const get = new AbortController();
+        unanswered.add(get);
+        this.source.readChunk(hex, get.signal).finally(() => unanswered.delete(get)).then((stored) => {
           this.answered(stored.length, performance.now() - t);
           if (settled) return;
           finish();
@@ -170,7 +185,8 @@ export class ChunkFetcher {
         }, (e: unknown) => {
           if (--pending > 0 || settled) return;
           finish();
-          reject(e);
+          // Abandoned at the deadline: the error to tell is the one before (fetchOnce keeps it), not the abandoning.
+          reject(expired ? new Deadline('no answer in time') : e);
         });
       };
       const arm = (): void => {

@@ -43,8 +43,9 @@ export class ChunkGetter {
     this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets }) : new http.Agent({ keepAlive: true, maxSockets });
   }
 
-  /** The object's bytes, or null when there is no such key (404 NoSuchKey). */
-  async get(key: string): Promise<Buffer | null> {
+  /** The object's bytes, or null when there is no such key (404 NoSuchKey). `signal` abandons it (the socket is closed). */
+  async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
+    if (signal?.aborted) throw new ChunkGetError('abandoned before it was sent', 'AbortError', {});
     const base = this.endpoint.pathname.replace(/\/+$/, '');
     const path = `${base}/${escapeSegment(this.bucket)}/${key.split('/').map(escapeSegment).join('/')}`;
     const port = this.endpoint.port ? Number(this.endpoint.port) : undefined;
@@ -83,8 +84,9 @@ export class ChunkGetter {
           reject(new ChunkGetError(message, code, { httpStatusCode: status }));
         });
       });
+      signal?.addEventListener('abort', () => req.destroy(new ChunkGetError('abandoned', 'AbortError', {})), { once: true });
       req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })));
-      req.on('error', (e: NodeJS.ErrnoException) => reject(new ChunkGetError(e.message, e.code ?? 'RequestError', {}, e.code)));
+      req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof ChunkGetError ? e : new ChunkGetError(e.message, e.code ?? 'RequestError', {}, e.code)));
       req.end();
     });
   }

@@ -120,10 +120,10 @@ export class S3Store implements Store {
     return this.at.key(`chunks/${chunkFileName(hex)}`);
   }
 
-  private async get(key: string): Promise<Buffer | null> {
+  private async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
     return this.limit.run(async () => {
       try {
-        const r = await this.client.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: key }));
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: key }), { abortSignal: signal });
         return Buffer.from((await r.Body?.transformToByteArray()) ?? new Uint8Array(0));
       } catch (e) {
         if (isMissing(e)) return null;
@@ -223,11 +223,11 @@ export class S3Store implements Store {
     return true;
   }
 
-  async readChunk(hex: string): Promise<Buffer> {
+  async readChunk(hex: string, signal?: AbortSignal): Promise<Buffer> {
     let b: Buffer | null;
     try {
       const getter = this.chunkGetter;
-      b = getter ? await this.limit.run(() => getter.get(this.chunkKey(hex))) : await this.get(this.chunkKey(hex));
+      b = getter ? await this.limit.run(() => getter.get(this.chunkKey(hex), signal)) : await this.get(this.chunkKey(hex), signal);
     } catch (e) {
       throw this.fail(`chunk ${hex} cannot be read`, e);
     }

@@ -56,7 +56,8 @@ export interface Store {
   touchChunk(hex: string): Promise<boolean>;
   /** Writes a chunk unless it is there already (then touches it): true when written. */
   writeChunk(hex: string, bytes: Uint8Array): Promise<boolean>;
-  readChunk(hex: string): Promise<Buffer>;
+  /** `signal`: abandons the read (a hedge that lost, a deadline passed). */
+  readChunk(hex: string, signal?: AbortSignal): Promise<Buffer>;
   chunkExists(hex: string): Promise<boolean>;
   listChunks(): Promise<ChunkFile[]>;
 

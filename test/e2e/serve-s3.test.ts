@@ -199,6 +199,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
       const log = await restore(tmp.file('cache-hedged'), ['--pattern', 'random', '--touches', '500'], ['--fetch-timeout', '20']);
       expect(log).to.match(/0 failed, [1-9]\d* hedged \([1-9]\d* answered first\)/);
       expect(chunkGets().filter((p) => p === stuck.path()).length, 'the stuck GET and its hedge').to.equal(2);
+      // The stuck GET was abandoned once its hedge answered: its connection is closed, not left for the 60 s timeout.
+      expect(proxy.closedEarly.some((p) => p === stuck.path()), 'the stuck GET closed by the handler').to.equal(true);
 
       // The same stuck GET with hedging off: the fault waits --fetch-timeout, then --on-fatal.
       proxy.gate = async () => 'pass';

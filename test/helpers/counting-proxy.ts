@@ -23,7 +23,7 @@ export class CountingProxy {
   /** Every request goes through it; by default all pass at once. */
   gate: Gate = async () => 'pass';
 
-  private constructor(private readonly server: Server, readonly endpoint: string, readonly seen: Seen[]) {}
+  private constructor(private readonly server: Server, readonly endpoint: string, readonly seen: Seen[], readonly closedEarly: string[]) {}
 
   /**
    * Holds back every GET of the first chunk asked for (its path, once asked)
@@ -47,11 +47,19 @@ export class CountingProxy {
   static async start(target: string): Promise<CountingProxy> {
     const to = new URL(target);
     const seen: Seen[] = [];
+    /** Paths of requests whose client closed the connection before the whole answer was sent (it gave up on them). */
+    const closedEarly: string[] = [];
     let proxy: CountingProxy | null = null;
     const server = createServer((req, res) => {
       const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined, agent: req.headers['user-agent'] ?? '' };
       seen.push(s);
+      // A client that gave up on a held request (a hedge won, a deadline passed) has closed it: nothing to send it.
+      res.on('error', () => undefined);
+      res.on('close', () => {
+        if (!res.writableFinished) closedEarly.push(s.path);
+      });
       const forward = (cut: boolean): void => {
+        if (res.destroyed) return;
         const out = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
           res.writeHead(answer.statusCode ?? 502, answer.headers);
           if (!cut) {
@@ -79,7 +87,7 @@ export class CountingProxy {
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    proxy = new CountingProxy(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen);
+    proxy = new CountingProxy(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, closedEarly);
     return proxy;
   }
 
@@ -95,6 +103,7 @@ export class CountingProxy {
 
   reset(): void {
     this.seen.length = 0;
+    this.closedEarly.length = 0;
   }
 
   async stop(): Promise<void> {
