@@ -277,7 +277,14 @@ export class SnapfaultServer {
     // One word the fault workers bump on every batch: background work backs off while it moves.
     const activity = arena.alloc(64);
     // The S3 client is loaded only for a store in a bucket (about 100 ms: docs/store-s3.md).
+    const opening = performance.now();
     const remote = opts.remote ? await (await import('./store/remote-serving.js')).RemoteServing.open(opts.remote, opts.memPath, core, arena, opts.cacheMiB * 1024 * 1024) : null;
+    if (opts.remote) {
+      // Said with its time: opening reads the bucket (store.json, the manifests, the lease) before the socket exists.
+      const ms = performance.now() - opening;
+      const line = `opened ${opts.memPath} in store ${opts.remote.location} in ${ms.toFixed(0)} ms (client, store.json, manifests, lease)`;
+      opts.log.info(line, { event: 'store_opened', ms: Math.round(ms) });
+    }
     const pinned = remote ? { name: opts.memPath, snap: remote.snap, close: () => remote.close() } : null;
     const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null, pinned);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
