@@ -137,6 +137,9 @@ interface LiveVm {
   record: VmRecord | null;
   /** Served from a bucket: the handler's fetch counts when it connected (its summary gives what was fetched while it was served). */
   fetchesAtStart: FetchStats | null;
+  /** Served from a bucket: chunks (and their bytes) fetched because one of its faults asked first. */
+  ownChunks: number;
+  ownBytes: number;
 }
 
 const NO_FAULTS: FaultCounts = {
@@ -326,7 +329,7 @@ export class SnapfaultServer {
           (_snap, chunk) => server.ahead?.want(chunk), opts.prefetchWorker);
         if (remote && opts.remote) {
           server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
-            fetch: (chunk) => remote.fetch(chunk, false),
+            fetch: async (chunk) => (await remote.fetch(chunk, false)).error,
             cached: (chunk) => remote.isCached(chunk),
             landed: (chunk, error) => server.fetchedAhead(chunk, error),
           });
@@ -642,7 +645,7 @@ export class SnapfaultServer {
     // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
     const prefetchUffd = prefetching ? dupFd(uffd) : -1;
     const fetched = this.remote !== null && snap === this.remote.snap;
-    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? this.remote!.stats : null });
+    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? this.remote!.stats : null, ownChunks: 0, ownBytes: 0 });
     this.pool?.assign({
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
       snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
@@ -809,7 +812,7 @@ export class SnapfaultServer {
       this.opts.log.warn(`${who}: ${e.message}`, { ...(vm ? { vm: vm.pid } : {}), event: 'vm_warning' });
       return;
     }
-    if (e.type === 'fetch') return this.fetchChunk(e.snap, e.chunk, e.discard);
+    if (e.type === 'fetch') return this.fetchChunk(e.id, e.snap, e.chunk, e.discard);
     if (!vm?.prefetching || !this.prefetcher) {
       this.finish(e, vm, null);
       return;
@@ -841,14 +844,20 @@ export class SnapfaultServer {
   }
 
   /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
-  private fetchChunk(snap: number, chunk: number, discard: boolean): void {
+  private fetchChunk(vmId: number, snap: number, chunk: number, discard: boolean): void {
     const remote = this.remote;
     if (!remote) return;
     // Demand first: a chunk queued to be fetched ahead is fetched now, for the fault.
     this.ahead?.demand(chunk);
     const t = performance.now();
     if (discard) this.opts.log.warn(`chunk ${remote.chunkName(chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
-    void remote.fetch(chunk, discard).then((error) => {
+    void remote.fetch(chunk, discard).then(({ error, bytes }) => {
+      // The VM whose fault started this chunk's GET (not one that joined it, or found it cached) is the one it was fetched for.
+      const vm = this.vms.get(vmId);
+      if (vm?.fetchesAtStart && bytes > 0) {
+        vm.ownChunks++;
+        vm.ownBytes += bytes;
+      }
       this.opts.log.debug(`chunk ${chunk} ${error === null ? 'in the disk cache' : 'not fetched'} after ${(performance.now() - t).toFixed(1)} ms`, { event: 'chunk_fetch', chunk, ok: error === null });
       this.pool?.chunkFetched(snap, chunk, error);
       this.prefetcher?.chunkLanded(snap, chunk, error === null);
@@ -878,12 +887,14 @@ export class SnapfaultServer {
       (fetches ? `; bucket (all this handler's fetches while the VM was served): ${count(fetches.gets, 'GET')} (${bytesText(fetches.bytes)}` +
         `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ` +
         `${fetches.hedges} hedged (${fetches.hedgesWon} answered first), ${fetches.cached} found in the disk cache meanwhile; ` +
-        `${count(s.fetchWaits, 'fault')} of this VM waited for a fetch${s.fetchWaits > 0 ? ` (longest ${s.fetchWaitMaxMs.toFixed(1)} ms, ${s.fetchWaitMs.toFixed(1)} ms in all)` : ''}` : '');
+        `${count(s.fetchWaits, 'fault')} of this VM waited for a fetch${s.fetchWaits > 0 ? ` (longest ${s.fetchWaitMaxMs.toFixed(1)} ms, ${s.fetchWaitMs.toFixed(1)} ms in all)` : ''}, ` +
+        `${count(vm?.ownChunks ?? 0, 'chunk')} (${bytesText(vm?.ownBytes ?? 0)}) fetched because its faults asked first` : '');
     const pid = vm?.pid ?? 0;
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
     const fields: LogContext = {
       ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s),
-      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getHedges: fetches.hedges, getHedgesWon: fetches.hedgesWon, getsFoundCached: fetches.cached } : {}),
+      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getHedges: fetches.hedges, getHedgesWon: fetches.hedgesWon, getsFoundCached: fetches.cached,
+        ownChunks: vm?.ownChunks ?? 0, ownBytes: vm?.ownBytes ?? 0 } : {}),
     };
     if (e.reason === 'fatal') {
       // kill-peer that killed nobody: the Firecracker had already exited (ESRCH).

@@ -87,42 +87,50 @@ class RecentLatencies {
 }
 
 export class ChunkFetcher {
-  private readonly underWay = new Map<string, Promise<void>>();
+  private readonly underWay = new Map<string, Promise<number>>();
   readonly stats: FetchStats = noFetches();
   private readonly recent = new RecentLatencies();
   private hedgeBudget = HEDGE_BURST;
 
   constructor(private readonly source: ChunkSource, private readonly cache: DiskCache, private readonly timeoutMs: number, private readonly hedge: HedgePolicy = 'auto') {}
 
-  /** Resolves once the chunk is in the disk cache; `check` says what is wrong with a response (null: it is the chunk). FetchError after the timeout. */
-  fetch(hex: string, check: (stored: Buffer) => string | null): Promise<void> {
-    let p = this.underWay.get(hex);
-    if (!p) {
-      this.stats.inFlight++;
-      p = this.fetchOnce(hex, check).finally(() => {
-        this.underWay.delete(hex);
-        this.stats.inFlight--;
-      });
-      this.underWay.set(hex, p);
-    }
+  /**
+   * Resolves once the chunk is in the disk cache, with the bytes this call's
+   * GET brought (0 when it joined a fetch under way or found the chunk
+   * cached); `check` says what is wrong with a response (null: it is the
+   * chunk). FetchError after the timeout.
+   */
+  fetch(hex: string, check: (stored: Buffer) => string | null): Promise<number> {
+    const joined = this.underWay.get(hex);
+    if (joined) return joined.then(() => 0);
+    this.stats.inFlight++;
+    const p = this.fetchOnce(hex, check).finally(() => {
+      this.underWay.delete(hex);
+      this.stats.inFlight--;
+    });
+    this.underWay.set(hex, p);
     return p;
   }
 
-  private async fetchOnce(hex: string, check: (stored: Buffer) => string | null): Promise<void> {
+  /** The bytes fetched, or 0 when the chunk turned out to be cached (landed meanwhile, or another process fetched it). */
+  private async fetchOnce(hex: string, check: (stored: Buffer) => string | null): Promise<number> {
     const deadline = Date.now() + this.timeoutMs;
     let last = 'no answer in time';
     for (let attempt = 0; ; attempt++) {
       if (this.cache.has(hex)) {
         this.stats.cached++;
         this.cache.touch(hex);
-        return;
+        return 0;
       }
       const release = this.lock(hex);
       if (release) {
         try {
           const stored = await beforeDeadline(this.hedgedRead(hex, deadline), deadline);
           const wrong = check(stored);
-          if (wrong === null) return this.cache.insert(hex, stored);
+          if (wrong === null) {
+            this.cache.insert(hex, stored);
+            return stored.length;
+          }
           this.stats.failures++;
           last = wrong;
         } catch (e) {

@@ -88,26 +88,26 @@ export class RemoteServing {
 
   /**
    * Fetches chunk `chunk` of the served snapshot into the disk cache (first
-   * deleting a cached copy found damaged: `discard`): null once there, else
-   * the one line a VM waiting for it is ended with.
+   * deleting a cached copy found damaged: `discard`). `error`: null once
+   * there, else the one line a VM waiting for it is ended with; `bytes`: what
+   * this call's own GET brought (0 when it joined another or found it cached).
    */
-  async fetch(chunk: number, discard: boolean): Promise<string | null> {
+  async fetch(chunk: number, discard: boolean): Promise<{ error: string | null; bytes: number }> {
     // Closed: the descriptor it reads names from is freed.
-    if (this.closed) return 'the handler is stopping';
+    if (this.closed) return { error: 'the handler is stopping', bytes: 0 };
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const d = this.snap.descriptor;
-    if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return `the snapshot has no chunk ${chunk}`;
+    if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
     const hex = this.chunkName(chunk);
     if (discard) this.cache.discard(hex);
     const storedField = dv.getUint32(dv.getUint32(d + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
     try {
-      await this.fetcher.fetch(hex, (stored) => this.checker.check(hex, storedField, stored));
-      return null;
+      return { error: null, bytes: await this.fetcher.fetch(hex, (stored) => this.checker.check(hex, storedField, stored)) };
     } catch (e) {
       const why = e instanceof FetchError || e instanceof StoreError ? e.message : `unexpected error: ${(e as Error).message}`;
       // The server's line about the VM adds the snapshot's name.
-      return `chunk ${hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`;
+      return { error: `chunk ${hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`, bytes: 0 };
     }
   }
 

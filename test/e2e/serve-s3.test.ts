@@ -167,6 +167,12 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
       expect(value('snapfault_store_get_latency_seconds_sum')).to.equal(value('snapfault_store_get_seconds_total'));
     }
     expect(total).to.equal(gets.length);
+    // Each chunk is counted for the one VM whose fault asked for it first: over the five VMs, every GET once.
+    await a.h.waitForStderr(/(ended[^]*){3}/);
+    await b.h.waitForStderr(/(ended[^]*){2}/);
+    const own = [a, b].flatMap((x) => [...x.h.stderr.matchAll(/(\d+) chunks? \([\d.]+ [KM]iB\) fetched because its faults asked first/g)].map((m) => Number(m[1])));
+    expect(own.length, 'an end line for each VM').to.equal(5);
+    expect(own.reduce((x, y) => x + y, 0)).to.equal(gets.length);
   });
 
   it('a fault waits only for its own chunk: with its chunks held back, another VM on the same worker is served from the cache', async () => {
