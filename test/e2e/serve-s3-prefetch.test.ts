@@ -6,30 +6,13 @@
 // one; a fault's chunk goes around a stalled prefetch queue; a removed page is
 // never refilled; each chunk is fetched once.
 import { expect } from 'chai';
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { SNAPFAULT } from '../helpers/paths.js';
-import { TempDir, makeImage } from '../helpers/images.js';
-import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processes.js';
+import { TempDir } from '../helpers/images.js';
+import { runSim, startSim } from '../helpers/processes.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
 import { CountingProxy } from '../helpers/counting-proxy.js';
+import { BucketSnapshot, cachedChunks } from '../helpers/bucket-serving.js';
 import { readTrace } from '../../src/trace/trace-file.js';
 import { summarize } from '../../src/trace/summary.js';
-
-const MiB = 1 << 20;
-
-/** The chunks a disk cache holds. */
-function cachedCount(dir: string): number {
-  const chunks = join(dir, 'chunks');
-  let n = 0;
-  try {
-    for (const sub of readdirSync(chunks)) n += readdirSync(join(chunks, sub)).filter((f) => f.length === 64).length;
-  } catch {
-    return 0;
-  }
-  return n;
-}
 
 async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
@@ -44,61 +27,34 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
   const tmp = new TempDir();
   let os: ObjectStore;
   let proxy: CountingProxy;
-  let store: string;
+  let snapshot: BucketSnapshot;
   let img: string;
-  let n = 0;
   /** The chunks the snapshot uses. */
   let chunks = 0;
-  const handlers: Proc[] = [];
 
   before(async function () {
     this.timeout(900_000); // a clean machine installs Swift first
     os = await ensureObjectStore();
     proxy = await CountingProxy.start(os.endpoint);
-    store = `s3://${await os.newBucket('prefetch')}/p`;
-    img = tmp.file('mem.img', makeImage(32 * MiB, { seed: 'serve-s3-prefetch', zeroFraction: 0.3 }));
-    const env = { ...process.env, ...os.env };
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
-    expect(put.status, put.stderr).to.equal(0);
-    const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
-    chunks = (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed;
+    snapshot = BucketSnapshot.put(tmp, os, proxy, await os.newBucket('prefetch'), 32, 'serve-s3-prefetch');
+    ({ img, chunks } = snapshot);
     expect(chunks, 'enough chunks to see an order').to.be.at.least(8);
   });
-  afterEach(async () => {
-    proxy.gate = async () => 'pass';
-    for (const h of handlers.splice(0)) {
-      if (h.child.exitCode === null) h.kill('SIGKILL');
-      await h.exited;
-    }
-  });
+  afterEach(async () => snapshot?.stopHandlers());
   after(async () => {
     await proxy?.stop();
     os?.release();
     tmp.remove();
   });
 
-  async function handler(cache: string, extra: string[], serve = false): Promise<{ h: Proc; sock: string }> {
-    const sock = tmp.file(`h${n++}.sock`);
-    const common = ['--store', store, '--s3-endpoint', proxy.endpoint, '--cache-dir', cache, '--log-format', 'text', ...extra];
-    const args = serve ? ['serve', ...common, '--socket', sock, '--mem', 'snap'] : [...common, sock, 'snap'];
-    const h = await startSnapfault(args, { env: os.env });
-    handlers.push(h);
-    return { h, sock };
-  }
-
   /** A drop-in restore with every touched page checked, nothing warned; returns the handler's log. */
   async function restore(cache: string, extra: string[], simArgs: string[]): Promise<string> {
-    const { h, sock } = await handler(cache, extra);
-    const sim = await runSim(['--socket', sock, '--mem', img, '--verify', ...simArgs]);
-    const exit = await h.waitExit();
-    expect(sim.code, `${sim.stderr}\n${h.stderr}`).to.equal(0);
-    expect(sim.json?.mismatches).to.equal(0);
-    expect(exit.code, h.stderr).to.equal(0);
-    expect(h.stderr).not.to.match(/warn|error/);
-    return h.stderr;
+    const log = await snapshot.restore(cache, simArgs, extra);
+    expect(log).not.to.match(/warn|error/);
+    return log;
   }
 
-  const chunkGets = (): string[] => proxy.gets('/chunks/').map((s) => s.path);
+  const cachedCount = (dir: string): number => cachedChunks(dir).size;
   const faults = (log: string): number => Number(/(\d+) faults? \(/.exec(log)?.[1] ?? NaN);
   const prefetched = (log: string): number => {
     const m = /prefetch: (\d+) pages copied .* and (\d+) zero pages mapped/.exec(log);
@@ -110,14 +66,14 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     const hot = ['--pattern', 'hot', '--seed', '7'];
     proxy.reset();
     await restore(tmp.file('cache-record'), ['--record', truth], hot);
-    const workingSetChunks = new Set(chunkGets()).size;
+    const workingSetChunks = new Set(snapshot.chunkGets()).size;
     expect(workingSetChunks).to.be.below(chunks);
 
     proxy.reset();
     const out = tmp.file('replayed.trace');
     // The guest idles a moment after the handshake, as a restored one mostly does before its first fault.
     const log = await restore(tmp.file('cache-replay'), ['--prefetch', `replay:${truth}`, '--record', out, '--fetch-hedge', 'off'], [...hot, '--pause-ms', '1500']);
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(gets.length, 'the working set\'s chunks only').to.equal(workingSetChunks);
     const score = summarize(readTrace(out), readTrace(truth)).against!;
@@ -131,12 +87,12 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     // The first pages' chunks in the cache: the bystander's.
     proxy.reset();
     await restore(cache, [], ['--pattern', 'seq', '--touches', '64']);
-    const warm = new Set(chunkGets()).size;
+    const warm = new Set(snapshot.chunkGets()).size;
     // The first chunk GET the prefetch makes is held.
     const hold = proxy.holdFirstChunkGet();
     proxy.reset();
     // No hedging: the held GET stays the chunk's one GET (hedges have their own test in serve-s3.test.ts).
-    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--workers', '1', '--fetch-hedge', 'off'], true);
+    const { h, sock } = await snapshot.handler(cache, ['--prefetch', 'all', '--workers', '1', '--fetch-hedge', 'off'], true);
     const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
     await until('every chunk but the held one cached', () => cachedCount(cache) === chunks - 1, 60_000);
     const bystander = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq', '--touches', '64']);
@@ -147,7 +103,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     const r = await waiting.result;
     expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
     expect(r.json?.mismatches).to.equal(0);
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(gets.filter((p) => p === hold.path()).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
     expect(gets.length, 'each chunk not cached fetched once').to.equal(chunks - warm);
     expect(new Set(gets).size).to.equal(chunks - warm);
@@ -159,16 +115,16 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     // The first chunk GET is the prefetch's (the guest idles a moment first); it is held, so the queue stands still.
     const hold = proxy.holdFirstChunkGet();
     proxy.reset();
-    const { h, sock } = await handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1', '--fetch-hedge', 'off'], true);
+    const { h, sock } = await snapshot.handler(cache, ['--prefetch', 'all', '--fetch-concurrency', '1', '--workers', '1', '--fetch-hedge', 'off'], true);
     const sim = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '200', '--pause-ms', '300']);
     // Faults get their chunks while the queue's one GET is held (until the guest touches the held chunk, if it does).
     await until('faults served around the held prefetch GET', () => cachedCount(cache) >= 10, 30_000);
-    expect(chunkGets()[0]).to.equal(hold.path());
+    expect(snapshot.chunkGets()[0]).to.equal(hold.path());
     hold.release();
     const r = await sim.result;
     expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
     expect(r.json?.mismatches).to.equal(0);
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(h.stderr).not.to.match(/warn|error/);
   });
@@ -184,7 +140,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
   it('readahead over a cold cache: the chunks of its windows asked for as the worker meets them; every byte right', async () => {
     proxy.reset();
     const log = await restore(tmp.file('cache-readahead'), ['--prefetch', 'readahead', '--fetch-hedge', 'off'], ['--pattern', 'seq']);
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(gets.length, 'each chunk once').to.equal(new Set(gets).size);
     expect(prefetched(log), log).to.be.above(0);
   });
@@ -193,7 +149,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     const cache = tmp.file('cache-all');
     proxy.reset();
     const log = await restore(cache, ['--prefetch', 'all', '--fetch-concurrency', '4', '--fetch-hedge', 'off'], ['--pattern', 'random', '--threads', '2']);
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
     expect(gets.length, 'none twice').to.equal(chunks);
     expect(cachedCount(cache)).to.equal(chunks);

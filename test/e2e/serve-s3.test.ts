@@ -6,25 +6,18 @@
 // served, a store that stops answering (--fetch-timeout, then --on-fatal),
 // damage in the bucket and in the cache, the cache's bound.
 import { expect } from 'chai';
-import { readdirSync, statSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { GetObjectCommand, PutObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
+import { BucketSnapshot, cachedChunks } from '../helpers/bucket-serving.js';
 import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processes.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
 import { CountingProxy } from '../helpers/counting-proxy.js';
 
 const MiB = 1 << 20;
-
-/** The files of a disk cache's chunks folder, with their sizes. */
-function cached(dir: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const chunks = join(dir, 'chunks');
-  for (const sub of readdirSync(chunks)) for (const f of readdirSync(join(chunks, sub))) if (f.length === 64) out.set(f, statSync(join(chunks, sub, f)).size);
-  return out;
-}
 
 describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   this.timeout(240_000);
@@ -32,60 +25,27 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   let os: ObjectStore;
   let proxy: CountingProxy;
   let bucket: string;
+  let snapshot: BucketSnapshot;
   let store: string;
   let img: string;
-  let n = 0;
   /** The chunks the snapshot uses. */
   let chunks = 0;
-  const handlers: Proc[] = [];
+  let ownSockets = 0;
 
   before(async function () {
     this.timeout(900_000); // a clean machine installs Swift first
     os = await ensureObjectStore();
     proxy = await CountingProxy.start(os.endpoint);
     bucket = await os.newBucket('serve');
-    store = `s3://${bucket}/p`;
-    img = tmp.file('mem.img', makeImage(16 * MiB, { seed: 'serve-s3', zeroFraction: 0.3 }));
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
-    expect(put.status, put.stderr).to.equal(0);
-    const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
-    chunks = (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed;
+    snapshot = BucketSnapshot.put(tmp, os, proxy, bucket, 16, 'serve-s3');
+    ({ store, img, chunks } = snapshot);
   });
-  afterEach(async () => {
-    proxy.gate = async () => 'pass';
-    for (const h of handlers.splice(0)) {
-      if (h.child.exitCode === null) h.kill('SIGKILL');
-      await h.exited;
-    }
-  });
+  afterEach(async () => snapshot?.stopHandlers());
   after(async () => {
     await proxy?.stop();
     os?.release();
     tmp.remove();
   });
-
-  /** A handler serving `snap` from the bucket through the counting proxy, with the disk cache `cache`. */
-  async function handler(cache: string, extra: string[], serve = false): Promise<{ h: Proc; sock: string }> {
-    const sock = tmp.file(`h${n++}.sock`);
-    const common = ['--store', store, '--s3-endpoint', proxy.endpoint, '--cache-dir', cache, '--log-format', 'text', ...extra];
-    const args = serve ? ['serve', ...common, '--socket', sock, '--mem', 'snap'] : [...common, sock, 'snap'];
-    const h = await startSnapfault(args, { env: os.env });
-    handlers.push(h);
-    return { h, sock };
-  }
-
-  /** A drop-in restore with every touched page checked; returns the handler's log. */
-  async function restore(cache: string, simArgs: string[] = [], extra: string[] = []): Promise<string> {
-    const { h, sock } = await handler(cache, extra);
-    const sim = await runSim(['--socket', sock, '--mem', img, '--verify', ...simArgs]);
-    const exit = await h.waitExit();
-    expect(sim.code, `${sim.stderr}\n${h.stderr}`).to.equal(0);
-    expect(sim.json?.mismatches).to.equal(0);
-    expect(exit.code, h.stderr).to.equal(0);
-    return h.stderr;
-  }
-
-  const chunkGets = (): string[] => proxy.gets('/chunks/').map((s) => s.path);
 
   async function listChunkKeys(bucket: string): Promise<string[]> {
     const r = await os.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'chunks/' }));
@@ -93,24 +53,24 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   }
 
   /** A drop-in handler of a store of the test's own, straight to Swift. */
-  async function ownHandler(own: string, cache: string, extra: string[] = []): Promise<{ h: Proc; sock: string }> {
-    const sock = tmp.file(`h${n++}.sock`);
-    const h = await startSnapfault(['--store', own, '--s3-endpoint', os.endpoint, '--cache-dir', cache, '--log-format', 'text', ...extra, sock, 'snap'], { env: os.env });
-    handlers.push(h);
+  async function ownHandler(location: string, cache: string, extra: string[] = []): Promise<{ h: Proc; sock: string }> {
+    const sock = tmp.file(`own${ownSockets++}.sock`);
+    const h = await startSnapfault(['--store', location, '--s3-endpoint', os.endpoint, '--cache-dir', cache, '--log-format', 'text', ...extra, sock, 'snap'], { env: os.env });
+    snapshot.handlers.push(h);
     return { h, sock };
   }
 
   it('restores every byte with a cold cache, each chunk fetched once; a restart over the warm cache fetches none', async () => {
     const cache = tmp.file('cache-cold');
     proxy.reset();
-    const log = await restore(cache, ['--pattern', 'random', '--threads', '2']);
-    const gets = chunkGets();
+    const log = await snapshot.restore(cache, ['--pattern', 'random', '--threads', '2']);
+    const gets = snapshot.chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
     // Serving reads chunks with its lean signed GET (src/store/s3-chunk-get.ts), not through the SDK (which names itself).
     const agents = new Set(proxy.gets('/chunks/').map((s) => s.agent));
     expect([...agents].some((a) => a.includes('aws-sdk')), [...agents].join(', ')).to.equal(false);
     expect(proxy.gets('/snapshots/').every((s) => s.agent.includes('aws-sdk')), 'the manifest through the SDK').to.equal(true);
-    const files = cached(cache);
+    const files = cachedChunks(cache);
     expect(files.size).to.equal(chunks);
     // The VM's summary says what was fetched for it: one GET a chunk, and any GET hedged (sent beside a slow one) on top.
     const m = /bucket \(all this handler's fetches while the VM was served\): (\d+) GETs \(([\d.]+) MiB, [\d.]+ ms each on average\), 0 failed, (\d+) hedged \((\d+) answered first\)/.exec(log);
@@ -126,8 +86,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(Number(waits![3])).to.be.at.least(Number(waits![2])).and.below(Number(waits![1]) * Number(waits![2]) + 0.1);
 
     proxy.reset();
-    const warm = await restore(cache, ['--pattern', 'seq']);
-    expect(chunkGets(), 'GETs with a warm cache').to.deep.equal([]);
+    const warm = await snapshot.restore(cache, ['--pattern', 'seq']);
+    expect(snapshot.chunkGets(), 'GETs with a warm cache').to.deep.equal([]);
     // Opening the bucket is said, with its time (start-up reads it before the socket exists).
     expect(warm).to.match(/opened snap in store s3:\/\/\S+ in \d+ ms \(client, store\.json, manifests, lease\)/);
     expect(warm).to.match(/0 GETs \(0 KiB\), 0 failed, 0 hedged \(0 answered first\), 0 found in the disk cache meanwhile; 0 faults of this VM waited for a fetch/);
@@ -141,16 +101,16 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const cache = tmp.file('cache-shared');
     proxy.reset();
     // No hedging: every GET on the wire is then one chunk's one fetch.
-    const a = await handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
-    const b = await handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
+    const a = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
+    const b = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
     const sims = [a, a, a, b, b].map((x, i) => startSim(['--socket', x.sock, '--mem', img, '--verify', '--pattern', 'random', '--seed', String(i + 1)]).result);
     for (const r of await Promise.all(sims)) {
       expect(r.code, r.stderr).to.equal(0);
       expect(r.json?.mismatches).to.equal(0);
     }
-    const gets = chunkGets();
+    const gets = snapshot.chunkGets();
     expect(new Set(gets).size, 'no chunk fetched twice').to.equal(gets.length);
-    expect(gets.length).to.equal(cached(cache).size);
+    expect(gets.length).to.equal(cachedChunks(cache).size);
     // Each handler's metrics count its own GETs: together, every GET seen on the wire.
     let total = 0;
     for (const x of [a, b]) {
@@ -178,14 +138,14 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('a fault waits only for its own chunk: with its chunks held back, another VM on the same worker is served from the cache', async () => {
     const cache = tmp.file('cache-held');
     // The first half of memory (its chunks) in the cache.
-    await restore(cache, ['--pattern', 'seq', '--touches', '2048']);
+    await snapshot.restore(cache, ['--pattern', 'seq', '--touches', '2048']);
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     proxy.gate = async (s) => {
       if (s.method === 'GET' && s.path.includes('/chunks/')) await held;
       return 'pass';
     };
-    const { h, sock } = await handler(cache, ['--workers', '1'], true);
+    const { h, sock } = await snapshot.handler(cache, ['--workers', '1'], true);
     const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
     await h.waitForStderr(/VM pid \d+: serving/);
     // The bystander touches only cached pages, while the first VM waits on a chunk held at the proxy.
@@ -204,16 +164,16 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const stuck = proxy.holdFirstChunkGet({ onlyTheFirstRequest: true });
     try {
       proxy.reset();
-      const log = await restore(tmp.file('cache-hedged'), ['--pattern', 'random', '--touches', '500'], ['--fetch-timeout', '20']);
+      const log = await snapshot.restore(tmp.file('cache-hedged'), ['--pattern', 'random', '--touches', '500'], ['--fetch-timeout', '20']);
       expect(log).to.match(/0 failed, [1-9]\d* hedged \([1-9]\d* answered first\)/);
-      expect(chunkGets().filter((p) => p === stuck.path()).length, 'the stuck GET and its hedge').to.equal(2);
+      expect(snapshot.chunkGets().filter((p) => p === stuck.path()).length, 'the stuck GET and its hedge').to.equal(2);
       // The stuck GET was abandoned once its hedge answered: its connection is closed, not left for the 60 s timeout.
       expect(proxy.closedEarly.some((p) => p === stuck.path()), 'the stuck GET closed by the handler').to.equal(true);
 
       // The same stuck GET with hedging off: the fault waits --fetch-timeout, then --on-fatal.
       proxy.gate = async () => 'pass';
       const again = proxy.holdFirstChunkGet({ onlyTheFirstRequest: true });
-      const { h, sock } = await handler(tmp.file('cache-unhedged'), ['--fetch-timeout', '2', '--fetch-hedge', 'off']);
+      const { h, sock } = await snapshot.handler(tmp.file('cache-unhedged'), ['--fetch-timeout', '2', '--fetch-hedge', 'off']);
       const sim = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '500']);
       await h.waitExit();
       expect(sim.code, 'killed by --on-fatal').not.to.equal(0);
@@ -233,17 +193,17 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
       return 'cut';
     };
     proxy.reset();
-    const log = await restore(tmp.file('cache-cut'), ['--pattern', 'random', '--touches', '500']);
+    const log = await snapshot.restore(tmp.file('cache-cut'), ['--pattern', 'random', '--touches', '500']);
     expect(cutPath).not.to.equal('');
-    expect(chunkGets().filter((p) => p === cutPath).length, 'cut, then fetched again').to.be.at.least(2);
+    expect(snapshot.chunkGets().filter((p) => p === cutPath).length, 'cut, then fetched again').to.be.at.least(2);
     expect(log).to.match(/[1-9]\d* failed, \d+ hedged/);
   });
 
   it('a store that stops answering: the fault waits --fetch-timeout, then --on-fatal names snapshot, chunk and last error; a bystander with cached chunks goes on', async () => {
     const cache = tmp.file('cache-down');
-    await restore(cache, ['--pattern', 'seq', '--touches', '2048']);
+    await snapshot.restore(cache, ['--pattern', 'seq', '--touches', '2048']);
     proxy.gate = async (s) => (s.method === 'GET' && s.path.includes('/chunks/') ? 'refuse' : 'pass');
-    const { h, sock } = await handler(cache, ['--fetch-timeout', '3'], true);
+    const { h, sock } = await snapshot.handler(cache, ['--fetch-timeout', '3'], true);
     const started = Date.now();
     const doomed = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
     const bystander = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq', '--touches', '2048']);
@@ -279,7 +239,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(sim.signal).to.equal('SIGKILL');
     await h.waitExit();
     expect(h.stderr, h.stderr).to.match(new RegExp(`chunk ${hex} could not be fetched within 2 s: the bucket's object for chunk ${hex} (does not decode|is not what its name says); no byte of it was served`));
-    expect(cached(cache).has(hex), 'the damaged object was not cached').to.equal(false);
+    expect(cachedChunks(cache).has(hex), 'the damaged object was not cached').to.equal(false);
 
     // The object mended, every chunk cached; then one damaged in the cache: the core's check on reading it back refuses it.
     await os.client.send(new PutObjectCommand({ Bucket: bucket, Key: victim, Body: body }));
@@ -302,8 +262,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
 
   it('the disk cache stays within --cache-size, least recently read chunks evicted, every byte still right', async () => {
     const cache = tmp.file('cache-small');
-    await restore(cache, ['--pattern', 'random'], ['--cache-size', '4M']);
-    const bytes = [...cached(cache).values()].reduce((a, b) => a + b, 0);
+    await snapshot.restore(cache, ['--pattern', 'random'], ['--cache-size', '4M']);
+    const bytes = [...cachedChunks(cache).values()].reduce((a, b) => a + b, 0);
     expect(bytes).to.be.at.most(4 * MiB);
     expect(bytes).to.be.above(2 * MiB);
   });
