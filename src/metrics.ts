@@ -21,7 +21,7 @@ function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']):
   counter('snapfault_store_get_bytes_total', 'Serving from a bucket: bytes fetched.', 'bytes');
   counter('snapfault_store_get_seconds_total', 'Serving from a bucket: seconds spent in GETs (divide by snapfault_store_gets_total for the mean).', 'seconds');
   counter('snapfault_store_get_failures_total', 'Serving from a bucket: GETs that failed or did not return the chunk (retried until --fetch-timeout).', 'failures');
-  counter('snapfault_store_get_hedges_total', 'Serving from a bucket: GETs sent beside one still unanswered past the recent p99 (counted in gets_total once answered).', 'hedges');
+  counter('snapfault_store_get_hedges_total', 'Serving from a bucket: GETs started beside one still unanswered past the recent p99 (counted in gets_total once answered; one abandoned when the first answered may never have reached the store).', 'hedges');
   counter('snapfault_store_get_hedges_won_total', 'Serving from a bucket: hedged GETs answered before the GET they were sent beside.', 'hedgesWon');
   counter('snapfault_store_disk_cache_joins_total', 'Serving from a bucket: fetches found in the disk cache after all (landed meanwhile, or fetched by another handler).', 'cached');
   const gauge = (name: string, help: string, k: 'inFlight' | 'cacheBytes'): void => {

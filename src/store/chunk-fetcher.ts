@@ -59,7 +59,7 @@ export interface FetchStats {
   inFlight: number;
   /** GETs answered, by latency: one count per GET_LATENCY_BOUNDS_S bucket and one past the last (not cumulative). */
   latency: number[];
-  /** GETs sent beside one still unanswered past the recent p99, and those of them answered first. */
+  /** GETs started beside one still unanswered past the recent p99 (one abandoned when the first answered may never have been sent), and those of them answered first. */
   hedges: number;
   hedgesWon: number;
 }

@@ -72,12 +72,13 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(proxy.gets('/snapshots/').every((s) => s.agent.includes('aws-sdk')), 'the manifest through the SDK').to.equal(true);
     const files = cachedChunks(cache);
     expect(files.size).to.equal(chunks);
-    // The VM's summary says what was fetched for it: one GET a chunk, and any GET hedged (sent beside a slow one) on top.
+    // The VM's summary says what was fetched for it: one GET a chunk, and hedges (sent beside a slow one) on top. A hedge
+    // abandoned when the first answer came may never have reached the store: the wire has at most one GET more per hedge.
     const m = /bucket \(all this handler's fetches while the VM was served\): (\d+) GETs \(([\d.]+) MiB, [\d.]+ ms each on average\), 0 failed, (\d+) hedged \((\d+) answered first\)/.exec(log);
     expect(m, log).not.to.equal(null);
     const [answered, mib, hedged] = [Number(m![1]), Number(m![2]), Number(m![3])];
-    expect(gets.length, 'one GET a chunk, besides hedges').to.equal(chunks + hedged);
-    expect(answered).to.be.within(chunks, chunks + hedged);
+    expect(gets.length - chunks, 'GETs beyond one a chunk are hedges').to.be.within(0, hedged);
+    expect(answered).to.be.within(chunks, gets.length);
     if (hedged === 0) expect(mib).to.equal(Number(([...files.values()].reduce((a, b) => a + b, 0) / MiB).toFixed(1)));
     // Every chunk's first fault waited for its fetch (later ones may have too), each wait within the longest.
     const waits = /(\d+) faults? of this VM waited for a fetch \(longest ([\d.]+) ms, ([\d.]+) ms in all\)/.exec(log);
