@@ -1,6 +1,6 @@
 // File descriptors: read/write/close, poll sets and eventfds. The hot-path
 // signatures take raw addresses (numbers) so koffi marshals nothing.
-import koffi from 'koffi';
+import koffi, { type KoffiFunc } from 'koffi';
 import { libc, check, errno, E, addressOf, SyscallError } from './libc.js';
 
 const readFn = libc.func('long read(int fd, uintptr_t buf, size_t count)') as (fd: number, buf: number, n: number) => number;
@@ -10,8 +10,8 @@ const preadFn = libc.func('long pread(int fd, uintptr_t buf, size_t count, int64
 const openatFn = libc.func('int openat(int dirfd, const char *path, int flags)') as (dirfd: number, path: string, flags: number) => number;
 const syncfsFn = libc.func('int syncfs(int fd)') as (fd: number) => number;
 const closeFn = libc.func('int close(int fd)') as (fd: number) => number;
-const pollFn = libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as (
-  fds: number, n: number, timeout: number) => number;
+const pollFn = libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as KoffiFunc<(
+  fds: number, n: number, timeout: number) => number>;
 const eventfdFn = libc.func('int eventfd(unsigned int initval, int flags)') as (v: number, f: number) => number;
 const lseekFn = libc.func('int64_t lseek(int fd, int64_t off, int whence)') as (fd: number, off: number, whence: number) => number;
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
@@ -104,6 +104,27 @@ export function tryLockExclusive(fd: number): boolean {
   const e = errno();
   if (e === E.EAGAIN) return false; // EWOULDBLOCK
   throw new SyscallError('flock', e, `fd ${fd}`);
+}
+
+/**
+ * Waits, off the event loop (on libuv's thread pool), until fd is readable or
+ * `timeoutMs` has passed: true when readable (a pidfd: its process exited).
+ * The wait is bounded so a thread-pool thread is never held for long: callers
+ * loop. The pollfd lives in the closure until the call returns.
+ */
+export function waitReadable(fd: number, timeoutMs: number): Promise<boolean> {
+  const pollfd = Buffer.alloc(POLLFD_SIZE);
+  pollfd.writeInt32LE(fd, 0);
+  pollfd.writeInt16LE(POLL.IN, 4);
+  const addr = addressOf(pollfd);
+  return new Promise((resolve, reject) => {
+    pollFn.async(addr, 1, timeoutMs, (err: unknown, n: number) => {
+      void pollfd.length; // kept alive until the kernel is done with it
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      // -1 is EINTR at worst (errno is the pool thread's): the caller's loop asks again.
+      else resolve(n > 0 && (pollfd.readInt16LE(6) & (POLL.IN | POLL.HUP | POLL.ERR)) !== 0);
+    });
+  });
 }
 
 export function fileStatusFlags(fd: number): number {

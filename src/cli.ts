@@ -4,6 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, lstatSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { StandbyStopped } from './state/standby.js';
 import { SnapfaultServer, type ServerOptions } from './server.js';
 import { SnapfaultError, UsageError } from './errors.js';
 import { createLogger, isLogLevel, isLogFormat, defaultLogFormat, type LogLevel } from './log.js';
@@ -82,6 +83,8 @@ const SERVE_OPTIONS = `Options:
                             over the VMs a handler that died recorded there (see Crashes and upgrades)
   --takeover                with --state-dir: ask the snapfault running on DIR to hand its VMs
                             over, take them and its socket, and serve on (an upgrade)
+  --standby                 with --state-dir: while another snapfault owns DIR, start completely and
+                            wait; the moment it exits (a crash), take its VMs and socket over
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
   -h, --help                this help`;
@@ -164,6 +167,7 @@ const optionSpec = {
   store: { type: 'string', path: true },
   'state-dir': { type: 'string', path: true },
   takeover: { type: 'boolean' },
+  standby: { type: 'boolean' },
 } as const;
 
 type Values = ToolValues<typeof optionSpec>;
@@ -231,6 +235,10 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   // A name in a store is no file --record could write over.
   const checkRecordPath = record === null ? undefined : recordChecks(values, record, storePath !== null ? '' : memPath, prefetch, once);
   if (values.takeover && !values['state-dir']) throw new UsageError('--takeover needs --state-dir DIR: the directory the running snapfault records its VMs in');
+  if (values.standby && !values['state-dir']) throw new UsageError('--standby needs --state-dir DIR: the directory the running snapfault records its VMs in');
+  if (values.standby && values.takeover) {
+    throw new UsageError('--standby waits for the owner of the state directory to exit, --takeover asks it to hand over now: choose one');
+  }
   return {
     store,
     remote,
@@ -251,6 +259,7 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
     cacheMiB: intOption(values['cache-mib'], '--cache-mib', { def: 64, min: 1, max: 1024 }),
     stateDir: values['state-dir'] ?? null,
     takeover: values.takeover ?? false,
+    standby: values.standby ?? false,
     log: createLogger(level as LogLevel, format),
   };
 }
@@ -261,10 +270,12 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drai
     const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
     let server: SnapfaultServer;
     try {
-      server = await SnapfaultServer.start(opts);
+      server = await SnapfaultServer.start({ ...opts, standbyStop: signals.first });
     } catch (e) {
       await metrics?.close();
-      throw e;
+      if (!(e instanceof StandbyStopped)) throw e;
+      opts.log.info('stopped while standing by: the VMs stay with the snapfault that owns the state directory', { event: 'standby_stopped' });
+      return EXIT.OK;
     }
     if (metrics) {
       metrics.attach(server);

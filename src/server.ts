@@ -38,6 +38,7 @@ import { VmRecord } from './state/vm-record.js';
 import { takeUffd } from './state/take-uffd.js';
 import { SocketKeeper } from './state/socket-keeper.js';
 import { ConnectionVault } from './state/connection-vault.js';
+import { standBy } from './state/standby.js';
 import { recordVm, mirrorTarget, loadRemoved, wakeAll } from './state/recorded-vm.js';
 import { processStartTime, holdsUserfaultfd } from './state/firecracker-process.js';
 import { SIGUSR2 } from '../native/pidfd.js';
@@ -99,6 +100,13 @@ export interface ServerOptions {
   stateDir?: string | null;
   /** With stateDir: ask the handler that owns it to hand its VMs over, and wait for it (--takeover). */
   takeover?: boolean;
+  /**
+   * With stateDir: when another handler owns it, start completely and wait
+   * for that one to exit, then take its VMs over (--standby). Waiting ends
+   * (StandbyStopped) when `standbyStop` resolves.
+   */
+  standby?: boolean;
+  standbyStop?: Promise<unknown>;
 }
 
 /** How a served VM ended, or why its handshake was refused. */
@@ -260,9 +268,9 @@ export class SnapfaultServer {
   static async start(opts: ServerOptions): Promise<SnapfaultServer> {
     // The state directory first: a second handler on it is refused before it does any work.
     const taken = opts.stateDir ? StateDir.take(opts.stateDir) : null;
-    if (taken && !(taken instanceof StateDir) && !opts.takeover) {
+    if (taken && !(taken instanceof StateDir) && !opts.takeover && !opts.standby) {
       throw new StateError(`state directory ${opts.stateDir} is in use by another snapfault${taken.owner ? ` (pid ${taken.owner.pid})` : ''}: ` +
-        'stop it, or start this one with --takeover to take its VMs over');
+        'stop it, start this one with --takeover to take its VMs over now, or with --standby to take them over when it exits');
     }
     try {
       return await SnapfaultServer.startOn(opts, taken instanceof StateDir ? taken : null, taken && !(taken instanceof StateDir) ? taken.owner : null);
@@ -335,8 +343,8 @@ export class SnapfaultServer {
           });
         }
       }
-      // Everything is ready: only now is a running owner asked to hand over, so its VMs wait the least.
-      server.state = state ?? await handover(opts, owner);
+      // Everything is ready: only now is a running owner asked to hand over (or, standing by, waited for), so its VMs wait the least.
+      server.state = state ?? (opts.standby ? await standingBy(opts) : await handover(opts, owner));
       const kept = server.state ? SocketKeeper.adopt(server.state.path, opts.socketPath) : null;
       const unsettled = kept?.vault?.unsettled() ?? [];
       server.vault = kept?.vault ?? null;
@@ -992,6 +1000,25 @@ export class SnapfaultServer {
   }
 }
 
+/** --standby: says so, waits for the owner to exit, and takes the directory. */
+async function standingBy(opts: ServerOptions): Promise<StateDir | null> {
+  if (!opts.stateDir) return null;
+  const since = performance.now();
+  let last: StateOwner | null = null;
+  const state = await standBy(opts.stateDir, {
+    stop: opts.standbyStop ?? new Promise(() => undefined),
+    onOwner: (owner) => {
+      last = owner;
+      opts.log.info(`standing by: snapfault pid ${owner?.pid ?? '?'} owns ${opts.stateDir}; its VMs are taken over the moment it exits`,
+        { event: 'standby', owner: owner?.pid ?? null });
+    },
+  });
+  const gone = last as StateOwner | null;
+  opts.log.info(`${gone ? `snapfault pid ${gone.pid} is gone` : 'the state directory is free'}: taking its VMs over after standing by ${((performance.now() - since) / 1000).toFixed(1)} s`,
+    { event: 'standby_taking_over', owner: gone?.pid ?? null });
+  return state;
+}
+
 /**
  * --takeover: asks the running owner of the state directory to hand its VMs
  * over (SIGUSR2: it stops serving at a clean point, leaves its records, lets
@@ -1002,6 +1029,16 @@ async function handover(opts: ServerOptions, owner: StateOwner | null): Promise<
   if (!opts.stateDir) return null;
   const dir = opts.stateDir;
   if (!owner || processStartTime(owner.pid) !== owner.startTime) return StateDir.takeWhenFree(dir, 5_000);
+  // Announced first: a standby seeing the directory free leaves it to this process.
+  const withdraw = StateDir.announceSuccessor(dir);
+  try {
+    return await askOwner(opts, dir, owner);
+  } finally {
+    withdraw();
+  }
+}
+
+async function askOwner(opts: ServerOptions, dir: string, owner: StateOwner): Promise<StateDir> {
   let pidfd = -1;
   try {
     pidfd = pidfdOpen(owner.pid);

@@ -1,9 +1,11 @@
 // The state directory (--state-dir): one VM record a served VM
 // (vm-record.ts); `pending-<pid>`, a connection accepted whose handshake is
-// not recorded yet; and `lock`, flocked by the one snapfault that owns the
-// directory. The kernel lets go of the flock however that process ends, so a
-// successor finds the directory free the moment its owner is gone.
-import { mkdirSync, writeFileSync, readFileSync, openSync, closeSync, readdirSync, unlinkSync, fstatSync, readSync, writeSync, ftruncateSync, constants as fsc } from 'node:fs';
+// not recorded yet; `lock`, flocked by the one snapfault that owns the
+// directory; and `successor`, the pid of a snapfault started with --takeover
+// while it waits for the owner to hand over (a standby leaves the directory to
+// it). The kernel lets go of the flock however the owner ends, so a successor
+// finds the directory free the moment its owner is gone.
+import { mkdirSync, writeFileSync, readFileSync, renameSync, openSync, closeSync, readdirSync, unlinkSync, fstatSync, readSync, writeSync, ftruncateSync, constants as fsc } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tryLockExclusive } from '../../native/fd.js';
 import { StateError } from '../errors.js';
@@ -57,6 +59,27 @@ export class StateDir {
     }
   }
 
+  /**
+   * Names this process as the successor a handover is for (--takeover), before
+   * the owner is asked: a standby seeing the directory free then leaves it to
+   * this process while it lives. Returns the function that withdraws it.
+   */
+  static announceSuccessor(dir: string): () => void {
+    const path = join(resolve(dir), 'successor');
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${process.pid} ${processStartTime(process.pid) ?? 0}\n`, { mode: 0o600 });
+    renameSync(tmp, path);
+    return () => {
+      if (readOwnerFile(path)?.pid === process.pid) unlinkSync(path);
+    };
+  }
+
+  /** The snapfault a handover is for, if one is announced and still running. */
+  static liveSuccessor(dir: string): StateOwner | null {
+    const s = readOwnerFile(join(resolve(dir), 'successor'));
+    return s && s.pid !== process.pid && processStartTime(s.pid) === s.startTime ? s : null;
+  }
+
   /** The VM records present, oldest handler's leftovers included; half-written ones (never renamed into place) are removed. */
   records(): string[] {
     const out: string[] = [];
@@ -102,6 +125,17 @@ export class StateDir {
     closeSync(this.lockFd);
     this.lockFd = -1;
   }
+}
+
+function readOwnerFile(path: string): StateOwner | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'latin1');
+  } catch {
+    return null;
+  }
+  const m = /^(\d+) (\d+)\n/.exec(text);
+  return m ? { pid: Number(m[1]), startTime: BigInt(m[2]) } : null;
 }
 
 function readOwner(fd: number): StateOwner | null {

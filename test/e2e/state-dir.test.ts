@@ -62,12 +62,18 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     const h = await startSnapfault(serve(sock, state));
     live.push(h);
     const r = cli(serve(tmp.file(`other${n}.sock`), state));
-    expectRefused(r, new RegExp(`state directory .* is in use by another snapfault \\(pid ${h.pid}\\): stop it, or start this one with --takeover`), 'in use');
+    expectRefused(r, new RegExp(`state directory .* is in use by another snapfault \\(pid ${h.pid}\\): stop it, start this one with --takeover .* or with --standby`), 'in use');
   });
 
   it('--takeover without --state-dir is a usage error', () => {
     const { sock } = fresh();
     expectRefused(cli(['serve', '--socket', sock, '--mem', mem, '--takeover']), /--takeover needs --state-dir DIR/, 'takeover alone');
+  });
+
+  it('--standby without --state-dir, or with --takeover, is a usage error', () => {
+    const { sock, state } = fresh();
+    expectRefused(cli(['serve', '--socket', sock, '--mem', mem, '--standby']), /--standby needs --state-dir DIR/, 'standby alone');
+    expectRefused(cli([...serve(sock, state), '--standby', '--takeover']), /--standby waits .* --takeover asks it to hand over now: choose one/, 'both');
   });
 
   it('a recorded pid now used by another process is never touched; its record is removed', async () => {

@@ -14,6 +14,8 @@ import { TempDir, makeImage } from '../helpers/images.js';
 import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { stopKeeper } from '../helpers/state.js';
+import { longestWaitAfter } from '../helpers/stalls.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 const MiB = 1 << 20;
 const VMS = 8;
@@ -22,32 +24,8 @@ const KILLS = 20;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const monoNs = (): bigint => process.hrtime.bigint(); // CLOCK_MONOTONIC, as the simulator's stall times
 
-/** A small seeded PRNG (mulberry32): a failing run's kill schedule can be replayed with TAKEOVER_SEED. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Report extends SimResult {
   stalls: Array<[number, number]>;
-}
-
-/** The longest any read waited after the handler that served it was started: for each stall, from max(its start, the last start before its end) to its end. */
-export function longestWaitAfterStart(stalls: Array<[number, number]>, starts: bigint[]): number {
-  let worst = 0;
-  for (const [s, e] of stalls) {
-    let last = -1n;
-    for (const t of starts) if (t <= BigInt(e) && t > last) last = t;
-    if (last < 0n) continue;
-    const from = BigInt(s) > last ? BigInt(s) : last;
-    worst = Math.max(worst, Number(BigInt(e) - from) / 1e6);
-  }
-  return worst;
 }
 
 describe('takeover: a handler SIGKILLed at random moments, restarted on its state directory', function () {
@@ -62,7 +40,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
 
   it(`${VMS} VMs under balloon churn, ${KILLS} SIGKILLs: every VM finishes byte-exact, but one whose handshake a killed handler lost, which is killed, never frozen`, async () => {
     const seed = Number(process.env.TAKEOVER_SEED ?? Date.now() % 1_000_000);
-    const rand = prng(seed);
+    const rand = seededRandom(seed);
     const sock = tmp.file('s.sock');
     const state = tmp.file('state');
     const args = ['serve', '--socket', sock, '--mem', img, '--state-dir', state, '--prefetch', 'all', '--workers', '2', '--log-format', 'text'];
@@ -107,7 +85,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       });
       expect(lost, log()).to.be.at.most(2);
       const taken = (log().match(/taken over from the previous handler/g) ?? []).length;
-      const waits = results.map((r) => longestWaitAfterStart(r.stalls, starts)).concat(0);
+      const waits = results.map((r) => longestWaitAfter(r.stalls, starts)).concat(0);
       const worst = Math.max(...waits);
       console.log(`      ${VMS} VMs, ${KILLS} SIGKILLs (seed ${seed}): ${VMS - lost} finished byte-exact, ${lost} lost in the handshake window (killed); ` +
         `${taken} takeovers; longest wait of a read after a new handler started: ${worst.toFixed(0)} ms`);

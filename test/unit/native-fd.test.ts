@@ -5,7 +5,9 @@ import { expect } from 'chai';
 import { openSync, closeSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { markAccessed } from '../../native/fd.js';
+import { markAccessed, waitReadable, closeFd } from '../../native/fd.js';
+import { pidfdOpen } from '../../native/pidfd.js';
+import { spawn } from 'node:child_process';
 import { TempDir } from '../helpers/images.js';
 
 setFlagsFromString('--expose-gc');
@@ -34,6 +36,26 @@ describe('native fd wrappers', () => {
       const st = statSync(path);
       expect(st.mtimeMs, `round ${round}`).to.equal(mtime.getTime());
       expect(st.atimeMs).to.be.above(Date.now() - 60_000);
+    }
+  });
+
+  it('waitReadable waits off the event loop: false at its timeout, true once a pidfd\'s process has exited', async () => {
+    const child = spawn('sleep', ['0.3'], { stdio: 'ignore' });
+    await new Promise((r) => child.once('spawn', r));
+    const pidfd = pidfdOpen(child.pid!);
+    try {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      const t0 = performance.now();
+      expect(await waitReadable(pidfd, 50)).to.equal(false);
+      expect(performance.now() - t0).to.be.at.least(45);
+      expect(ticks, 'the event loop ran meanwhile').to.be.at.least(3);
+      expect(await waitReadable(pidfd, 5000)).to.equal(true);
+      clearInterval(timer);
+      expect(performance.now() - t0).to.be.below(4000);
+    } finally {
+      closeFd(pidfd);
+      child.kill('SIGKILL');
     }
   });
 });
