@@ -3,7 +3,8 @@
 // and compressed, with the balloon inflated and deflated (REMOVE events that
 // must stay zeros), and a new one started on the same state directory takes
 // the running Firecracker's userfaultfd and serves on; then a planned
-// `--takeover` while three guests restore. Each guest checks every byte.
+// `--takeover` while three guests restore; and a standby (`--standby`)
+// taking over the moment the owner is killed. Each guest checks every byte.
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -69,17 +70,24 @@ describe('real Firecracker: takeover', function () {
   }
 
   const cases = [
-    { compressed: false, when: 'in its first round of faults' },
-    { compressed: false, when: 'once the balloon has removed pages' },
-    { compressed: true, when: 'once the balloon has removed pages' },
+    { compressed: false, when: 'in its first round of faults', standby: false },
+    { compressed: false, when: 'once the balloon has removed pages', standby: false },
+    { compressed: true, when: 'once the balloon has removed pages', standby: false },
+    { compressed: false, when: 'once the balloon has removed pages', standby: true },
   ];
-  for (const { compressed, when } of cases) {
-    it(`real Firecracker: a handler SIGKILLed ${when} is taken over by the next, every byte right, removed pages zero${compressed ? ', compressed' : ''}`, async () => {
+  for (const { compressed, when, standby } of cases) {
+    const by = standby ? 'the standby waiting beside it' : 'the next';
+    it(`real Firecracker: a handler SIGKILLed ${when} is taken over by ${by}, every byte right, removed pages zero${compressed ? ', compressed' : ''}`, async () => {
       const sock = tmp.file(`k${n++}.sock`);
       const state = stateDir();
       const args = ['serve', '--socket', sock, '--mem', compressed ? packed : snapshot.mem, '--state-dir', state, '--log-format', 'text'];
       const first = await startSnapfault(args);
       live.push(first);
+      const waiting = standby ? new Proc(SNAPFAULT, [...args, '--standby']) : null;
+      if (waiting) {
+        live.push(waiting);
+        await waiting.waitForStderr(/standing by: /, 30_000);
+      }
       const restoring = snapshot.restore(viaServe(sock), { HANDLER_EXIT_TIMEOUT: '0', BALLOON_MIB: '16', ROUNDS: '2' });
       const pid = (await first.waitForStderr(/VM pid (\d+): serving/, 60_000))[1];
       if (when.startsWith('once')) await removesRecorded(state, pid);
@@ -87,8 +95,8 @@ describe('real Firecracker: takeover', function () {
       first.kill('SIGKILL');
       await first.exited;
       const t0 = performance.now();
-      const second = new Proc(SNAPFAULT, args);
-      live.push(second);
+      const second = waiting ?? new Proc(SNAPFAULT, args);
+      if (!waiting) live.push(second);
       const m = await second.waitForStderr(/taken over from the previous handler \((\d+) removed/, 20_000);
       const tookMs = performance.now() - t0;
       if (when.startsWith('once')) expect(Number(m[1]), 'removed pages handed over').to.be.above(0);
@@ -97,7 +105,7 @@ describe('real Firecracker: takeover', function () {
       expect(r.output).to.match(/balloon: reached 16 MiB/);
       expect(r.output).to.match(/nonzero_words=0/);
       await second.waitForStderr(/ended: Firecracker exited/, 20_000);
-      console.log(`      handler killed ${when}: taken over ${tookMs.toFixed(0)} ms after the new handler was started (${m[1]} removed pages then); ` +
+      console.log(`      handler killed ${when}: taken over ${tookMs.toFixed(0)} ms after ${standby ? 'the kill, by the standby' : 'the new handler was started'} (${m[1]} removed pages then); ` +
         `load->verified ${r.verifiedMs} ms`);
       expect(log([first, second])).not.to.match(/error/);
     });
