@@ -9,6 +9,14 @@ import type { ChunkRef, DedupIndex } from './dedup-index.js';
 import type { JobQueue } from './put-jobs.js';
 
 const PAGE = 4096;
+
+/** A new page's bytes no longer matched the digest it was sorted by: the memory file changed while being put. */
+export class ChangedWhileReadError extends Error {
+  constructor(readonly slot: number) {
+    super('a page changed while being put');
+    this.name = 'ChangedWhileReadError';
+  }
+}
 /** Chunks being written at once: a bucket takes them concurrently, and waiting here holds back reading (and memory). */
 const WRITES_IN_FLIGHT = 16;
 
@@ -53,15 +61,17 @@ export class ChunkGatherer {
     this.filling = null;
     const free = await this.writing.acquire();
     const data = f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.length) as ArrayBuffer;
+    const digests = f.digests.buffer.slice(f.digests.byteOffset, f.digests.byteOffset + f.digests.length) as ArrayBuffer;
     let result;
     try {
-      ({ result } = await this.jobs.submit({ kind: 'chunk', id: 0, data }));
+      ({ result } = await this.jobs.submit({ kind: 'chunk', id: 0, data, digests }));
     } catch (e) {
       free();
       throw e;
     }
     const written = result.then(async (r) => {
       if (r.kind !== 'chunk') throw new Error('internal: a digest answered a chunk job');
+      if (r.changedSlot >= 0) throw new ChangedWhileReadError(r.changedSlot);
       f.ref.name = Buffer.from(r.name);
       f.ref.stored = r.stored;
       f.ref.checksum = r.checksum;

@@ -7,9 +7,8 @@
 // file and stored anew, so the put goes on instead of failing; the check
 // after the commit (put.ts) stays for a delete that lands later still.
 import { readSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { SnapshotError } from '../errors.js';
-import { PAGE_DIGEST_BYTES } from './digest-pack.js';
+import { pageDigest } from './page-digest.js';
 import { PAGE_IS_ZERO, PAGE_IN_PARENT } from './manifest.js';
 import type { ChunkRef } from './dedup-index.js';
 import type { ChunkGatherer } from './chunk-gatherer.js';
@@ -50,7 +49,7 @@ async function storeAgain(at: Placement, gone: Set<ChunkRef>): Promise<number> {
     const v = at.table[p];
     if (v === PAGE_IS_ZERO || v === PAGE_IN_PARENT || !gone.has(at.used[Math.floor(v / at.ppc)])) continue;
     readPage(at, p, page);
-    const digest = createHash('sha256').update(page).digest().subarray(0, PAGE_DIGEST_BYTES);
+    const digest = pageDigest(page);
     const key = digest.toString('latin1');
     let entry = placed.get(key);
     if (entry === undefined) {

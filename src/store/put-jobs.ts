@@ -34,7 +34,7 @@ export class JobQueue {
     const result = new Promise<PutResult>((resolve, reject) => this.replies.set(id, { resolve, reject }));
     result.catch(() => undefined); // rejections surface through check() and the awaiting chain
     this.inFlight++;
-    this.workers[id % this.workers.length].postMessage({ ...job, id }, [job.data]);
+    this.workers[id % this.workers.length].postMessage({ ...job, id }, job.kind === 'chunk' ? [job.data, job.digests] : []);
     return { result };
   }
 

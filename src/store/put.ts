@@ -6,7 +6,7 @@
 // and which are written unless a chunk of that name exists. The manifest is
 // committed last, once every chunk it names is on disk (the reused ones looked
 // up again first: gone-chunks.ts).
-import { closeSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { compileCore } from '../core/wasm-core.js';
@@ -19,8 +19,9 @@ import { checkSnapshotName, type Store } from './store.js';
 import { encodeManifest, decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN_PARENT, type ChunkRecord } from './manifest.js';
 import { encodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
 import { JobQueue } from './put-jobs.js';
-import { ChunkGatherer } from './chunk-gatherer.js';
+import { ChunkGatherer, ChangedWhileReadError } from './chunk-gatherer.js';
 import { replaceGoneChunks } from './gone-chunks.js';
+import { NewPageReader } from './new-page-reader.js';
 import { loadDedupIndex, type ChunkRef } from './dedup-index.js';
 import type { PutWorkerData } from './put-worker.js';
 
@@ -91,37 +92,36 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     const module = compileCore();
     const count = Math.max(1, opts.workers ?? Math.min(availableParallelism(), 4));
     for (let i = 0; i < count; i++) {
-      const data: PutWorkerData = { module, chunkBytes };
+      const data: PutWorkerData = { module, chunkBytes, fd, rangeBytes: READ_BYTES };
       workers.push(new Worker(new URL('./put-worker.js', import.meta.url), { workerData: data }));
     }
     const jobs = new JobQueue(workers, count * 2);
 
     const gatherer = new ChunkGatherer(store, jobs, index, chunkBytes);
-    const addNewPage = async (page: Buffer, digest: Buffer, key: string, p: number): Promise<void> => {
-      const { ref, slot } = await gatherer.add(page, digest, key);
-      table[p] = useRef(ref) * ppc + slot;
-      s.newPages++;
-    };
-    const sortPages = async (block: Buffer, digests: Buffer, firstPage: number): Promise<void> => {
+    const pages$ = new NewPageReader(fd, memPath);
+    const sortPages = async (digests: Buffer, firstPage: number, count: number): Promise<void> => {
       const keys: string[] = [];
-      for (let i = 0; i < block.length / PAGE; i++) keys.push(digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES).toString('latin1'));
+      for (let i = 0; i < count; i++) keys.push(digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES).toString('latin1'));
       await index.confirm(keys, store);
-      for (let i = 0; i < block.length / PAGE; i++) {
+      // A page is new if it is not zero and the index (which grows as new pages are added) lacks it.
+      const isNew = (i: number): boolean => !isZeroDigest(digests, i) && index.find(keys[i]) === null;
+      for (let i = 0; i < count; i++) {
         const p = firstPage + i;
-        const digest = digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES);
-        if (isZeroDigest(digest)) {
+        if (isZeroDigest(digests, i)) {
           table[p] = PAGE_IS_ZERO;
           s.zeroPages++;
           continue;
         }
-        const key = keys[i];
-        const hit = index.find(key);
+        const hit = index.find(keys[i]);
         if (hit) {
           table[p] = useRef(hit.ref) * ppc + hit.slot;
           s.reusedPages++;
           continue;
         }
-        await addNewPage(block.subarray(i * PAGE, (i + 1) * PAGE), digest, key, p);
+        const page = pages$.page(p, (q) => q < firstPage + count && isNew(q - firstPage));
+        const { ref, slot } = await gatherer.add(page, digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES), keys[i]);
+        table[p] = useRef(ref) * ppc + slot;
+        s.newPages++;
       }
     };
 
@@ -134,19 +134,14 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     for (const [start, end] of extents) {
       for (let pos = start; pos < end; pos += READ_BYTES) {
         const want = Math.min(READ_BYTES, end - pos);
-        const block = Buffer.alloc(want);
-        let got = 0;
-        while (got < want) {
-          const n = readSync(fd, block, got, want - got, pos + got);
-          if (n <= 0) throw new SnapshotError(memPath, `ended at byte ${pos + got} while being read: was it truncated?`);
-          got += n;
-        }
-        const { result } = await jobs.submit({ kind: 'digest', id: 0, data: block.buffer as ArrayBuffer });
+        // The workers read and digest; the main thread reads only the pages that are new.
+        const { result } = await jobs.submit({ kind: 'digest', id: 0, offset: pos, length: want });
         // Pages are sorted strictly in file order, whatever order the workers answer in.
         const first = pos / PAGE;
         order = order.then(() => result).then(async (r) => {
           if (r.kind !== 'digest') throw new Error('internal: a chunk answered a digest job');
-          await sortPages(Buffer.from(r.data), Buffer.from(r.digests), first);
+          if (r.endedAt !== null) throw new SnapshotError(memPath, `ended at byte ${r.endedAt} while being read: was it truncated?`);
+          await sortPages(Buffer.from(r.digests), first, want / PAGE);
           done += want;
           opts.progress?.(done, size);
         });
@@ -172,6 +167,11 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
       reusedPages: s.reusedPages, newPages: s.newPages, chunksAdded: gatherer.chunksAdded, bytesAdded: gatherer.bytesAdded, chunksReused: reused, manifestBytes: manifest.length,
       seconds: (Date.now() - started) / 1000,
     };
+  } catch (e) {
+    if (e instanceof ChangedWhileReadError) {
+      throw new SnapshotError(memPath, 'changed while being put (a page read twice differed): put it again once nothing writes to it; nothing was committed');
+    }
+    throw e;
   } finally {
     await pending.release();
     closeSync(fd);
@@ -201,8 +201,9 @@ function checkDiffHoles(path: string, fd: number, extents: Array<[number, number
   }
 }
 
-function isZeroDigest(d: Buffer): boolean {
-  for (let i = 0; i < d.length; i++) if (d[i] !== 0) return false;
+/** Digest `i` of a block's digests: all zero for a zero page. */
+function isZeroDigest(digests: Buffer, i: number): boolean {
+  for (let b = i * PAGE_DIGEST_BYTES; b < (i + 1) * PAGE_DIGEST_BYTES; b++) if (digests[b] !== 0) return false;
   return true;
 }
 

@@ -1,0 +1,44 @@
+// The pages of a put that are new, read by the main thread: the put workers
+// digest the memory file from their own reads, so only the new pages (all of
+// a first put, a few of a later one) are read again here, a run of
+// neighbouring new pages at a time, into one buffer used over and over.
+import { readSync } from 'node:fs';
+import { SnapshotError } from '../errors.js';
+
+const PAGE = 4096;
+/** The most pages read at once. */
+const RUN_PAGES = 64;
+
+export class NewPageReader {
+  private readonly run = Buffer.allocUnsafeSlow(RUN_PAGES * PAGE);
+  private first = -1;
+  private count = 0;
+
+  constructor(private readonly fd: number, private readonly path: string) {}
+
+  /**
+   * Page `p`'s bytes, valid until the next call. When not read yet, it is
+   * read with the pages after it that `alsoNew` says will be wanted next.
+   */
+  page(p: number, alsoNew: (q: number) => boolean): Buffer {
+    if (p < this.first || p >= this.first + this.count) {
+      let n = 1;
+      while (n < RUN_PAGES && alsoNew(p + n)) n++;
+      this.read(p, n);
+    }
+    return this.run.subarray((p - this.first) * PAGE, (p - this.first + 1) * PAGE);
+  }
+
+  private read(p: number, n: number): void {
+    this.first = -1;
+    const want = n * PAGE;
+    let got = 0;
+    while (got < want) {
+      const r = readSync(this.fd, this.run, got, want - got, p * PAGE + got);
+      if (r <= 0) throw new SnapshotError(this.path, `ended at byte ${p * PAGE + got} while being read: was it truncated?`);
+      got += r;
+    }
+    this.first = p;
+    this.count = n;
+  }
+}
