@@ -1,6 +1,6 @@
 // `npm run bench`: every benchmark, side by side in one run. BENCH_ONLY=core,
 // compression, prefetch, zero-ranges, firecracker (the real one, from the kit), bucket (the kit's VM restored
-// from a bucket on Swift), store or codec runs one part, BENCH_ONLY=load the 8-VM load test
+// from a bucket on Swift), store, layers (a layered snapshot restored by the real one) or codec runs one part, BENCH_ONLY=load the 8-VM load test
 // (not part of the default run: it restores 16 GiB); BENCH_ROUNDS sets the rounds (5).
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { benchFirecracker } from './firecracker.js';
 import { benchZeroRanges } from './zero-ranges.js';
 import { benchFirecrackerAlloc } from './firecracker-alloc.js';
 import { benchStore } from './store.js';
+import { benchFirecrackerLayers } from './firecracker-layers.js';
 import { benchBucket } from './bucket.js';
 import { BENCH_DIR, cleanUp } from './harness.js';
 
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     if (alloc) writeFileSync(join(BENCH_DIR, 'firecracker-alloc.json'), JSON.stringify(alloc, null, 2));
   }
   if (!only || only === 'store') await benchStore();
+  if (!only || only === 'layers') await benchFirecrackerLayers();
   if (!only || only === 'bucket') {
     const bucket = await benchBucket();
     if (bucket) writeFileSync(join(BENCH_DIR, 'bucket.json'), JSON.stringify(bucket, null, 2));

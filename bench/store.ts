@@ -185,9 +185,13 @@ export async function benchStore(): Promise<void> {
     for (const f of [diff, alone, `${alone}.sfz`]) rmSync(f);
   }
 
-  // (d) A put of 1 GiB whose pages are all stored: the base image again.
+  // (d) A put of 1 GiB whose pages are all stored: the base image again, read
+  // once first so it is in the page cache as a memory file Firecracker just
+  // wrote is (the series before wrote gigabytes and pushed it out: the first
+  // rounds then measured the disk).
+  readThrough(base);
   const times: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const t = process.hrtime.bigint();
     const s = await put(def.store, base, `again-${i}`);
     times.push(Number(process.hrtime.bigint() - t) / 1e9);
@@ -246,5 +250,16 @@ export async function benchStore(): Promise<void> {
   for (const r of results) {
     rmSync(r.store.root, { recursive: true, force: true });
     rmSync(r.last, { force: true });
+  }
+}
+
+/** Reads a file once, through a small buffer: it is then in the page cache. */
+function readThrough(path: string): void {
+  const fd = openSync(path, 'r');
+  const buf = Buffer.allocUnsafe(4 << 20);
+  try {
+    for (let pos = 0, n = 1; n > 0; pos += n) n = readSync(fd, buf, 0, buf.length, pos);
+  } finally {
+    closeSync(fd);
   }
 }
