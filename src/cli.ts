@@ -83,7 +83,7 @@ const SERVE_OPTIONS = `Options:
                             over the VMs a handler that died recorded there (see Crashes and upgrades)
   --takeover                with --state-dir: ask the snapfault running on DIR to hand its VMs
                             over, take them and its socket, and serve on (an upgrade)
-  --standby                 with --state-dir: while another snapfault owns DIR, start completely and
+  --standby                 serve, with --state-dir: while another snapfault owns DIR, start fully and
                             wait; the moment it exits (a crash), take its VMs and socket over
   --log-level LEVEL         debug, info (default), warn, error or silent
   --log-format json|text    JSON lines (default when stderr is not a terminal) or readable lines
@@ -236,6 +236,9 @@ function serverOptions(values: Values, socketPath: string, memPath: string, once
   const checkRecordPath = record === null ? undefined : recordChecks(values, record, storePath !== null ? '' : memPath, prefetch, once);
   if (values.takeover && !values['state-dir']) throw new UsageError('--takeover needs --state-dir DIR: the directory the running snapfault records its VMs in');
   if (values.standby && !values['state-dir']) throw new UsageError('--standby needs --state-dir DIR: the directory the running snapfault records its VMs in');
+  if (values.standby && once) {
+    throw new UsageError('--standby belongs to `snapfault serve`: a drop-in handler ends with its one Firecracker, and a standby would then wait on its socket for good');
+  }
   if (values.standby && values.takeover) {
     throw new UsageError('--standby waits for the owner of the state directory to exit, --takeover asks it to hand over now: choose one');
   }

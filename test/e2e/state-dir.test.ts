@@ -70,10 +70,11 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     expectRefused(cli(['serve', '--socket', sock, '--mem', mem, '--takeover']), /--takeover needs --state-dir DIR/, 'takeover alone');
   });
 
-  it('--standby without --state-dir, or with --takeover, is a usage error', () => {
+  it('--standby without --state-dir, with --takeover, or in the drop-in form is a usage error', () => {
     const { sock, state } = fresh();
     expectRefused(cli(['serve', '--socket', sock, '--mem', mem, '--standby']), /--standby needs --state-dir DIR/, 'standby alone');
     expectRefused(cli([...serve(sock, state), '--standby', '--takeover']), /--standby waits .* --takeover asks it to hand over now: choose one/, 'both');
+    expectRefused(cli(['--state-dir', state, '--standby', sock, mem]), /--standby belongs to `snapfault serve`/, 'drop-in');
   });
 
   it('a recorded pid now used by another process is never touched; its record is removed', async () => {
