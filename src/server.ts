@@ -1004,16 +1004,16 @@ export class SnapfaultServer {
 async function standingBy(opts: ServerOptions): Promise<StateDir | null> {
   if (!opts.stateDir) return null;
   const since = performance.now();
-  let last: StateOwner | null = null;
+  const owners: StateOwner[] = [];
   const state = await standBy(opts.stateDir, {
     stop: opts.standbyStop ?? new Promise(() => undefined),
     onOwner: (owner) => {
-      last = owner;
-      opts.log.info(`standing by: snapfault pid ${owner?.pid ?? '?'} owns ${opts.stateDir}; its VMs are taken over the moment it exits`,
-        { event: 'standby', owner: owner?.pid ?? null });
+      owners.push(owner);
+      opts.log.info(`standing by: snapfault pid ${owner.pid} owns ${opts.stateDir}; its VMs are taken over the moment it exits`,
+        { event: 'standby', owner: owner.pid });
     },
   });
-  const gone = last as StateOwner | null;
+  const gone = owners.at(-1);
   opts.log.info(`${gone ? `snapfault pid ${gone.pid} is gone` : 'the state directory is free'}: taking its VMs over after standing by ${((performance.now() - since) / 1000).toFixed(1)} s`,
     { event: 'standby_taking_over', owner: gone?.pid ?? null });
   return state;

@@ -23,7 +23,7 @@ export class StandbyStopped extends Error {
 
 export interface StandbyWatch {
   /** Called once per owner waited for (the first, then each successor of an upgrade). */
-  onOwner: (owner: StateOwner | null) => void;
+  onOwner: (owner: StateOwner) => void;
   /** Resolves when the standby should stop waiting. */
   stop: Promise<unknown>;
 }

@@ -1,11 +1,12 @@
-// `snapfault store put`: one pass over a memory file. Put workers digest its
-// pages; the main thread, in page order, sorts each page into zero, its
-// parent's (a hole in a Diff snapshot), one the store already holds (found by
-// digest in the dedup index, the chunk confirmed to exist), or new. New pages
-// are gathered into chunks, which the workers name, checksum and compress,
+// `snapfault store put`: one pass over a memory file. Put workers read and
+// digest its pages; the main thread, in page order, sorts each page into
+// zero, its parent's (a hole in a Diff snapshot), one the store already holds
+// (found by digest in the dedup index, the chunk confirmed to exist), or new.
+// Only the new pages are read again, by the main thread (new-page-reader.ts),
+// and gathered into chunks, which the workers name, checksum and compress,
 // and which are written unless a chunk of that name exists. The manifest is
-// committed last, once every chunk it names is on disk (the reused ones looked
-// up again first: gone-chunks.ts).
+// committed last, once every chunk it names is on disk (the reused ones
+// looked up again first: gone-chunks.ts).
 import { closeSync, fstatSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -98,14 +99,14 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     const jobs = new JobQueue(workers, count * 2);
 
     const gatherer = new ChunkGatherer(store, jobs, index, chunkBytes);
-    const pages$ = new NewPageReader(fd, memPath);
-    const sortPages = async (digests: Buffer, firstPage: number, count: number): Promise<void> => {
+    const newPageReader = new NewPageReader(fd, memPath);
+    const sortPages = async (digests: Buffer, firstPage: number, pageCount: number): Promise<void> => {
       const keys: string[] = [];
-      for (let i = 0; i < count; i++) keys.push(digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES).toString('latin1'));
+      for (let i = 0; i < pageCount; i++) keys.push(digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES).toString('latin1'));
       await index.confirm(keys, store);
       // A page is new if it is not zero and the index (which grows as new pages are added) lacks it.
       const isNew = (i: number): boolean => !isZeroDigest(digests, i) && index.find(keys[i]) === null;
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < pageCount; i++) {
         const p = firstPage + i;
         if (isZeroDigest(digests, i)) {
           table[p] = PAGE_IS_ZERO;
@@ -118,7 +119,7 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
           s.reusedPages++;
           continue;
         }
-        const page = pages$.page(p, (q) => q < firstPage + count && isNew(q - firstPage));
+        const page = newPageReader.page(p, (q) => q < firstPage + pageCount && isNew(q - firstPage));
         const { ref, slot } = await gatherer.add(page, digests.subarray(i * PAGE_DIGEST_BYTES, (i + 1) * PAGE_DIGEST_BYTES), keys[i]);
         table[p] = useRef(ref) * ppc + slot;
         s.newPages++;
