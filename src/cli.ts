@@ -47,6 +47,8 @@ const SERVE_OPTIONS = `Options:
   --fetch-hedge auto|off|MS  a GET unanswered past the recent p99 (auto; 500 ms until 20 GETs
                             have answered) or past MS gets a second one beside it, at most 5%
                             of GETs; the first answer wins (default auto)
+  --follow SECONDS          look the snapshot's name up in the bucket again this often (default 10;
+                            0: never): put again, it serves the VMs that come next
   --s3-endpoint URL         an S3-compatible store's endpoint (default: $AWS_ENDPOINT_URL, else AWS)
   --workers N               fault worker threads (default: 1 drop-in, ${Math.min(availableParallelism(), 4)} serve)
   --on-fatal POLICY         on a fatal error for a VM: kill-peer (default; kills that Firecracker,
@@ -153,6 +155,7 @@ const optionSpec = {
   'fetch-timeout': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
   'fetch-hedge': { type: 'string' },
+  follow: { type: 'string' },
   's3-endpoint': { type: 'string' },
   'allow-uid': { type: 'string', multiple: true },
   metrics: { type: 'string' },

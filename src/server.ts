@@ -250,9 +250,11 @@ export class SnapfaultServer {
   readonly outcomes: VmOutcome[] = [];
   /** A store in a bucket being served: its disk cache and fetcher. */
   private remote: RemoteServing | null = null;
-  /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned` once the policy's chunks are queued. */
+  /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
   private ahead: PrefetchFetches | null = null;
-  private aheadPlanned = false;
+  private readonly aheadPlanned = new WeakSet<CompressedSnapshot>();
+  /** Served from a bucket: the timer looking the name up again (--follow). */
+  private following: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly opts: ServerOptions,
@@ -296,8 +298,7 @@ export class SnapfaultServer {
       const line = `opened ${opts.memPath} in store ${opts.remote.location} in ${ms.toFixed(0)} ms (client, store.json, manifests, lease)`;
       opts.log.info(line, { event: 'store_opened', ms: Math.round(ms) });
     }
-    const pinned = remote ? { name: opts.memPath, snap: remote.snap, close: () => remote.close() } : null;
-    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null, pinned);
+    const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null, remote);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.
     const first = cache.acquire(opts.memPath);
     cache.release(first);
@@ -334,12 +335,12 @@ export class SnapfaultServer {
         };
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
           (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e),
-          (_snap, chunk) => server.ahead?.want(chunk), opts.prefetchWorker);
+          (snap, chunk) => server.ahead?.want(snap, chunk), opts.prefetchWorker);
         if (remote && opts.remote) {
           server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
-            fetch: async (chunk) => (await remote.fetch(chunk, false)).error,
-            cached: (chunk) => remote.isCached(chunk),
-            landed: (chunk, error) => server.fetchedAhead(chunk, error),
+            fetch: async (snap, chunk) => (await remote.fetch(snap, chunk, false)).error,
+            cached: (snap, chunk) => remote.isCached(snap, chunk),
+            landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error),
           });
         }
       }
@@ -372,6 +373,7 @@ export class SnapfaultServer {
       throw e;
     }
     server.listener?.start((fd) => void server.onConnection(fd));
+    if (opts.remote) server.follow(opts.remote.followMs);
     // Connections the previous handler accepted and never recorded nor refused: served as if just accepted.
     for (const conn of replay) void server.onConnection(conn, false);
     const how = `with ${opts.workers} fault worker(s)` + (prepared ? `, prefetch policy ${prepared.policy.name}` : '') + (opts.record ? `, recording to ${opts.record}` : '');
@@ -652,7 +654,7 @@ export class SnapfaultServer {
     const id = this.nextId++;
     // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
     const prefetchUffd = prefetching ? dupFd(uffd) : -1;
-    const fetched = this.remote !== null && snap === this.remote.snap;
+    const fetched = this.remote?.serves(snap) ?? false;
     this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? this.remote!.stats : null, ownChunks: 0, ownBytes: 0 });
     this.pool?.assign({
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
@@ -666,7 +668,7 @@ export class SnapfaultServer {
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
       pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null, fetched,
     });
-    if (prefetching && fetched) this.planAhead();
+    if (prefetching && snap instanceof CompressedSnapshot && fetched) this.planAhead(snap);
     return removed;
   }
 
@@ -837,18 +839,48 @@ export class SnapfaultServer {
    * while Firecracker still loads. Later VMs' chunks are asked for by the
    * prefetch worker as it meets them ('need').
    */
-  private planAhead(): void {
+  private planAhead(snap: CompressedSnapshot): void {
     const policy = this.policy;
-    if (this.aheadPlanned || !this.ahead || !this.remote || !policy || policy.kind === 'wasm') return;
-    this.aheadPlanned = true;
-    for (const chunk of prefetchChunkOrder(this.core, this.remote.snap.descriptor, policy.ranges, policy.kind === 'all')) this.ahead.want(chunk);
+    if (this.aheadPlanned.has(snap) || !this.ahead || !policy || policy.kind === 'wasm') return;
+    this.aheadPlanned.add(snap);
+    for (const chunk of prefetchChunkOrder(this.core, snap.descriptor, policy.ranges, policy.kind === 'all')) this.ahead.want(snap.descriptor, chunk);
+  }
+
+  /**
+   * A store in a bucket: looks the served name up again every `everyMs`
+   * (--follow); put again, the VMs that come next get the new snapshot. A
+   * failed look is logged and the snapshot served so far stays.
+   */
+  private follow(everyMs: number): void {
+    const remote = this.remote;
+    if (!remote || everyMs <= 0) return;
+    let looking = false;
+    let failedBefore = false;
+    this.following = setInterval(() => {
+      if (looking) return;
+      looking = true;
+      void remote.follow().then((identity) => {
+        if (failedBefore) this.opts.log.info(`${servedLabel(this.opts)}: looked up again`, { event: 'follow', ok: true });
+        failedBefore = false;
+        if (identity === null) return;
+        const kept = remote.vmsOnRetired;
+        this.opts.log.info(`${servedLabel(this.opts)} was put again (now ${identity.slice(0, 16)}): the VMs that come next get it` +
+          (kept > 0 ? `; the snapshot before stays open for the ${count(kept, 'VM')} on it until they end` : ''), { event: 'follow', ok: true, identity, kept });
+      }, (e: Error) => {
+        // Said once per run of failures: the store may be down for a while, and the snapshot served so far is still good.
+        if (!failedBefore) this.opts.log.warn(`${servedLabel(this.opts)}: cannot look the name up again (${e.message}); serving the snapshot it held`, { event: 'follow', ok: false });
+        failedBefore = true;
+      }).finally(() => {
+        looking = false;
+      });
+    }, everyMs);
+    this.following.unref();
   }
 
   /** A chunk fetched ahead has landed (or could not be fetched): the prefetch worker installs (or drops) the ranges waiting for it. */
-  private fetchedAhead(chunk: number, error: string | null): void {
-    if (!this.remote) return;
+  private fetchedAhead(snap: number, chunk: number, error: string | null): void {
     if (error !== null) this.opts.log.debug(`chunk ${chunk} not fetched ahead: ${error}`, { event: 'chunk_prefetch', chunk, ok: false });
-    this.prefetcher?.chunkLanded(this.remote.snap.descriptor, chunk, error === null);
+    this.prefetcher?.chunkLanded(snap, chunk, error === null);
   }
 
   /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
@@ -856,10 +888,10 @@ export class SnapfaultServer {
     const remote = this.remote;
     if (!remote) return;
     // Demand first: a chunk queued to be fetched ahead is fetched now, for the fault.
-    this.ahead?.demand(chunk);
+    this.ahead?.demand(snap, chunk);
     const t = performance.now();
-    if (discard) this.opts.log.warn(`chunk ${remote.chunkName(chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
-    void remote.fetch(chunk, discard).then(({ error, bytes }) => {
+    if (discard) this.opts.log.warn(`chunk ${remote.chunkName(snap, chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
+    void remote.fetch(snap, chunk, discard).then(({ error, bytes }) => {
       // The VM whose fault started this chunk's GET (not one that joined it, or found it cached) is the one it was fetched for.
       const vm = this.vms.get(vmId);
       if (vm?.fetchesAtStart && bytes > 0) {
@@ -969,6 +1001,7 @@ export class SnapfaultServer {
 
   private async stopOnce(): Promise<void> {
     this.stopped = true;
+    if (this.following) clearInterval(this.following);
     if (this.handingOver) {
       this.listener?.detach();
       this.keeper?.leave();

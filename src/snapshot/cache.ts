@@ -18,6 +18,17 @@ import { StoreError } from '../errors.js';
 /** A memory file as served: raw (mapped) or compressed (decoded through the core's cache). */
 export type ServedSnapshot = RawSnapshot | CompressedSnapshot;
 
+/** The snapshots one name has held, kept open by their owner, each for as long as its VMs need it. */
+export interface PinnedSnapshots {
+  readonly name: string;
+  /** What the name holds now, counted as used once more. */
+  acquire(): CompressedSnapshot;
+  /** A VM on `snap` ended; false if `snap` is not one of these. */
+  release(snap: CompressedSnapshot): boolean;
+  all(): CompressedSnapshot[];
+  close(): Promise<void>;
+}
+
 interface Entry {
   snap: ServedSnapshot;
   users: number;
@@ -42,13 +53,13 @@ export class SnapshotCache {
     private readonly log: Logger,
     /** With a store, snapshots are named in it rather than given by path. */
     private readonly store: FolderStore | null = null,
-    /** A snapshot opened by the caller and served as it is for the handler's life (a store in a bucket: src/store/remote-serving.ts). */
-    private readonly pinned: { name: string; snap: ServedSnapshot; close: () => Promise<void> } | null = null,
+    /** Snapshots of one name opened and kept by the caller (a store in a bucket: src/store/remote-serving.ts). */
+    private readonly pinned: PinnedSnapshots | null = null,
   ) {}
 
   /** The snapshot at path (or of that name in the store) as it is now; release it when the VM ends. */
   acquire(path: string): ServedSnapshot {
-    if (this.pinned?.name === path) return this.pinned.snap;
+    if (this.pinned?.name === path) return this.pinned.acquire();
     if (this.store) return this.acquireFromStore(this.store, path);
     let identity: string;
     try {
@@ -107,7 +118,7 @@ export class SnapshotCache {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     let opened = 0;
-    const snaps = [...this.current.values(), ...this.retired].map((e) => e.snap).concat(this.pinned ? [this.pinned.snap] : []);
+    const snaps = [...this.current.values(), ...this.retired].map((e) => e.snap).concat(this.pinned?.all() ?? []);
     for (const snap of snaps) {
       if (snap instanceof CompressedSnapshot) opened += this.core.fn.cacheReleaseOwner(dv.getUint32(snap.descriptor + L.SNAP_CACHE, true), owner);
     }
@@ -115,6 +126,7 @@ export class SnapshotCache {
   }
 
   release(snap: ServedSnapshot): void {
+    if (snap instanceof CompressedSnapshot && this.pinned?.release(snap)) return;
     for (const e of [...this.current.values(), ...this.retired]) {
       if (e.snap !== snap) continue;
       e.users--;

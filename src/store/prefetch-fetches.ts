@@ -3,17 +3,22 @@
 // were asked for (the order the guest will need them), at most `concurrency`
 // at once. A fault's own chunk is fetched at once, outside this queue, and
 // taken out of it (demand first); a chunk asked for twice is fetched once.
+// A chunk is named by its snapshot's descriptor and its number there (a name
+// put again while served has a second snapshot).
 export interface PrefetchFetchSeams {
   /** Fetches the chunk into the disk cache: null once there, else one line why not. */
-  fetch(chunk: number): Promise<string | null>;
+  fetch(snap: number, chunk: number): Promise<string | null>;
   /** The chunk is in the disk cache already. */
-  cached(chunk: number): boolean;
+  cached(snap: number, chunk: number): boolean;
   /** The chunk landed (error null) or could not be fetched: tell the prefetch worker. */
-  landed(chunk: number, error: string | null): void;
+  landed(snap: number, chunk: number, error: string | null): void;
 }
 
+/** One key for a snapshot's chunk: descriptors lie below 2^31 (shared memory), chunk numbers below 2^22. */
+const keyOf = (snap: number, chunk: number): number => snap * 2 ** 22 + chunk;
+
 export class PrefetchFetches {
-  private readonly queue: number[] = [];
+  private readonly queue: Array<{ snap: number; chunk: number }> = [];
   private head = 0;
   private readonly queued = new Set<number>();
   private readonly running = new Set<number>();
@@ -23,17 +28,18 @@ export class PrefetchFetches {
 
   constructor(private readonly concurrency: number, private readonly seams: PrefetchFetchSeams) {}
 
-  /** Fetch `chunk` when its turn comes (after the chunks asked for before it). */
-  want(chunk: number): void {
-    if (this.closed || this.queued.has(chunk) || this.running.has(chunk)) return;
-    this.queued.add(chunk);
-    this.queue.push(chunk);
+  /** Fetch chunk `chunk` of snapshot `snap` when its turn comes (after the chunks asked for before it). */
+  want(snap: number, chunk: number): void {
+    const key = keyOf(snap, chunk);
+    if (this.closed || this.queued.has(key) || this.running.has(key)) return;
+    this.queued.add(key);
+    this.queue.push({ snap, chunk });
     this.pump();
   }
 
-  /** A fault needs `chunk` and fetches it itself, now: it leaves the queue. */
-  demand(chunk: number): void {
-    this.queued.delete(chunk);
+  /** A fault needs the chunk and fetches it itself, now: it leaves the queue. */
+  demand(snap: number, chunk: number): void {
+    this.queued.delete(keyOf(snap, chunk));
   }
 
   close(): void {
@@ -42,22 +48,23 @@ export class PrefetchFetches {
 
   private pump(): void {
     while (!this.closed && this.running.size < this.concurrency && this.head < this.queue.length) {
-      const chunk = this.queue[this.head++];
+      const { snap, chunk } = this.queue[this.head++];
+      const key = keyOf(snap, chunk);
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
         this.queue.splice(0, this.head);
         this.head = 0;
       }
       // Taken out by a fault's fetch meanwhile: that one tells the prefetch worker.
-      if (!this.queued.delete(chunk)) continue;
-      if (this.seams.cached(chunk)) {
-        this.seams.landed(chunk, null);
+      if (!this.queued.delete(key)) continue;
+      if (this.seams.cached(snap, chunk)) {
+        this.seams.landed(snap, chunk, null);
         continue;
       }
-      this.running.add(chunk);
+      this.running.add(key);
       this.started++;
-      void this.seams.fetch(chunk).then((error) => {
-        this.running.delete(chunk);
-        if (!this.closed) this.seams.landed(chunk, error);
+      void this.seams.fetch(snap, chunk).then((error) => {
+        this.running.delete(key);
+        if (!this.closed) this.seams.landed(snap, chunk, error);
         this.pump();
       });
     }

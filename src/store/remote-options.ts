@@ -1,6 +1,6 @@
 // The serving options of a store in a bucket (--store s3://BUCKET/PREFIX):
 // the disk cache tier (--cache-dir, --cache-size), the fetch timeout, the
-// endpoint, the prefetch GETs at once, hedging. What this version does not combine with it is refused in one line.
+// endpoint, the prefetch GETs at once, hedging, following a name put again. What this version does not combine with it is refused in one line.
 import { UsageError } from '../errors.js';
 import { intOption } from '../tool-args.js';
 import { parseS3Location } from './s3-location.js';
@@ -14,11 +14,14 @@ export interface RemoteValues {
   'fetch-concurrency'?: string;
   'fetch-hedge'?: string;
   's3-endpoint'?: string;
+  follow?: string;
 }
 
 /** Prefetch GETs at once by default (docs/store-s3.md has the measurements). */
 const DEFAULT_FETCH_CONCURRENCY = 16;
 const DEFAULT_CACHE_BYTES = 10 * 2 ** 30;
+/** Seconds between looks at the served name in the bucket (a GET of its manifest each). */
+const DEFAULT_FOLLOW_S = 10;
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
 /** A size such as 512M or 20G (powers of 1024). */
@@ -44,6 +47,7 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
     fetchTimeoutMs: intOption(values['fetch-timeout'], '--fetch-timeout', { def: 30, min: 1, max: 3600 }) * 1000,
     fetchConcurrency: intOption(values['fetch-concurrency'], '--fetch-concurrency', { def: DEFAULT_FETCH_CONCURRENCY, min: 1, max: 256 }),
     hedge: hedgeOption(values['fetch-hedge']),
+    followMs: intOption(values.follow, '--follow', { def: DEFAULT_FOLLOW_S, min: 0, max: 86_400 }) * 1000,
   };
 }
 
@@ -57,7 +61,7 @@ function hedgeOption(v: string | undefined): HedgePolicy {
 
 /** The options that mean something only with a store in a bucket, given without one. */
 export function refuseRemoteOnly(values: RemoteValues): void {
-  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 'fetch-hedge', 's3-endpoint'] as const) {
+  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 'fetch-hedge', 's3-endpoint', 'follow'] as const) {
     if (values[o] !== undefined) throw new UsageError(`--${o} is for serving a store in a bucket (--store s3://BUCKET/PREFIX)`);
   }
 }

@@ -3,18 +3,21 @@
 // read from a local disk cache; a chunk the cache lacks is fetched when a
 // fault needs it (the fault parked meanwhile), checked against its name, and
 // cached. The snapshot is leased in the bucket while served, so a gc there
-// keeps its chunks even if it is removed.
+// keeps its chunks even if it is removed. The name is looked up again now and
+// then (follow): put again, its new snapshot serves the VMs that come next,
+// and the old one is kept, leased, until its last VM ends.
 import { StoreError } from '../errors.js';
 import { S3Store } from './s3-store.js';
-import { readChainOf } from './chain.js';
+import { readChainOf, readLayerOf } from './chain.js';
 import { openChainSnapshot } from './store-snapshot.js';
 import { DiskCache } from './disk-cache.js';
 import { ChunkFetcher, FetchError, type FetchStats, type HedgePolicy } from './chunk-fetcher.js';
 import { ChunkCheck } from './chunk-check.js';
-import type { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
+import { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 import type { Held } from './store.js';
+import type { PinnedSnapshots, ServedSnapshot } from '../snapshot/cache.js';
 
 export interface RemoteOptions {
   /** s3://bucket/prefix */
@@ -27,46 +30,117 @@ export interface RemoteOptions {
   fetchConcurrency: number;
   /** --fetch-hedge. */
   hedge: HedgePolicy;
+  /** How often the served name is looked up again (--follow); 0: never. */
+  followMs: number;
 }
 
 /** Requests kept free for faults' own GETs beside the prefetch ones. */
 const DEMAND_REQUESTS = 16;
 
-export class RemoteServing {
+/** One snapshot the name has held while this handler served it, with its lease and the VMs on it. */
+interface HeldSnapshot {
+  snap: CompressedSnapshot;
+  identity: string;
+  lease: Held;
+  users: number;
+}
+
+export class RemoteServing implements PinnedSnapshots {
   private closed = false;
+  /** What the name holds now: new VMs get it. */
+  private current: HeldSnapshot;
+  /** Snapshots the name held before it was put again, kept (and leased) until their last VM ends. */
+  private readonly retired = new Set<HeldSnapshot>();
 
   private constructor(
-    readonly snap: CompressedSnapshot,
+    readonly name: string,
+    first: HeldSnapshot,
     private readonly store: S3Store,
-    private readonly lease: Held,
     private readonly fetcher: ChunkFetcher,
     private readonly cache: DiskCache,
     private readonly checker: ChunkCheck,
     private readonly core: Core,
+    private readonly arena: Arena,
+    private readonly decodedCacheBytes: number,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.current = first;
+  }
 
   static async open(opts: RemoteOptions, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<RemoteServing> {
     const cache = DiskCache.open(opts.cacheDir, opts.cacheBytes);
     // One try a request: the fetcher retries with its own backoff and knows each failure as it happens.
     const store = await S3Store.open(opts.location, { endpoint: opts.endpoint, attempts: 1, maxRequests: opts.fetchConcurrency + DEMAND_REQUESTS, leanChunkGets: true });
     try {
-      const chain = await readChainOf(store, name);
-      const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
-      try {
-        const label = `${name} in store ${store.root}`;
-        const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes);
-        const chunkBytes = snap.header.chunkBytes;
-        const checker = new ChunkCheck(core, arena, core.fn.lz4Bound(chunkBytes), chunkBytes);
-        return new RemoteServing(snap, store, lease, new ChunkFetcher(store, cache, opts.fetchTimeoutMs, opts.hedge), cache, checker, core, opts.fetchTimeoutMs);
-      } catch (e) {
-        await lease.release();
-        throw e;
-      }
+      const first = await openHeld(store, cache, name, core, arena, decodedCacheBytes);
+      const chunkBytes = first.snap.header.chunkBytes;
+      const checker = new ChunkCheck(core, arena, core.fn.lz4Bound(chunkBytes), chunkBytes);
+      return new RemoteServing(name, first, store, new ChunkFetcher(store, cache, opts.fetchTimeoutMs, opts.hedge), cache, checker, core, arena, decodedCacheBytes, opts.fetchTimeoutMs);
     } catch (e) {
       await store.close();
       throw e;
     }
+  }
+
+  /** The snapshot the name holds now (as last looked up): a new VM's; release it when the VM ends. */
+  acquire(): CompressedSnapshot {
+    this.current.users++;
+    return this.current.snap;
+  }
+
+  /** The snapshot new VMs get. */
+  get snap(): CompressedSnapshot {
+    return this.current.snap;
+  }
+
+  /** Every snapshot open: the current one and those kept for their VMs. */
+  all(): CompressedSnapshot[] {
+    return [this.current, ...this.retired].map((h) => h.snap);
+  }
+
+  /** The snapshot is one of these (its VM's fetches go through this bucket). */
+  serves(snap: ServedSnapshot): boolean {
+    return snap instanceof CompressedSnapshot && this.held(snap.descriptor) !== null;
+  }
+
+  /** A VM on `snap` has ended: a snapshot the name no longer holds is closed with its last VM. True if it was one of these. */
+  release(snap: CompressedSnapshot): boolean {
+    const h = this.held(snap.descriptor);
+    if (!h) return false;
+    h.users--;
+    if (this.retired.has(h) && h.users === 0) void this.closeHeld(h);
+    return true;
+  }
+
+  /**
+   * Looks the name up in the bucket again: when it holds another snapshot
+   * (removed and put again), that one is opened and leased for the VMs that
+   * come next, and the one before is kept until its last VM ends. Returns the
+   * new snapshot's identity, or null when the name holds the same one.
+   */
+  async follow(): Promise<string | null> {
+    if (this.closed) return null;
+    const layer = await readLayerOf(this.store, this.name);
+    if (layer.identity === this.current.identity || this.closed) return null;
+    const next = await openHeld(this.store, this.cache, this.name, this.core, this.arena, this.decodedCacheBytes);
+    if (this.closed) {
+      await this.closeHeld(next);
+      return null;
+    }
+    if (next.snap.header.chunkBytes !== this.current.snap.header.chunkBytes) {
+      await this.closeHeld(next);
+      throw new StoreError(this.store.root, `snapshot "${this.name}" was put again with other chunk sizes: restart the handler to serve it`);
+    }
+    const before = this.current;
+    this.current = next;
+    if (before.users === 0) await this.closeHeld(before);
+    else this.retired.add(before);
+    return next.identity;
+  }
+
+  /** VMs still on snapshots the name no longer holds. */
+  get vmsOnRetired(): number {
+    return [...this.retired].reduce((n, h) => n + h.users, 0);
   }
 
   /** What the fetcher did, and the bytes the disk cache holds (as this process counts them). */
@@ -74,34 +148,35 @@ export class RemoteServing {
     return { ...this.fetcher.stats, latency: [...this.fetcher.stats.latency], cacheBytes: this.cache.size };
   }
 
-  /** The name (SHA-256, hex) of chunk `chunk` of the served snapshot. */
-  chunkName(chunk: number): string {
+  /** The name (SHA-256, hex) of chunk `chunk` of the snapshot with descriptor `snap`. */
+  chunkName(snap: number, chunk: number): string {
     const L = this.core.layout;
-    const names = new DataView(this.core.memory.buffer).getUint32(this.snap.descriptor + L.SNAP_NAMES, true);
+    const names = new DataView(this.core.memory.buffer).getUint32(snap + L.SNAP_NAMES, true);
     return Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
   }
 
-  /** Chunk `chunk` is in the disk cache. */
-  isCached(chunk: number): boolean {
-    return !this.closed && this.cache.has(this.chunkName(chunk));
+  /** Chunk `chunk` of snapshot `snap` is in the disk cache. */
+  isCached(snap: number, chunk: number): boolean {
+    return !this.closed && this.held(snap) !== null && this.cache.has(this.chunkName(snap, chunk));
   }
 
   /**
-   * Fetches chunk `chunk` of the served snapshot into the disk cache (first
-   * deleting a cached copy found damaged: `discard`). `error`: null once
-   * there, else the one line a VM waiting for it is ended with; `bytes`: what
-   * this call's own GET brought (0 when it joined another or found it cached).
+   * Fetches chunk `chunk` of snapshot `snap` (a descriptor) into the disk
+   * cache (first deleting a cached copy found damaged: `discard`). `error`:
+   * null once there, else the one line a VM waiting for it is ended with;
+   * `bytes`: what this call's own GET brought (0 when it joined another or
+   * found it cached).
    */
-  async fetch(chunk: number, discard: boolean): Promise<{ error: string | null; bytes: number }> {
-    // Closed: the descriptor it reads names from is freed.
+  async fetch(snap: number, chunk: number, discard: boolean): Promise<{ error: string | null; bytes: number }> {
+    // Closed (or the snapshot let go): the descriptor it reads names from is freed.
     if (this.closed) return { error: 'the handler is stopping', bytes: 0 };
+    if (this.held(snap) === null) return { error: 'its snapshot is no longer served', bytes: 0 };
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
-    const d = this.snap.descriptor;
-    if (chunk >= dv.getUint32(d + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
-    const hex = this.chunkName(chunk);
+    if (chunk >= dv.getUint32(snap + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
+    const hex = this.chunkName(snap, chunk);
     if (discard) this.cache.discard(hex);
-    const storedField = dv.getUint32(dv.getUint32(d + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
+    const storedField = dv.getUint32(dv.getUint32(snap + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
     try {
       return { error: null, bytes: await this.fetcher.fetch(hex, (stored) => this.checker.check(hex, storedField, stored)) };
     } catch (e) {
@@ -111,10 +186,34 @@ export class RemoteServing {
     }
   }
 
+  private held(descriptor: number): HeldSnapshot | null {
+    for (const h of [this.current, ...this.retired]) if (h.snap.descriptor === descriptor) return h;
+    return null;
+  }
+
+  private async closeHeld(h: HeldSnapshot): Promise<void> {
+    this.retired.delete(h);
+    h.snap.close();
+    await h.lease.release();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    this.snap.close();
-    await this.lease.release();
+    for (const h of [this.current, ...this.retired]) await this.closeHeld(h);
     await this.store.close();
+  }
+}
+
+/** Reads the name's chain in the bucket, leases it, and lays it out with its chunks read from the disk cache. */
+async function openHeld(store: S3Store, cache: DiskCache, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<HeldSnapshot> {
+  const chain = await readChainOf(store, name);
+  const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
+  try {
+    const label = `${name} in store ${store.root}`;
+    const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes);
+    return { snap, identity: chain[0].identity, lease, users: 0 };
+  } catch (e) {
+    await lease.release();
+    throw e;
   }
 }
