@@ -276,7 +276,12 @@ async function serve(opts: ServerOptions, metricsAt: MetricsAddress | null, drai
     const metrics = metricsAt ? await MetricsEndpoint.listen(metricsAt) : null;
     let server: SnapfaultServer;
     try {
-      server = await SnapfaultServer.start({ ...opts, standbyStop: signals.first });
+      const onStandingBy = (): void => {
+        if (!metrics) return;
+        metrics.standingBy();
+        opts.log.info(`metrics on ${metrics.url} (standing by)`, { event: 'metrics', url: metrics.url, standby: true });
+      };
+      server = await SnapfaultServer.start({ ...opts, standbyStop: signals.first, onStandingBy });
     } catch (e) {
       await metrics?.close();
       if (!(e instanceof StandbyStopped)) throw e;

@@ -181,8 +181,14 @@ export function buildRegistry(server: SnapfaultServer): Registry {
     LATENCY_BOUNDS_S, workerHistogram(snap, LATENCY_BOUNDS_S, S.LATENCY_BUCKETS, S.LATENCY_SUM_S, S.LATENCY_COUNT));
   new ComputedHistogram(registry, 'snapfault_events_per_read', 'uffd_msg events returned by each read() of a userfaultfd.', READ_BOUNDS,
     workerHistogram(snap, READ_BOUNDS, S.READ_BUCKETS, S.MESSAGES, S.READS));
+  standbyGauge(registry, 0);
   collectDefaultMetrics({ register: registry });
   return registry;
+}
+
+/** 1 while a --standby handler waits for the owner of its state directory, 0 once it serves. */
+function standbyGauge(registry: Registry, value: 0 | 1): void {
+  new Gauge({ name: 'snapfault_standing_by', help: 'A --standby handler waiting for the owner of its state directory to exit (1), or serving (0).', registers: [registry] }).set(value);
 }
 
 export class MetricsEndpoint {
@@ -216,6 +222,14 @@ export class MetricsEndpoint {
     const host = address.host.includes(':') ? `[${address.host}]` : address.host;
     endpoint = new MetricsEndpoint(http, `http://${host}:${port}/metrics`);
     return endpoint;
+  }
+
+  /** A standby, before it serves: the process's own metrics and snapfault_standing_by 1, so a scrape sees the spare alive. */
+  standingBy(): void {
+    const registry = new Registry();
+    standbyGauge(registry, 1);
+    collectDefaultMetrics({ register: registry });
+    this.registry = registry;
   }
 
   /** Starts reporting on `server`. */

@@ -107,6 +107,8 @@ export interface ServerOptions {
    */
   standby?: boolean;
   standbyStop?: Promise<unknown>;
+  /** Called once the standby is ready and waiting (the metrics endpoint says so). */
+  onStandingBy?: () => void;
 }
 
 /** How a served VM ended, or why its handshake was refused. */
@@ -1041,6 +1043,7 @@ async function standingBy(opts: ServerOptions): Promise<StateDir | null> {
   const state = await standBy(opts.stateDir, {
     stop: opts.standbyStop ?? new Promise(() => undefined),
     onOwner: (owner) => {
+      if (owners.length === 0) opts.onStandingBy?.();
       owners.push(owner);
       opts.log.info(`standing by: snapfault pid ${owner.pid} owns ${opts.stateDir}; its VMs are taken over the moment it exits`,
         { event: 'standby', owner: owner.pid });

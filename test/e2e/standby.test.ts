@@ -27,8 +27,8 @@ const monoNs = (): bigint => process.hrtime.bigint(); // CLOCK_MONOTONIC, as the
 const stallsOf = (r: SimResult): Array<[number, number]> => ((r.json as unknown as { stalls?: Array<[number, number]> }) ?? {}).stalls ?? [];
 
 /** A standby on the directory, once it says it stands by for `ownerPid` (it is then completely started). */
-async function startStandby(args: string[], ownerPid: number): Promise<Proc> {
-  const p = new Proc(SNAPFAULT, [...args, '--standby']);
+async function startStandby(args: string[], ownerPid: number, extra: string[] = []): Promise<Proc> {
+  const p = new Proc(SNAPFAULT, [...args, '--standby', ...extra]);
   await Promise.race([
     p.waitForStderr(new RegExp(`standing by: snapfault pid ${ownerPid} owns `), 30_000),
     p.exited.then((e) => {
@@ -143,7 +143,7 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
     }
   });
 
-  it('a standby leaves a free directory to a successor announced by --takeover while that one lives, and takes it once it is gone', async () => {
+  it('a standby leaves a free directory to a successor announced by --takeover while that one lives, and takes it once it is gone; its metrics say it stands by', async () => {
     const { state, args } = fresh();
     const first = await startSnapfault(args);
     const handlers: Proc[] = [first];
@@ -151,8 +151,13 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
     const successor = spawn('sleep', ['60'], { stdio: 'ignore' });
     const spawned = new Promise((r) => successor.once('spawn', r));
     try {
-      const standby = await startStandby(args, first.pid);
+      const standby = await startStandby(args, first.pid, ['--metrics', '127.0.0.1:0']);
       handlers.push(standby);
+      // A scrape sees the spare alive while it waits, and the full metrics once it serves.
+      const url = (await standby.waitForStderr(/metrics on (http:\/\/\S+) \(standing by\)/))[1];
+      const waiting = await fetch(url);
+      expect(waiting.status).to.equal(200);
+      expect(await waiting.text()).to.match(/^snapfault_standing_by 1$/m);
       await spawned;
       writeFileSync(join(state, 'successor'), `${successor.pid} ${processStartTime(successor.pid!)}\n`);
       first.kill('SIGKILL');
@@ -162,6 +167,10 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
       successor.kill('SIGKILL');
       await standby.waitForStderr(/listening on /, 10_000);
       expect(standby.stderr).to.match(new RegExp(`snapfault pid ${first.pid} is gone: taking its VMs over`));
+      await standby.waitForStderr(/metrics on http:\/\/\S+"?$/m);
+      const serving = await (await fetch(url)).text();
+      expect(serving).to.match(/^snapfault_standing_by 0$/m);
+      expect(serving).to.match(/^snapfault_vms_connected 0$/m);
       standby.kill('SIGTERM');
       expect((await standby.waitExit()).code, standby.stderr).to.equal(0);
     } finally {
