@@ -36,5 +36,7 @@ export function runFaultThread(ioctl: IoctlFn): void {
   const loop = new FaultLoop(core, new EventFd(data.controlFd), data.port, send, data.activity, data.scratch, data.scratchBytes, data.staging, data.stats, data.owner, ioctl);
   send({ type: 'ready' });
   loop.run();
+  // Every VM ended and its descriptors closed: the handler may let go of the state directory before this thread is torn down.
+  send({ type: 'stopped' });
   data.port.close();
 }

@@ -73,6 +73,8 @@ export type EndReason = 'exited' | 'fatal' | 'shutdown';
 
 export type FromWorker =
   | { type: 'ready' }
+  /** The loop has ended (after every VM's 'ended'): the thread touches no VM any more. */
+  | { type: 'stopped' }
   | { type: 'ended'; id: number; reason: EndReason; message: string; killed: boolean; stats: VmStats; records: Uint32Array | null }
   | { type: 'warning'; id: number; message: string }
   /** Faults of VM `id` wait for chunk `chunk` of the snapshot descriptor `snap`: fetch it into the disk cache (`discard`: the cached one is damaged). */

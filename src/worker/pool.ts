@@ -10,10 +10,11 @@ interface PoolWorker {
   port: MessagePort;
   control: EventFd;
   vms: Set<number>;
-  exited: Promise<void>;
+  /** Its loop has ended (every VM let go), or its thread has exited. */
+  stopped: Promise<void>;
 }
 
-export type WorkerEvent = Exclude<FromWorker, { type: 'ready' }>;
+export type WorkerEvent = Exclude<FromWorker, { type: 'ready' } | { type: 'stopped' }>;
 
 /** Shared-memory blocks of one worker (offsets). */
 export interface WorkerBuffers {
@@ -52,12 +53,13 @@ export class FaultWorkerPool {
     // Its id as a chunk-cache lock owner (chunk_cache.ts): 1, 2, ...
     const data: FaultWorkerData = { module, memory, controlFd: control.fd, port: port2, activity, owner: this.workers.length + 1, ...b };
     const worker = new Worker(entry, { workerData: data, transferList: [port2] });
-    let resolveExit!: () => void;
-    const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), exited: new Promise((r) => (resolveExit = r)) };
+    let resolveStopped!: () => void;
+    const pw: PoolWorker = { worker, port: port1, control, vms: new Set(), stopped: new Promise((r) => (resolveStopped = r)) };
     this.workers.push(pw);
     return new Promise((resolve, reject) => {
       worker.on('message', (m: FromWorker) => {
         if (m.type === 'ready') return resolve();
+        if (m.type === 'stopped') return resolveStopped();
         if (m.type === 'ended') {
           pw.vms.delete(m.id);
           this.owner.delete(m.id);
@@ -77,7 +79,7 @@ export class FaultWorkerPool {
           reject(e);
           this.onCrash(e);
         }
-        resolveExit();
+        resolveStopped();
       });
     });
   }
@@ -111,7 +113,8 @@ export class FaultWorkerPool {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const w of this.workers) this.post(w, { type: 'stop' });
-    await Promise.all(this.workers.map((w) => w.exited));
+    // Their loops' end, not their threads' teardown (a few ms each): from then on no worker touches a VM.
+    await Promise.all(this.workers.map((w) => w.stopped));
     for (const w of this.workers) {
       w.control.close();
       w.port.close();
