@@ -296,9 +296,9 @@ export class SnapfaultServer {
     const remote = opts.remote ? await (await import('./store/remote-serving.js')).RemoteServing.open(opts.remote, opts.memPath, core, arena, opts.cacheMiB * 1024 * 1024) : null;
     if (opts.remote) {
       // Said with its time: opening reads the bucket (store.json, the manifests, the lease) before the socket exists.
-      const ms = performance.now() - opening;
-      const line = `opened ${opts.memPath} in store ${opts.remote.location} in ${ms.toFixed(0)} ms (client, store.json, manifests, lease)`;
-      opts.log.info(line, { event: 'store_opened', ms: Math.round(ms) });
+      const openMs = performance.now() - opening;
+      const line = `opened ${opts.memPath} in store ${opts.remote.location} in ${openMs.toFixed(0)} ms (client, store.json, manifests, lease)`;
+      opts.log.info(line, { event: 'store_opened', ms: Math.round(openMs) });
     }
     const cache = new SnapshotCache(core, module, arena, opts.zeroScan, activity, opts.cacheMiB * 1024 * 1024, opts.log, opts.store ?? null, remote);
     // Open the snapshot now so a wrong path fails at start, not at the first VM.

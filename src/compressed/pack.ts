@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { compileCore, createSharedMemory, instantiateCore } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
 import { SnapshotError, UsageError } from '../errors.js';
-import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
+import { openSnapshotFile, firstBytes, readExactlyAt, endedEarly } from '../snapshot/open-file.js';
 import { AtomicFile } from '../output-file.js';
 import {
   FORMAT_VERSION, HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CODEC_LZ4, CHUNK_ENTRY_BYTES, MAX_CHUNK_BYTES,
@@ -142,12 +142,8 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
     const canonical = Buffer.alloc(PAGE_BYTES);
     for (let pos = 0; pos < size; ) {
       const want = Math.min(READ_BYTES, size - pos);
-      let got = 0;
-      while (got < want) {
-        const n = readSync(inFd, buf, got, want - got, pos + got);
-        if (n <= 0) throw new SnapshotError(inputPath, `ended at byte ${pos + got} while being read: was it truncated?`);
-        got += n;
-      }
+      const ended = readExactlyAt(inFd, buf, want, pos);
+      if (ended !== null) throw endedEarly(inputPath, ended);
       for (let off = 0; off < want; off += PAGE_BYTES) {
         const p = (pos + off) / PAGE_BYTES;
         const page = buf.subarray(off, off + PAGE_BYTES);

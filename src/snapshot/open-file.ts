@@ -39,3 +39,19 @@ export function firstBytes(fd: number): Buffer {
     return head.subarray(0, 0);
   }
 }
+
+/** Reads exactly `length` bytes at `pos` into `buf`: null, or the byte the file ended at (truncated while being read). */
+export function readExactlyAt(fd: number, buf: Uint8Array, length: number, pos: number): number | null {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, pos + got);
+    if (n <= 0) return pos + got;
+    got += n;
+  }
+  return null;
+}
+
+/** The file ended at byte `at` while being read. */
+export function endedEarly(path: string, at: number): SnapshotError {
+  return new SnapshotError(path, `ended at byte ${at} while being read: was it truncated?`);
+}

@@ -127,25 +127,25 @@ export class StateDir {
   }
 }
 
-function readOwnerFile(path: string): StateOwner | null {
-  let text: string;
-  try {
-    text = readFileSync(path, 'latin1');
-  } catch {
-    return null;
-  }
+/** "pid starttime\n", as the lock file and the successor file hold it. */
+function parseOwner(text: string): StateOwner | null {
   const m = /^(\d+) (\d+)\n/.exec(text);
   return m ? { pid: Number(m[1]), startTime: BigInt(m[2]) } : null;
 }
 
-function readOwner(fd: number): StateOwner | null {
-  const b = Buffer.alloc(64);
-  let text = '';
+function readOwnerFile(path: string): StateOwner | null {
   try {
-    text = b.toString('latin1', 0, readSync(fd, b, 0, b.length, 0));
+    return parseOwner(readFileSync(path, 'latin1'));
   } catch {
     return null;
   }
-  const m = /^(\d+) (\d+)\n/.exec(text);
-  return m ? { pid: Number(m[1]), startTime: BigInt(m[2]) } : null;
+}
+
+function readOwner(fd: number): StateOwner | null {
+  const b = Buffer.alloc(64);
+  try {
+    return parseOwner(b.toString('latin1', 0, readSync(fd, b, 0, b.length, 0)));
+  } catch {
+    return null;
+  }
 }

@@ -3,6 +3,7 @@
 // exist (and touched, so gc spares it) the first time the put uses it; one
 // that is gone is forgotten and its pages are stored anew.
 import { decodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
+import { isZeroDigest } from './page-digest.js';
 import type { Store } from './store.js';
 
 export interface ChunkRef {
@@ -33,9 +34,8 @@ export class DedupIndex {
   add(ref: Omit<ChunkRef, 'id'>, digests: Buffer): void {
     const id = this.refs.push({ ...ref, id: this.refs.length }) - 1;
     for (let slot = 0; slot < this.ppc; slot++) {
-      const d = digests.subarray(slot * PAGE_DIGEST_BYTES, (slot + 1) * PAGE_DIGEST_BYTES);
-      if (d.every((b) => b === 0)) continue; // padding
-      const key = d.toString('latin1');
+      if (isZeroDigest(digests, slot)) continue; // padding
+      const key = digests.toString('latin1', slot * PAGE_DIGEST_BYTES, (slot + 1) * PAGE_DIGEST_BYTES);
       if (!this.pages.has(key)) this.pages.set(key, id * this.ppc + slot);
     }
   }

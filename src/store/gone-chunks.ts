@@ -6,8 +6,7 @@
 // the snapshot took from a chunk that is gone are read again from the memory
 // file and stored anew, so the put goes on instead of failing; the check
 // after the commit (put.ts) stays for a delete that lands later still.
-import { readSync } from 'node:fs';
-import { SnapshotError } from '../errors.js';
+import { readExactlyAt, endedEarly } from '../snapshot/open-file.js';
 import { pageDigest } from './page-digest.js';
 import { PAGE_IS_ZERO, PAGE_IN_PARENT } from './manifest.js';
 import type { ChunkRef } from './dedup-index.js';
@@ -88,10 +87,6 @@ function renumber(at: Placement, gone: Set<ChunkRef>): void {
 }
 
 function readPage(at: Placement, p: number, into: Buffer): void {
-  let got = 0;
-  while (got < PAGE) {
-    const n = readSync(at.fd, into, got, PAGE - got, p * PAGE + got);
-    if (n <= 0) throw new SnapshotError(at.path, `ended at byte ${p * PAGE + got} while being read: was it truncated?`);
-    got += n;
-  }
+  const ended = readExactlyAt(at.fd, into, PAGE, p * PAGE);
+  if (ended !== null) throw endedEarly(at.path, ended);
 }

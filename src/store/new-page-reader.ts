@@ -2,8 +2,7 @@
 // digest the memory file from their own reads, so only the new pages (all of
 // a first put, a few of a later one) are read again here, a run of
 // neighbouring new pages at a time, into one buffer used over and over.
-import { readSync } from 'node:fs';
-import { SnapshotError } from '../errors.js';
+import { readExactlyAt, endedEarly } from '../snapshot/open-file.js';
 
 const PAGE = 4096;
 /** The most pages read at once. */
@@ -31,13 +30,8 @@ export class NewPageReader {
 
   private read(p: number, n: number): void {
     this.first = -1;
-    const want = n * PAGE;
-    let got = 0;
-    while (got < want) {
-      const r = readSync(this.fd, this.run, got, want - got, p * PAGE + got);
-      if (r <= 0) throw new SnapshotError(this.path, `ended at byte ${p * PAGE + got} while being read: was it truncated?`);
-      got += r;
-    }
+    const ended = readExactlyAt(this.fd, this.run, n * PAGE, p * PAGE);
+    if (ended !== null) throw endedEarly(this.path, ended);
     this.first = p;
     this.count = n;
   }

@@ -10,6 +10,12 @@ export function pageDigest(page: Uint8Array): Buffer {
   return hash('sha256', page, 'buffer').subarray(0, PAGE_DIGEST_BYTES);
 }
 
+/** Digest `slot` of a run of digests is all zero: a zero page, or a chunk's padding. */
+export function isZeroDigest(digests: Buffer, slot: number): boolean {
+  for (let b = slot * PAGE_DIGEST_BYTES; b < (slot + 1) * PAGE_DIGEST_BYTES; b++) if (digests[b] !== 0) return false;
+  return true;
+}
+
 /**
  * The pages were digested from the workers' read and copied into the chunk
  * from the main thread's: a page that changed in between would leave the
@@ -18,8 +24,8 @@ export function pageDigest(page: Uint8Array): Buffer {
  */
 export function firstChangedSlot(data: Buffer, digests: Buffer): number {
   for (let slot = 0; slot < digests.length / PAGE_DIGEST_BYTES; slot++) {
+    if (isZeroDigest(digests, slot)) continue; // padding
     const want = digests.subarray(slot * PAGE_DIGEST_BYTES, (slot + 1) * PAGE_DIGEST_BYTES);
-    if (want.every((b) => b === 0)) continue; // padding
     if (!pageDigest(data.subarray(slot * PAGE, (slot + 1) * PAGE)).equals(want)) return slot;
   }
   return -1;

@@ -4,7 +4,7 @@
 // main thread reads just the pages that turn out new), and for each new chunk
 // its name (SHA-256 of its decoded bytes), xxh32 and LZ4 form.
 import { workerData, parentPort } from 'node:worker_threads';
-import { readSync } from 'node:fs';
+import { readExactlyAt } from '../snapshot/open-file.js';
 import { createHash } from 'node:crypto';
 import { instantiateCore, createSharedMemory } from '../core/wasm-core.js';
 import { Arena } from '../core/arena.js';
@@ -48,22 +48,11 @@ const ZERO = Buffer.alloc(PAGE);
 // Read into again and again: no 4 MiB buffer per range for the garbage collector.
 const range = Buffer.allocUnsafeSlow(d.rangeBytes);
 
-/** Reads [offset, offset + length) into `range`: null, or the byte the file ended at. */
-function readRange(offset: number, length: number): number | null {
-  let got = 0;
-  while (got < length) {
-    const n = readSync(d.fd, range, got, length - got, offset + got);
-    if (n <= 0) return offset + got;
-    got += n;
-  }
-  return null;
-}
-
 parentPort?.on('message', (job: PutJob) => {
   if (job.kind === 'digest') {
     const pages = job.length / PAGE;
     const digests = Buffer.alloc(pages * PAGE_DIGEST_BYTES);
-    const endedAt = readRange(job.offset, job.length);
+    const endedAt = readExactlyAt(d.fd, range, job.length, job.offset);
     for (let i = 0; i < pages && endedAt === null; i++) {
       const page = range.subarray(i * PAGE, (i + 1) * PAGE);
       if (page.equals(ZERO)) continue;

@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { compileCore } from '../core/wasm-core.js';
 import { SnapshotError, StoreError } from '../errors.js';
-import { openSnapshotFile, firstBytes } from '../snapshot/open-file.js';
+import { openSnapshotFile, firstBytes, endedEarly } from '../snapshot/open-file.js';
 import { isCompressed } from '../compressed/format.js';
 import { dataExtents } from '../../native/fd.js';
 import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from '../snapshot/limits.js';
@@ -23,6 +23,7 @@ import { JobQueue } from './put-jobs.js';
 import { ChunkGatherer, ChangedWhileReadError } from './chunk-gatherer.js';
 import { replaceGoneChunks } from './gone-chunks.js';
 import { NewPageReader } from './new-page-reader.js';
+import { isZeroDigest } from './page-digest.js';
 import { loadDedupIndex, type ChunkRef } from './dedup-index.js';
 import type { PutWorkerData } from './put-worker.js';
 
@@ -141,7 +142,7 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
         const first = pos / PAGE;
         order = order.then(() => result).then(async (r) => {
           if (r.kind !== 'digest') throw new Error('internal: a chunk answered a digest job');
-          if (r.endedAt !== null) throw new SnapshotError(memPath, `ended at byte ${r.endedAt} while being read: was it truncated?`);
+          if (r.endedAt !== null) throw endedEarly(memPath, r.endedAt);
           await sortPages(Buffer.from(r.digests), first, want / PAGE);
           done += want;
           opts.progress?.(done, size);
@@ -200,12 +201,6 @@ function checkDiffHoles(path: string, fd: number, extents: Array<[number, number
   if (data === st.size && warn) {
     warn(`${path} has no holes: every page is taken from it and none from its parent; if it is a Diff snapshot, was it copied without its holes (cp --sparse=always keeps them)?`);
   }
-}
-
-/** Digest `i` of a block's digests: all zero for a zero page. */
-function isZeroDigest(digests: Buffer, i: number): boolean {
-  for (let b = i * PAGE_DIGEST_BYTES; b < (i + 1) * PAGE_DIGEST_BYTES; b++) if (digests[b] !== 0) return false;
-  return true;
 }
 
 /**

@@ -88,11 +88,6 @@ export class RemoteServing implements PinnedSnapshots {
     return this.current.snap;
   }
 
-  /** The snapshot new VMs get. */
-  get snap(): CompressedSnapshot {
-    return this.current.snap;
-  }
-
   /** Every snapshot open: the current one and those kept for their VMs. */
   all(): CompressedSnapshot[] {
     return [this.current, ...this.retired].map((h) => h.snap);
