@@ -103,6 +103,17 @@ export function loadChunk(snap: usize, c: u32, dst: usize, scratch: usize, scrat
   return 0;
 }
 
+/**
+ * Chunks this thread read and decoded (cache misses it loaded). A global is
+ * the instance's own, and each thread has its instance: a trace asks it
+ * before and after an acquire which tier a page came from.
+ */
+let loadsHere: u32 = 0;
+
+export function chunkLoadsHere(): u32 {
+  return loadsHere;
+}
+
 @inline function bump(vm: usize, counter: u32): void {
   store<u64>(vm + counter, load<u64>(vm + counter) + 1);
 }
@@ -163,6 +174,7 @@ export function chunkAcquire(vm: usize, snap: usize, c: u32, scratch: usize, scr
     }
     store<u32>(h + SLOT_USED, atomic.add<u32>(cache + CACHE_CLOCK, 1));
     atomic.store<u32>(h + SLOT_TAG, tag);
+    loadsHere++;
     if (vm != 0) bump(vm, VM_STAT_CHUNK_MISSES);
     return <i32>victim;
   }

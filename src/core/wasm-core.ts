@@ -39,6 +39,8 @@ export interface CoreFunctions {
   loadChunk(snap: number, chunk: number, dst: number, scratch: number, scratchLen: number): number;
   chunkAcquire(vm: number, snap: number, chunk: number, scratch: number, scratchLen: number, owner: number): number;
   chunkRelease(snap: number, slot: number): void;
+  /** Chunks the calling thread has read and decoded so far (its own count). */
+  chunkLoadsHere(): number;
   cacheReleaseOwner(cache: number, owner: number): number;
   fillFromChunk(vm: number, snap: number, slot: number, action: number, out: number): number;
   assembleHuge(vm: number, snap: number, firstPage: bigint, staging: number, scratch: number, scratchLen: number, owner: number): number;

@@ -19,7 +19,7 @@ import { instantiatePolicy, type PrefetchPolicy } from './policies.js';
 import type { PreparedPolicy } from './policy-spec.js';
 import { Recorder } from '../trace/recorder.js';
 import { epochMs, usSince } from '../trace/clock.js';
-import { RECORD } from '../trace/trace-file.js';
+import { RECORD, SOURCE, sourceWord, type SourceTier } from '../trace/trace-file.js';
 import { chunkFailureText } from '../compressed/chunk-error.js';
 import { PolicyError } from '../errors.js';
 import type { PrefetchAssignment, ToPrefetcher, FromPrefetcher } from './messages.js';
@@ -52,6 +52,8 @@ interface PrefetchVm {
   /** Ranges whose chunk is on its way from a bucket (a.fetched): done once it lands, before anything newer. */
   awaited: AwaitedChunks;
   cur: Cursor;
+  /** The current range was put aside until its chunk landed from the bucket (a trace's source for its copies). */
+  curFetched: boolean;
   /** The policy has nothing more to give until the next fault. */
   exhausted: boolean;
   retryAt: number;
@@ -80,6 +82,8 @@ export class PrefetchLoop {
   private readonly L: Core['layout'];
   /** Set by issue() when a batch stopped short and its cursor was rewound. */
   private halted = false;
+  /** Recording: the source of the copies the current step plans (set in step, read in issue). */
+  private copySource: SourceTier = SOURCE.FILE;
 
   constructor(
     private readonly core: Core,
@@ -145,7 +149,7 @@ export class PrefetchLoop {
     }
     const vm: PrefetchVm = {
       a, fence: fenceWords(this.L, a.table), policy: null, urgent: new RangeQueue(URGENT_RANGES), background: new RangeQueue(BACKGROUND_RANGES), awaited: new AwaitedChunks(),
-      cur: { first: 0, count: 0 }, exhausted: false, retryAt: 0, stopped: false, rec: a.record ? new Recorder() : null,
+      cur: { first: 0, count: 0 }, curFetched: false, exhausted: false, retryAt: 0, stopped: false, rec: a.record ? new Recorder() : null,
       load: new LoadWatch(a.peerPid, now()),
     };
     this.vms.set(a.id, vm);
@@ -220,7 +224,13 @@ export class PrefetchLoop {
   }
 
   private nextRange(vm: PrefetchVm, policy: PrefetchPolicy): boolean {
-    if (vm.urgent.pop(vm.cur) || vm.awaited.pop(vm.cur) || vm.background.pop(vm.cur)) return true;
+    vm.curFetched = false;
+    if (vm.urgent.pop(vm.cur)) return true;
+    if (vm.awaited.pop(vm.cur)) {
+      vm.curFetched = true;
+      return true;
+    }
+    if (vm.background.pop(vm.cur)) return true;
     if (vm.exhausted) return false;
     policyCall(this.i32, this.b.doorbell);
     let more: boolean;
@@ -246,6 +256,8 @@ export class PrefetchLoop {
     let chunk = -1;
     let slot = -1;
     let staged = -1;
+    // Where the copies planned next take their bytes from (a trace's source): a plain file until a chunk is taken.
+    this.copySource = SOURCE.FILE;
     try {
       for (;;) {
         if (!tryEnterCopy(this.i32, vm.fence)) {
@@ -272,7 +284,9 @@ export class PrefetchLoop {
         // Decoding and assembling happen outside the fence: they take long.
         if (kind === L.STEP_NEED_CHUNK) {
           if (slot >= 0) fn.chunkRelease(a.snap, slot);
+          const loadsBefore = vm.rec ? fn.chunkLoadsHere() : 0;
           slot = fn.chunkAcquire(0, a.snap, arg, scratch, scratchBytes, L.OWNER_PREFETCH);
+          if (vm.rec) this.copySource = this.chunkSource(vm, loadsBefore);
           if (slot === L.CHUNK_ERR_ABSENT && a.fetched) {
             slot = -1;
             return this.await(vm, arg, this.chunkSpanEnd(a.snap, arg, vm.cur.first, vm.cur.first + vm.cur.count));
@@ -287,7 +301,9 @@ export class PrefetchLoop {
           if (slot >= 0) fn.chunkRelease(a.snap, slot);
           slot = -1;
           chunk = -1;
+          const loadsBefore = vm.rec ? fn.chunkLoadsHere() : 0;
           const rc = fn.assembleHuge(0, a.snap, BigInt(arg), staging, scratch, scratchBytes, L.OWNER_PREFETCH);
+          if (vm.rec) this.copySource = this.chunkSource(vm, loadsBefore);
           if (rc === L.CHUNK_ERR_ABSENT && a.fetched) return this.await(vm, this.dv.getUint32(staging, true), Math.min(vm.cur.first + vm.cur.count, arg + 512));
           if (rc < 0) {
             this.stop(vm, chunkFailureText(this.core, a.snap, this.dv.getUint32(staging, true), rc));
@@ -299,6 +315,13 @@ export class PrefetchLoop {
     } finally {
       if (slot >= 0) fn.chunkRelease(a.snap, slot);
     }
+  }
+
+  /** Where a chunk just taken came from: the bucket (the range waited for it), the disk cache or a local file (this thread loaded it), or memory. */
+  private chunkSource(vm: PrefetchVm, loadsBefore: number): SourceTier {
+    if (vm.curFetched) return SOURCE.BUCKET;
+    if (this.core.fn.chunkLoadsHere() === loadsBefore) return SOURCE.MEMORY;
+    return vm.a.fetched ? SOURCE.DISK : SOURCE.LOCAL;
   }
 
   /**
@@ -378,7 +401,7 @@ export class PrefetchLoop {
     const done = rc >= 0 ? len : Math.max(0, result);
     if (done > 0) {
       this.core.fn.prefetchDone(vm.a.table, act, done);
-      vm.rec?.push(filePage, done / 4096, usSince(vm.a.t0), isCopy ? RECORD.PREFETCH_COPY : RECORD.PREFETCH_ZERO);
+      vm.rec?.push(filePage, done / 4096, usSince(vm.a.t0), isCopy ? RECORD.PREFETCH_COPY : RECORD.PREFETCH_ZERO, isCopy ? sourceWord(this.copySource) : 0);
     }
     if (rc >= 0) return done;
     // Put back what was not done, from its first page.

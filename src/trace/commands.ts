@@ -4,7 +4,7 @@ import { parseTool, onePositional, stringOption, intOption, choiceOption, neares
 import { checkOutput, writeFileAtomic, type OutputKind } from '../output-file.js';
 import { readTrace, writeTrace, recordCount, recordedWhilePrefetching, prefetchRecordedWarning, TRACE_OUTPUT, type Trace } from './trace-file.js';
 import { mergeTraces } from './working-set.js';
-import { summarize } from './summary.js';
+import { summarize, type TraceSummary } from './summary.js';
 import { renderReport } from './report.js';
 import { basename } from 'node:path';
 import type { Tool } from '../compressed/commands.js';
@@ -40,6 +40,15 @@ function readWarned(path: string, undercounts: string): Trace {
   return t;
 }
 
+/** Copied pages by source, e.g. "faults 120 bucket, 3400 memory; prefetch 16000 disk", or '' when no record has a source. */
+function sourcesLine(sources: TraceSummary['sources']): string {
+  const part = (what: string, counts: Record<string, number>): string | null => {
+    const known = Object.entries(counts).filter(([name, n]) => name !== 'none' && n > 0);
+    return known.length === 0 ? null : `${what} ${known.map(([name, n]) => `${n} ${name}`).join(', ')}`;
+  };
+  return [part('faults', sources.faults), part('prefetch', sources.prefetched)].filter((x) => x !== null).join('; ');
+}
+
 async function show(argv: string[]): Promise<number> {
   const { values, positionals } = parseTool(argv, 'trace show', { json: { type: 'boolean' }, against: { type: 'string', path: true } });
   if (values.help) return help();
@@ -67,6 +76,10 @@ async function show(argv: string[]): Promise<number> {
         : `prefetched:  ${s.prefetchedPages} pages copied, ${s.prefetchedZeroPages} zero pages mapped${at(s.lastPrefetchMs)}`,
       `removed:     ${s.removedPages} pages`,
     );
+    const from = sourcesLine(s.sources);
+    if (from) lines.push(`from:        ${from}`);
+    const w = s.fetchWaits;
+    if (w) lines.push(`fetch waits: ${w.faults} faults waited for a GET: median ${w.medianMs} ms, p99 ${w.p99Ms} ms, longest ${w.maxMs} ms, ${w.totalMs} ms in all`);
   }
   if (s.recordedWhilePrefetching) lines.push('note:        recorded while prefetching: pages installed in time never faulted, so "touched" undercounts');
   if (s.against) {

@@ -21,9 +21,9 @@ export const SNAPSHOT_KEY_BYTES = 16;
 export function snapshotKeyOf(contentIdentity: string | null): Buffer | null {
   return contentIdentity ? Buffer.from(contentIdentity.slice(0, SNAPSHOT_KEY_BYTES * 2), 'hex') : null;
 }
-/** A record in memory, as in a version 2 file: page, pages, time (u64 µs: low word, high word), kind, reserved (zero). */
+/** A record in memory, as in a version 2 file: page, pages, time (u64 µs: low word, high word), kind, source (see SOURCE). */
 export const RECORD_WORDS = 6;
-export const FIELD = { PAGE: 0, PAGES: 1, TIME_LO: 2, TIME_HI: 3, KIND: 4, RESERVED: 5 } as const;
+export const FIELD = { PAGE: 0, PAGES: 1, TIME_LO: 2, TIME_HI: 3, KIND: 4, SOURCE: 5 } as const;
 const RECORD_BYTES = RECORD_WORDS * 4;
 const V1_RECORD_BYTES = 16; // page, pages, time (u32 µs), kind
 /** Times from 2^53 µs (285 years) on would not be exact as numbers: no recording makes them, so such a record is corrupt. */
@@ -45,6 +45,45 @@ export const RECORD = {
   REMOVED: 6,
 } as const;
 export type RecordKind = (typeof RECORD)[keyof typeof RECORD];
+
+/**
+ * Where a copied page's bytes were when it was installed: the low byte of a
+ * record's source word (a word that was zero before sources were recorded, so
+ * older version 2 traces read as NONE). Zero pages and removals have none.
+ */
+export const SOURCE = {
+  /** Not recorded: a zero page, a removal, a fault found installed, or a trace from before sources. */
+  NONE: 0,
+  /** A plain memory file. */
+  FILE: 1,
+  /** The decoded-chunk cache in memory: the chunk was there already. */
+  MEMORY: 2,
+  /** A chunk read and decoded from a local file (a compressed snapshot, a store in a folder). */
+  LOCAL: 3,
+  /** A chunk read and decoded from the disk cache of a store in a bucket. */
+  DISK: 4,
+  /** A chunk fetched from the bucket for it: the fault waited for the GET (the wait is in the source word), or the prefetch put these pages aside until it landed. */
+  BUCKET: 5,
+} as const;
+export type SourceTier = (typeof SOURCE)[keyof typeof SOURCE];
+export const SOURCE_NAMES: readonly string[] = ['none', 'file', 'memory', 'local', 'disk', 'bucket'];
+/** A fault's wait for its chunk's GET, in ms, is kept in the source word's upper 24 bits (capped: 4.6 hours). */
+const WAIT_SHIFT = 8;
+const MAX_WAIT_MS = 2 ** 24 - 1;
+
+/** The source word of a record whose bytes came from `tier`, after `waitMs` waiting for a GET (faults served from the bucket). */
+export function sourceWord(tier: SourceTier, waitMs = 0): number {
+  return (tier | (Math.min(MAX_WAIT_MS, Math.max(0, Math.round(waitMs))) << WAIT_SHIFT)) >>> 0;
+}
+
+export function recordSource(records: Uint32Array, o: number): SourceTier {
+  return (records[o + FIELD.SOURCE] & 0xff) as SourceTier;
+}
+
+/** ms the fault of the record at `o` waited for its chunk's GET (0: it did not wait for one). */
+export function recordFetchWaitMs(records: Uint32Array, o: number): number {
+  return records[o + FIELD.SOURCE] >>> WAIT_SHIFT;
+}
 
 /** The guest touched these pages: the kinds a working set is made of. */
 export const TOUCH_KINDS: ReadonlySet<number> = new Set([RECORD.FAULT_COPY, RECORD.FAULT_ZERO, RECORD.FAULT_LATE]);
@@ -99,14 +138,14 @@ export function recordTimeUs(records: Uint32Array, o: number): number {
   return records[o + FIELD.TIME_HI] * 2 ** 32 + records[o + FIELD.TIME_LO];
 }
 
-/** Writes a record at word offset `o`; `tUs` is a whole number of µs from 0 to 2^53. */
-export function setRecord(records: Uint32Array, o: number, page: number, pages: number, tUs: number, kind: number): void {
+/** Writes a record at word offset `o`; `tUs` is a whole number of µs from 0 to 2^53; `source` a sourceWord. */
+export function setRecord(records: Uint32Array, o: number, page: number, pages: number, tUs: number, kind: number, source = 0): void {
   records[o + FIELD.PAGE] = page;
   records[o + FIELD.PAGES] = pages;
   records[o + FIELD.TIME_LO] = tUs % 2 ** 32;
   records[o + FIELD.TIME_HI] = Math.floor(tUs / 2 ** 32);
   records[o + FIELD.KIND] = kind;
-  records[o + FIELD.RESERVED] = 0;
+  records[o + FIELD.SOURCE] = source;
 }
 
 /** Offsets of the records in time order (records of different threads interleave; ties keep file order). */
@@ -162,8 +201,9 @@ export function decodeTrace(b: Buffer, name: string): Trace {
     const kind = records[o + FIELD.KIND];
     const first = records[o + FIELD.PAGE];
     const count = records[o + FIELD.PAGES];
-    if (kind < RECORD.FAULT_COPY || kind > RECORD.REMOVED || count === 0 || BigInt(first) + BigInt(count) > pages || records[o + FIELD.TIME_HI] >= MAX_TIME_HI) {
-      throw new TraceError(`${name}: record ${o / RECORD_WORDS} is corrupt (page ${first}, ${count} pages, kind ${kind}, at ${recordTimeUs(records, o)} µs); record the trace again`);
+    if (kind < RECORD.FAULT_COPY || kind > RECORD.REMOVED || count === 0 || BigInt(first) + BigInt(count) > pages || records[o + FIELD.TIME_HI] >= MAX_TIME_HI
+      || recordSource(records, o) > SOURCE.BUCKET) {
+      throw new TraceError(`${name}: record ${o / RECORD_WORDS} is corrupt (page ${first}, ${count} pages, kind ${kind}, at ${recordTimeUs(records, o)} µs, source ${records[o + FIELD.SOURCE] & 0xff}); record the trace again`);
     }
   }
   const key = Buffer.from(b.subarray(SNAPSHOT_KEY_OFFSET, SNAPSHOT_KEY_OFFSET + SNAPSHOT_KEY_BYTES));

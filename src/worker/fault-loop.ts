@@ -20,7 +20,7 @@ import { fenceWords, enterRead, leaveRead, beginDemand, endDemand, type FenceWor
 import { feedPush, ring, ringAfter } from '../prefetch/fault-feed.js';
 import { Recorder } from '../trace/recorder.js';
 import { usSince } from '../trace/clock.js';
-import { RECORD } from '../trace/trace-file.js';
+import { RECORD, SOURCE, sourceWord, type SourceTier } from '../trace/trace-file.js';
 import { RemovedMirror } from '../state/removed-mirror.js';
 import { viewOf } from '../../native/mmap.js';
 import { ZeroRanges } from './zero-ranges.js';
@@ -63,6 +63,8 @@ interface ServedVm {
   fetchWaits: number;
   fetchWaitMs: number;
   fetchWaitMaxMs: number;
+  /** Recording: pages whose fault waited for a GET and is queued again, with the wait (ms), for the trace's source. */
+  fetchedPages: Map<number, number> | null;
 }
 
 /** epoll tags: 0 is the control eventfd; a VM in slot s has 2s+2 (its uffd) and 2s+3 (its socket, or for a VM taken over its pidfd). */
@@ -95,6 +97,8 @@ export class FaultLoop {
   private readonly parkedActs = new Set<number>();
   /** Chunks found damaged in the disk cache and fetched again already. */
   private readonly refetched = new Set<string>();
+  /** Recording: where each action of the batch being issued took its bytes from (a SOURCE), by its place in the batch. */
+  private sources = new Uint8Array(256);
 
   constructor(
     private readonly core: Core,
@@ -226,8 +230,9 @@ export class FaultLoop {
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
       unrung: 0, mirror: a.mirror ? new RemovedMirror(this.core, a.table, a.mirror, (addr, length) => viewOf({ addr, length })) : null,
       zero: a.zeroRanges === 'off' ? null : new ZeroRanges(a.zeroRanges),
-      fetchWaits: 0, fetchWaitMs: 0, fetchWaitMaxMs: 0,
+      fetchWaits: 0, fetchWaitMs: 0, fetchWaitMaxMs: 0, fetchedPages: a.record && a.fetched ? new Map() : null,
     };
+    if (a.record && this.sources.length < a.capacity) this.sources = new Uint8Array(a.capacity);
     this.slots[slot] = vm;
     // Before the first read: what is known zero now leaves the uffd before any of its faults is read.
     if (vm.zero) {
@@ -317,9 +322,11 @@ export class FaultLoop {
           const addr = this.dv.getBigUint64(act + L.ACTION_IOCTL, true);
           return this.fatal(vm, `the guest touched 0x${addr.toString(16)}, outside every region of the handshake or past the end of the snapshot`);
         }
+        const loadsBefore = vm.rec ? this.core.fn.chunkLoadsHere() : 0;
         const res = kind === L.KIND_CHUNK ? this.fillFromChunk(vm, act)
           : kind === L.KIND_ASSEMBLE ? this.assembleHuge(vm, act)
             : this.issueAndSettle(vm, act);
+        if (vm.rec) this.sources[k] = this.sourceOf(vm, kind, loadsBefore);
         if (res === DONE) continue;
         if (res === GONE) return;
         if (res === PARKED) {
@@ -397,6 +404,15 @@ export class FaultLoop {
     return this.issueCopies(vm, act, 1);
   }
 
+  /** Where an action of `kind` took its bytes from, given the chunks this thread had loaded before it. */
+  private sourceOf(vm: ServedVm, kind: number, loadsBefore: number): SourceTier {
+    const L = this.L;
+    if (kind === L.KIND_COPY) return SOURCE.FILE;
+    if (kind !== L.KIND_CHUNK && kind !== L.KIND_ASSEMBLE) return SOURCE.NONE;
+    if (this.core.fn.chunkLoadsHere() === loadsBefore) return SOURCE.MEMORY;
+    return vm.a.fetched ? SOURCE.DISK : SOURCE.LOCAL;
+  }
+
   /** Feeds the first `n` actions' pages to the prefetch policy and to the trace. */
   private tell(vm: ServedVm, n: number): void {
     const a = vm.a;
@@ -411,7 +427,16 @@ export class FaultLoop {
       if (vm.rec) {
         const late = this.i32[(act + L.ACTION_LATE) >> 2] !== 0;
         const what = late ? RECORD.FAULT_LATE : kind === L.KIND_ZEROPAGE ? RECORD.FAULT_ZERO : RECORD.FAULT_COPY;
-        vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what);
+        let source = (what === RECORD.FAULT_COPY ? this.sources[k] : SOURCE.NONE) as SourceTier;
+        let waitedMs = 0;
+        const fetched = vm.fetchedPages?.get(page);
+        if (fetched !== undefined) {
+          vm.fetchedPages!.delete(page);
+          // Its fault waited for the GET, whatever installed the page in the end.
+          source = SOURCE.BUCKET;
+          waitedMs = fetched;
+        }
+        vm.rec.push(page, this.i32[(act + L.ACTION_PAGES) >> 2], tUs, what, source === SOURCE.NONE ? 0 : sourceWord(source, waitedMs));
       }
     }
     // Waking the prefetch worker for every fault would cost more than the
@@ -507,7 +532,8 @@ export class FaultLoop {
     const index = this.i32[(act + L.ACTION_MSG_INDEX) >> 2];
     const at = vm.a.msgs + index * L.MSG_SIZE;
     const msg = new Uint8Array(this.core.memory.buffer.slice(at, at + L.MSG_SIZE));
-    const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index, since: now() };
+    const page = this.i32[(act + L.ACTION_FILE_PAGE) >> 2] >>> 0;
+    const f: ParkedFault = { slot: vm.slot, vmId: vm.a.id, msg, batch: this.batch, index, since: now(), page };
     if (this.parked.park(ParkedFaults.key(vm.a.snap, chunk), f)) this.send({ type: 'fetch', id: vm.a.id, snap: vm.a.snap, chunk, discard });
     this.parkedActs.add(act);
     return PARKED;
@@ -540,6 +566,7 @@ export class FaultLoop {
         vm.fetchWaits++;
         vm.fetchWaitMs += waited;
         vm.fetchWaitMaxMs = Math.max(vm.fetchWaitMaxMs, waited);
+        vm.fetchedPages?.set(f.page, waited);
       }
     }
     for (const vm of served) if (!vm.ended) this.serve(vm);

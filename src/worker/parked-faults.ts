@@ -16,6 +16,8 @@ export interface ParkedFault {
   index: number;
   /** When it was first parked (ms, the fault loop's clock): how long the VM waited on the bucket. */
   since: number;
+  /** Its snapshot page: a trace records that this page came from the bucket, and the wait. */
+  page: number;
 }
 
 export class ParkedFaults {

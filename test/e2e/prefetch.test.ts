@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { startSnapfault, runSim, startSim, Proc, type SimResult } from '../helpers/processes.js';
-import { readTrace, RECORD, RECORD_WORDS, FIELD } from '../../src/trace/trace-file.js';
+import { readTrace, RECORD, RECORD_WORDS, FIELD, SOURCE } from '../../src/trace/trace-file.js';
 import { summarize } from '../../src/trace/summary.js';
 import { pack } from '../../src/compressed/pack.js';
 
@@ -82,6 +82,8 @@ describe('prefetch policies', function () {
       expect(s.faults.copy + s.faults.zero).to.equal(s.touchedPages);
       expect(s.prefetchedPages + s.prefetchedZeroPages).to.equal(0);
       expect(s.recordedWhilePrefetching).to.equal(false);
+      // Every copied page came from the plain memory file; zero pages have no source.
+      expect(s.sources.faults).to.deep.equal({ file: s.faults.copy });
       for (let o = 0; o < t.records.length; o += RECORD_WORDS) expect(t.records[o + FIELD.PAGE]).to.be.below(PAGES);
     });
 
@@ -111,10 +113,21 @@ describe('prefetch policies', function () {
       expect(bad.stderr).to.match(/^snapfault: trace .*none.trace does not exist; record one with --record/);
     });
 
-    it('replays from a compressed snapshot too', async () => {
-      const r = await restore(['--prefetch', `replay:${truth}`], ['--pattern', 'hot', '--seed', '11'], packed);
+    it('replays from a compressed snapshot too; the trace says which copies decoded a chunk and which found it in memory', async () => {
+      const out = tmp.file('replayed-packed.trace');
+      const r = await restore(['--prefetch', `replay:${truth}`, '--record', out, '--cache-mib', '128'], ['--pattern', 'hot', '--seed', '11'], packed);
       expectClean(r);
       expect(prefetched(r.log), r.log).to.be.above(0);
+      const t = readTrace(out);
+      const s = summarize(t);
+      const decoded = (s.sources.prefetched.local ?? 0) + (s.sources.faults.local ?? 0);
+      expect(s.sources.prefetched.local, JSON.stringify(s.sources)).to.be.above(0);
+      expect(Object.keys({ ...s.sources.prefetched, ...s.sources.faults }).every((k) => k === 'local' || k === 'memory'), JSON.stringify(s.sources)).to.equal(true);
+      // A chunk is decoded once (the cache holds twice the 64 MiB): at most one record a chunk says local.
+      let localRecords = 0;
+      for (let o = 0; o < t.records.length; o += RECORD_WORDS) if ((t.records[o + FIELD.SOURCE] & 0xff) === SOURCE.LOCAL) localRecords++;
+      expect(localRecords).to.be.at.most(PAGES / 8);
+      expect(decoded).to.be.at.least(localRecords);
     });
 
     it('a guest touching other pages than the trace is still served, and the score shows the waste', async () => {

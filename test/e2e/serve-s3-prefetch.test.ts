@@ -68,6 +68,13 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     await restore(tmp.file('cache-record'), ['--record', truth], hot);
     const workingSetChunks = new Set(snapshot.chunkGets()).size;
     expect(workingSetChunks).to.be.below(chunks);
+    // The trace says where each copied page came from: one vCPU, so one fault waited for each chunk's GET; the rest found its chunk after.
+    const cold = summarize(readTrace(truth));
+    expect(cold.sources.faults.bucket, 'faults that waited for a GET').to.equal(workingSetChunks);
+    expect(cold.fetchWaits?.faults).to.equal(workingSetChunks);
+    expect(cold.fetchWaits!.maxMs).to.be.at.least(cold.fetchWaits!.medianMs);
+    expect(Object.keys(cold.sources.faults).every((k) => ['bucket', 'disk', 'memory'].includes(k)), JSON.stringify(cold.sources)).to.equal(true);
+    expect(Object.values(cold.sources.faults).reduce((a, b) => a + b, 0), 'every copied page has a source').to.equal(cold.faults.copy);
 
     proxy.reset();
     const out = tmp.file('replayed.trace');
@@ -80,6 +87,21 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(score.hitRate).to.equal(1);
     expect(score.hits + faults(log), log).to.equal(score.needed);
     expect(faults(log), `demand faults left of ${score.needed}:\n${log}`).to.be.at.most(score.needed * 0.05);
+    // The prefetch put its ranges aside until their chunks landed: their copies came from the bucket.
+    const replayed = summarize(readTrace(out));
+    expect(replayed.sources.prefetched.bucket, JSON.stringify(replayed.sources)).to.be.above(0);
+    expect(replayed.sources.prefetched.none ?? 0).to.equal(0);
+
+    // Over the disk cache the first restore filled: nothing from the bucket, every chunk read from the disk once.
+    proxy.reset();
+    const warmTrace = tmp.file('warm.trace');
+    await restore(tmp.file('cache-record'), ['--record', warmTrace], hot);
+    expect(snapshot.chunkGets()).to.deep.equal([]);
+    const warm = summarize(readTrace(warmTrace));
+    expect(warm.sources.faults.bucket ?? 0).to.equal(0);
+    expect(warm.fetchWaits).to.equal(null);
+    expect(warm.sources.faults.disk, JSON.stringify(warm.sources)).to.equal(workingSetChunks);
+    expect(warm.sources.faults.disk + warm.sources.faults.memory).to.equal(warm.faults.copy);
   });
 
   it('a chunk held back at the store stops neither the prefetch of the others nor a fault on a cached chunk', async () => {

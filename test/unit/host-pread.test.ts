@@ -149,12 +149,16 @@ describe('host pread', () => {
       expect(dv.getUint32(header(used) + L.SLOT_TAG, true)).to.equal(1); // whole: still a hit
       expect(dv.getUint32(header(loading) + L.SLOT_LOCK, true)).to.equal(0);
       expect(dv.getUint32(header(loading) + L.SLOT_TAG, true)).to.equal(0); // half decoded: never served
-      // A fault worker now gets both without waiting, chunk 1 decoded anew and checked.
+      // A fault worker now gets both without waiting, chunk 1 decoded anew and checked
+      // (this thread's load count, which traces read for a page's source, counts the load, not the hit).
+      const loads = fn.chunkLoadsHere();
       const again = fn.chunkAcquire(0, o.snap.descriptor, 0, o.scratch, o.scratchLen, 1);
       expect(again).to.equal(used);
       fn.chunkRelease(o.snap.descriptor, again);
+      expect(fn.chunkLoadsHere()).to.equal(loads);
       const reloaded = fn.chunkAcquire(0, o.snap.descriptor, 1, o.scratch, o.scratchLen, 1);
       expect(reloaded).to.be.at.least(0);
+      expect(fn.chunkLoadsHere()).to.equal(loads + 1);
       expect(bytesAt(o, fn.slotData(cache, reloaded), expected(o, 1).length).equals(expected(o, 1))).to.equal(true);
       fn.chunkRelease(o.snap.descriptor, reloaded);
       expect(fn.cacheReleaseOwner(cache, L.OWNER_PREFETCH)).to.equal(0);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   encodeTrace, decodeTrace, readTrace, writeTrace, recordTimeUs, setRecord, RECORD, RECORD_WORDS, FIELD, TRACE_VERSION, TRACE_FLAG_PREFETCHED, TRACE_FLAG_MERGED,
-  isMerged, recordedWhilePrefetching, type Trace, type RecordKind,
+  isMerged, recordedWhilePrefetching, SOURCE, sourceWord, recordSource, recordFetchWaitMs, type Trace, type RecordKind,
 } from '../../src/trace/trace-file.js';
 import { Recorder } from '../../src/trace/recorder.js';
 import { workingSet, mergeTraces, replayRanges } from '../../src/trace/working-set.js';
@@ -95,6 +95,39 @@ describe('trace files', () => {
     expect(() => decodeTrace(encodeV1(recs).subarray(0, 64 + 40), 'old.trace')).to.throw(TraceError, /truncated/);
   });
 
+  it('keep where each copied page came from, and a fault\'s wait for its GET; trace show counts them', () => {
+    const rec = new Recorder();
+    rec.push(1, 1, 10, RECORD.FAULT_COPY, sourceWord(SOURCE.BUCKET, 37.4));
+    rec.push(2, 1, 20, RECORD.FAULT_COPY, sourceWord(SOURCE.MEMORY));
+    rec.push(3, 1, 30, RECORD.FAULT_COPY, sourceWord(SOURCE.BUCKET, 2 ** 30)); // capped, not wrapped into the tier
+    rec.push(4, 1, 40, RECORD.FAULT_ZERO);
+    rec.push(8, 16, 50, RECORD.PREFETCH_COPY, sourceWord(SOURCE.DISK));
+    rec.push(24, 8, 60, RECORD.PREFETCH_COPY, sourceWord(SOURCE.BUCKET));
+    rec.push(5, 1, 70, RECORD.FAULT_COPY); // a trace from before sources: none
+    const t: Trace = { snapshotBytes: BigInt(PAGES * 4096), startedMs: 1_700_000_000_000, flags: 0, records: rec.take() };
+    const back = decodeTrace(encodeTrace(t), 'sources.trace');
+    expect([0, 1, 2, 3].map((i) => recordSource(back.records, i * RECORD_WORDS))).to.deep.equal([SOURCE.BUCKET, SOURCE.MEMORY, SOURCE.BUCKET, SOURCE.NONE]);
+    expect(recordFetchWaitMs(back.records, 0)).to.equal(37);
+    expect(recordFetchWaitMs(back.records, 2 * RECORD_WORDS)).to.equal(2 ** 24 - 1);
+    const s = summarize(back);
+    expect(s.sources).to.deep.equal({ faults: { bucket: 2, memory: 1, none: 1 }, prefetched: { disk: 16, bucket: 8 } });
+    expect(s.fetchWaits).to.deep.equal({ faults: 2, medianMs: 2 ** 24 - 1, p99Ms: 2 ** 24 - 1, maxMs: 2 ** 24 - 1, totalMs: 37 + 2 ** 24 - 1 });
+    const dir = mkdtempSync(join(tmpdir(), 'snapfault-trace-'));
+    try {
+      writeTrace(join(dir, 'sources.trace'), t);
+      const show = spawnSync(SNAPFAULT, ['trace', 'show', join(dir, 'sources.trace')], { encoding: 'utf8' });
+      expect(show.status, show.stderr).to.equal(0);
+      expect(show.stdout).to.match(/^from: +faults 2 bucket, 1 memory; prefetch 16 disk, 8 bucket$/m);
+      expect(show.stdout).to.match(/^fetch waits: 2 faults waited for a GET: median 16777215 ms, p99 16777215 ms, longest 16777215 ms/m);
+      // A trace without sources says nothing of them.
+      writeTrace(join(dir, 'plain.trace'), touches([1, 2]));
+      const plain = spawnSync(SNAPFAULT, ['trace', 'show', join(dir, 'plain.trace')], { encoding: 'utf8' });
+      expect(plain.stdout).not.to.match(/^from:|^fetch waits:/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   const bad: Array<[string, (b: Buffer) => Buffer, RegExp]> = [
     ['another file', (b) => Buffer.concat([Buffer.from('GARBAGE!'), b.subarray(8)]), /is not a snapfault trace/],
     ['a later version', (b) => (b.writeUInt32LE(3, 8), b), /version 3 trace; this snapfault reads versions 1 and 2/],
@@ -103,6 +136,7 @@ describe('trace files', () => {
     ['a page past the snapshot', (b) => (b.writeUInt32LE(PAGES, 64), b), /record 0 is corrupt/],
     ['an unknown kind', (b) => (b.writeUInt32LE(99, 64 + 16), b), /record 0 is corrupt/],
     ['a time from 2^53 µs on', (b) => (b.writeUInt32LE(2 ** 21, 64 + 12), b), /record 0 is corrupt/],
+    ['an unknown source', (b) => (b.writeUInt32LE(SOURCE.BUCKET + 1, 64 + 20), b), /record 0 is corrupt .*source 6/],
   ];
   for (const [what, damage, message] of bad) {
     it(`refuses ${what} with a TraceError`, () => {
@@ -123,6 +157,7 @@ describe('trace files', () => {
           for (let o = 0; o < t.records.length; o += RECORD_WORDS) {
             expect(t.records[o + FIELD.PAGE] + t.records[o + FIELD.PAGES]).to.be.at.most(pages);
             expect(Number.isSafeInteger(recordTimeUs(t.records, o))).to.equal(true);
+            expect(recordSource(t.records, o)).to.be.at.most(SOURCE.BUCKET);
           }
         } catch (e) {
           expect(e).to.be.instanceOf(TraceError);
