@@ -11,12 +11,14 @@ import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
 import { KIT, requireKit, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
+import { pack } from '../../src/compressed/pack.js';
+import { readTrace } from '../../src/trace/trace-file.js';
+import { summarize } from '../../src/trace/summary.js';
 
 /** Small enough to restore in a second or two. */
 const snapshot = new KitSnapshot(16, 128);
 const SNAPSHOT_MEM = snapshot.mem;
 const restore = (handler: string[], env: NodeJS.ProcessEnv = {}): Promise<Restore> => snapshot.restore(handler, env);
-import { pack } from '../../src/compressed/pack.js';
 
 const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -156,14 +158,27 @@ describe('real Firecracker', function () {
 
     it('real Firecracker: restores from the bucket with a cold disk cache, then a warm one; every byte checked', async () => {
       const cache = tmp.file('fc-cache');
-      const handler = sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(cache)} --log-format text "$1" snap`);
+      const handler = (trace: string): string[] =>
+        sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(os.endpoint)} --cache-dir ${q(cache)} --record ${q(trace)} --log-format text "$1" snap`);
       const file = await restore([SNAPFAULT]);
-      const cold = await restore(handler, os.env);
+      const coldTrace = tmp.file('fc-cold.trace');
+      const cold = await restore(handler(coldTrace), os.env);
       expectPass(cold);
       expect(cold.output).to.match(/ended: Firecracker closed the connection; \d+ faults?\b/);
-      const warm = await restore(handler, os.env);
+      const warmTrace = tmp.file('fc-warm.trace');
+      const warm = await restore(handler(warmTrace), os.env);
       expectPass(warm);
       console.log(`    real Firecracker: load -> first verified checksum: raw file ${file.verifiedMs} ms, bucket with a cold cache ${cold.verifiedMs} ms, warm ${warm.verifiedMs} ms`);
+      // Where the pages came from: cold, some faults waited for GETs; warm, none did, the chunks came off the disk.
+      const c = summarize(readTrace(coldTrace));
+      const w = summarize(readTrace(warmTrace));
+      console.log(`    real Firecracker, pages by source: cold ${JSON.stringify(c.sources.faults)}, faults that waited for a GET ${c.fetchWaits?.faults} ` +
+        `(median ${c.fetchWaits?.medianMs} ms, longest ${c.fetchWaits?.maxMs} ms); warm ${JSON.stringify(w.sources.faults)}`);
+      expect(c.sources.faults.bucket, JSON.stringify(c.sources)).to.be.above(0);
+      expect(c.fetchWaits?.faults).to.equal(c.sources.faults.bucket);
+      expect(w.sources.faults.bucket ?? 0).to.equal(0);
+      expect(w.sources.faults.disk, JSON.stringify(w.sources)).to.be.above(0);
+      expect(w.fetchWaits).to.equal(null);
     });
 
     it('real Firecracker: cold disk cache with --prefetch replay: and all, the working set fetched ahead; every byte checked; on demand beside them', async () => {
