@@ -1,12 +1,16 @@
 // The real Firecracker (the kit) restoring from a bucket (Swift, started by
 // scripts/object-store.sh) beside the same restore from a local compressed
-// file: stores of 32, 128 and 256 KiB chunks, each through a cold disk cache
-// (on demand and --prefetch replay:) and a warm one (replay:); the larger
-// chunks also through a proxy adding 20 ms before each request (a first byte
-// of S3's order). Rounds rotate through the modes; medians; ratios to the
-// compressed file with the same policy. GETs and bytes fetched come from the
-// handler's own end-of-VM line (--log-format json), and the bytes are set
-// against the compressed size of the pages the guest touched.
+// file: stores of 32 KiB chunks (a folder store's default) and 512 KiB ones
+// (a bucket store's; BENCH_CHUNK_KIB for others), each through a cold disk
+// cache (on demand and --prefetch replay:) and a warm one (replay:); chunks
+// of 128 KiB and more also through a proxy adding 20 ms before each request
+// (a first byte of S3's order). Rounds rotate through the modes; medians;
+// ratios to the compressed file with the same policy, for Firecracker's
+// PUT /snapshot/load and for load to the guest's verdict. GETs and bytes
+// fetched come from the handler's own end-of-VM line (--log-format json), and
+// the bytes are set against the compressed size of the pages the guest
+// touched; the store's CPU is its processes' user and system time during
+// the restore (/proc).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,11 +29,15 @@ import { median, tmpPath } from './harness.js';
 const ROUNDS = Number(process.env.BENCH_FC_ROUNDS ?? 3);
 const DELAY_MS = 20;
 /** Chunk sizes to compare (BENCH_CHUNK_KIB=32,256 for others). */
-const CHUNK_KIB = (process.env.BENCH_CHUNK_KIB ?? '32,128,256').split(',').map(Number);
+const CHUNK_KIB = (process.env.BENCH_CHUNK_KIB ?? '32,512').split(',').map(Number);
 const MiB = 1 << 20;
 
 export interface BucketRow {
   mode: string;
+  /** Firecracker's PUT /snapshot/load, request to answer. */
+  loadMs: number;
+  /** Against the local compressed file's load with the same policy. */
+  loadVsCompressed: number;
   verifiedMs: number;
   /** Against the local compressed file with the same policy. */
   vsCompressed: number;
@@ -37,6 +45,10 @@ export interface BucketRow {
   fetchedBytes: number | null;
   /** Bytes fetched over the compressed size of the pages the guest touched (replay rows). */
   fetchedVsTouched: number | null;
+  /** CPU the object store's processes used during the restore (ms), or null for a local file. */
+  storeCpuMs: number | null;
+  /** ms between the handler starting to fetch ahead and Firecracker's handshake (replay rows). */
+  headStartMs: number | null;
 }
 
 interface Mode {
@@ -52,12 +64,26 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
 
 /** The GETs and bytes the handler's end-of-VM line counts (all this handler fetched while the VM was served). */
-function fetchesOf(log: string): { gets: number; bytes: number } | null {
+interface Fetches {
+  gets: number;
+  bytes: number;
+  /** ms from the handler queueing the policy's chunks (having opened the snapshot) to Firecracker's handshake; null when it queued none before. */
+  headStartMs: number | null;
+}
+
+/** From the handler's JSON log: its VM's GETs and bytes (end line), and how long before the handshake it began fetching ahead. */
+function fetchesOf(log: string): Fetches | null {
   if (!existsSync(log)) return null;
+  let aheadAt: number | null = null;
+  let connectedAt: number | null = null;
   for (const line of readFileSync(log, 'utf8').split('\n')) {
+    if (line.includes('"fetch_ahead"') && line.includes('"start"')) aheadAt = Date.parse((JSON.parse(line) as { time: string }).time);
+    if (line.includes('"vm_connected"')) connectedAt = Date.parse((JSON.parse(line) as { time: string }).time);
     if (!line.includes('"vm_end"')) continue;
     const o = JSON.parse(line) as { gets?: number; getBytes?: number };
-    if (typeof o.gets === 'number' && typeof o.getBytes === 'number') return { gets: o.gets, bytes: o.getBytes };
+    if (typeof o.gets === 'number' && typeof o.getBytes === 'number') {
+      return { gets: o.gets, bytes: o.getBytes, headStartMs: aheadAt !== null && connectedAt !== null ? connectedAt - aheadAt : null };
+    }
   }
   return null;
 }
@@ -139,32 +165,40 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
       }
     }
     const samples = modes.map(() => [] as number[]);
-    const fetched = modes.map(() => [] as Array<{ gets: number; bytes: number }>);
+    const loads = modes.map(() => [] as number[]);
+    const fetched = modes.map(() => [] as Fetches[]);
+    const storeCpu = modes.map(() => [] as number[]);
     for (let round = 0; round < ROUNDS; round++) {
       for (let k = 0; k < modes.length; k++) {
         const i = (k + round) % modes.length;
         const log = tmpPath(`handler-${i}-${round}.log`);
+        const cpuBefore = os.cpuMs();
         const r = await snap.restore(modes[i].handler(log), os.env);
+        if (modes[i].fetches) storeCpu[i].push(os.cpuMs() - cpuBefore);
         if (!r.pass) throw new Error(`${modes[i].name}: the restore failed:\n${r.output}\n${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : ''}`);
         samples[i].push(r.verifiedMs);
+        loads[i].push(r.loadMs);
         const f = modes[i].fetches ? fetchesOf(log) : null;
         if (f) fetched[i].push(f);
         rmSync(log, { force: true });
       }
     }
     const baseline = { 'on demand': median(samples[0]), replay: median(samples[1]) };
+    const loadBaseline = { 'on demand': median(loads[0]), replay: median(loads[1]) };
     const rows: BucketRow[] = modes.map((m, i) => {
       const gets = fetched[i].length ? median(fetched[i].map((f) => f.gets)) : null;
       const bytes = fetched[i].length ? median(fetched[i].map((f) => f.bytes)) : null;
       return {
-        mode: m.name, verifiedMs: median(samples[i]), vsCompressed: median(samples[i]) / baseline[m.baseline], gets, fetchedBytes: bytes,
+        mode: m.name, loadMs: median(loads[i]), loadVsCompressed: median(loads[i]) / loadBaseline[m.baseline], verifiedMs: median(samples[i]), vsCompressed: median(samples[i]) / baseline[m.baseline], gets, fetchedBytes: bytes,
         fetchedVsTouched: m.touchedBytes && bytes !== null ? bytes / m.touchedBytes : null,
+        storeCpuMs: storeCpu[i].length ? median(storeCpu[i]) : null,
+        headStartMs: fetched[i].some((f) => f.headStartMs !== null) ? median(fetched[i].map((f) => f.headStartMs ?? 0)) : null,
       };
     });
     process.stdout.write(`## Real Firecracker from a bucket (128 MiB VM, 16 MiB guest buffer checked; ${ROUNDS} rounds, medians; unpinned)\n\n`);
-    process.stdout.write('| from | load -> guest verified | vs local compressed file, same policy | GETs | fetched | fetched / compressed touched pages |\n|---|---:|---:|---:|---:|---:|\n');
+    process.stdout.write('| from | PUT /snapshot/load | vs local compressed | load -> guest verified | vs local compressed file, same policy | GETs | fetched | fetched / compressed touched pages | the store\'s CPU | fetching before the handshake |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n');
     for (const r of rows) {
-      process.stdout.write(`| ${r.mode} | ${r.verifiedMs} ms | ${r.vsCompressed.toFixed(2)}x | ${r.gets ?? ''} | ${r.fetchedBytes === null ? '' : `${(r.fetchedBytes / MiB).toFixed(1)} MiB`} | ${r.fetchedVsTouched === null ? '' : `${r.fetchedVsTouched.toFixed(2)}x`} |\n`);
+      process.stdout.write(`| ${r.mode} | ${r.loadMs.toFixed(1)} ms | ${r.loadVsCompressed.toFixed(2)}x | ${r.verifiedMs} ms | ${r.vsCompressed.toFixed(2)}x | ${r.gets ?? ''} | ${r.fetchedBytes === null ? '' : `${(r.fetchedBytes / MiB).toFixed(1)} MiB`} | ${r.fetchedVsTouched === null ? '' : `${r.fetchedVsTouched.toFixed(2)}x`} | ${r.storeCpuMs === null ? '' : `${r.storeCpuMs} ms`} | ${r.headStartMs === null ? '' : `${r.headStartMs} ms`} |\n`);
     }
     process.stdout.write('\n');
     return rows;

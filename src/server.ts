@@ -255,6 +255,8 @@ export class SnapfaultServer {
   /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
   private ahead: PrefetchFetches | null = null;
   private readonly aheadPlanned = new WeakSet<CompressedSnapshot>();
+  /** The fetcher's counts when the chunks were first queued at start: a drop-in VM's end line counts its GETs from there. */
+  private fetchesAtOpen: FetchStats | null = null;
   /** Served from a bucket: the timer looking the name up again (--follow). */
   private following: NodeJS.Timeout | null = null;
 
@@ -316,6 +318,17 @@ export class SnapfaultServer {
     server.remote = remote;
     let replay: number[] = [];
     try {
+      if (remote && opts.remote && prepared) {
+        server.policy = prepared.policy;
+        server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
+          fetch: async (snap, chunk) => (await remote.fetch(snap, chunk, false)).error,
+          cached: (snap, chunk) => remote.isCached(snap, chunk),
+          landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error),
+        });
+        // The policy's chunks are on their way from now on, while the workers start and Firecracker
+        // loads: a drop-in handler is started just before its Firecracker. A standby may never serve.
+        if (!opts.standby && first instanceof CompressedSnapshot) server.planAhead(first, 'start');
+      }
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
       const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
       const buffers = (): WorkerBuffers => {
@@ -338,13 +351,6 @@ export class SnapfaultServer {
         server.prefetcher = await Prefetcher.start(module, memory, prepared.policy, pb,
           (id, message) => server.onWorkerEvent({ type: 'warning', id, message }), (e) => server.onPrefetcherCrash(e),
           (snap, chunk) => server.ahead?.want(snap, chunk), opts.prefetchWorker);
-        if (remote && opts.remote) {
-          server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
-            fetch: async (snap, chunk) => (await remote.fetch(snap, chunk, false)).error,
-            cached: (snap, chunk) => remote.isCached(snap, chunk),
-            landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error),
-          });
-        }
       }
       // Everything is ready: only now is a running owner asked to hand over (or, standing by, waited for), so its VMs wait the least.
       server.state = state ?? (opts.standby ? await standingBy(opts) : await handover(opts, owner));
@@ -358,6 +364,8 @@ export class SnapfaultServer {
       // handler that took its one VM over has no socket to serve.
       if (opts.once && adopted > 0) {
         server.claimed = true;
+        // Its one VM is running already: nothing will replay, so the chunks queued at start are not fetched.
+        server.ahead?.close();
         if (kept) {
           closeFd(kept.fd);
           kept.keeper.stop();
@@ -368,6 +376,7 @@ export class SnapfaultServer {
       } else server.listen(kept);
       replay = unsettled;
     } catch (e) {
+      server.ahead?.close();
       await server.pool?.stop();
       await server.prefetcher?.stop();
       await cache.close();
@@ -657,7 +666,7 @@ export class SnapfaultServer {
     // The prefetch worker gets its own descriptor of the uffd: whichever thread lets go first cannot close it under the other.
     const prefetchUffd = prefetching ? dupFd(uffd) : -1;
     const fetched = this.remote?.serves(snap) ?? false;
-    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? this.remote!.stats : null, ownChunks: 0, ownBytes: 0 });
+    this.vms.set(id, { pid, table: vmt.table, blocks, snap, regions, prefetching, t0, record: v.record, fetchesAtStart: fetched ? (this.opts.once && this.fetchesAtOpen ? this.fetchesAtOpen : this.remote!.stats) : null, ownChunks: 0, ownBytes: 0 });
     this.pool?.assign({
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
       snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
@@ -670,7 +679,7 @@ export class SnapfaultServer {
       id, peerPid: pid, uffd: prefetchUffd, table: vmt.table, snap: compressed ? compressed.descriptor : 0, feed,
       pages: Number(snap.size / 4096n), t0, record: this.opts.record !== null, fetched,
     });
-    if (prefetching && snap instanceof CompressedSnapshot && fetched) this.planAhead(snap);
+    if (prefetching && snap instanceof CompressedSnapshot && fetched) this.planAhead(snap, 'first VM');
     return removed;
   }
 
@@ -836,16 +845,23 @@ export class SnapfaultServer {
   }
 
   /**
-   * The first VM prefetching from the bucket: the chunks its policy will read
-   * (replay, all) are queued at once, in its order, so they are on their way
-   * while Firecracker still loads. Later VMs' chunks are asked for by the
-   * prefetch worker as it meets them ('need').
+   * Prefetching from the bucket: the chunks the policy will read (replay,
+   * all) are queued at once, in its order, when the handler has opened the
+   * snapshot (`start`) or found its name put again, or else (a standby that
+   * took over) at its first VM, so they are on their way while Firecracker
+   * still starts and loads.
+   * Later VMs' chunks are asked for by the prefetch worker as it meets them
+   * ('need'); those cached by then cost nothing.
    */
-  private planAhead(snap: CompressedSnapshot): void {
+  private planAhead(snap: CompressedSnapshot, when: 'start' | 'name put again' | 'first VM'): void {
     const policy = this.policy;
     if (this.aheadPlanned.has(snap) || !this.ahead || !policy || policy.kind === 'wasm') return;
     this.aheadPlanned.add(snap);
-    for (const chunk of prefetchChunkOrder(this.core, snap.descriptor, policy.ranges, policy.kind === 'all')) this.ahead.want(snap.descriptor, chunk);
+    if (when === 'start') this.fetchesAtOpen = this.remote?.stats ?? null;
+    const chunks = prefetchChunkOrder(this.core, snap.descriptor, policy.ranges, policy.kind === 'all');
+    for (const chunk of chunks) this.ahead.want(snap.descriptor, chunk);
+    const from = when === 'start' ? 'from the start on' : when === 'first VM' ? 'from its first VM on' : 'its name was put again';
+    this.opts.log.info(`prefetch ${policy.name}: fetching ${count(chunks.length, 'chunk')} from the bucket ahead, ${from}`, { event: 'fetch_ahead', chunks: chunks.length, when });
   }
 
   /**
@@ -865,6 +881,7 @@ export class SnapfaultServer {
         if (failedBefore) this.opts.log.info(`${servedLabel(this.opts)}: looked up again`, { event: 'follow', ok: true });
         failedBefore = false;
         if (identity === null) return;
+        this.planAhead(remote.all()[0], 'name put again');
         const kept = remote.vmsOnRetired;
         this.opts.log.info(`${servedLabel(this.opts)} was put again (now ${identity.slice(0, 16)}): the VMs that come next get it` +
           (kept > 0 ? `; the snapshot before stays open for the ${count(kept, 'VM')} on it until they end` : ''), { event: 'follow', ok: true, identity, kept });

@@ -1,7 +1,9 @@
 // Every command's exit codes, as the README documents them: 0 success; 1 a
 // fault found (verify) or the served VM failed; 2 bad usage or unusable input.
 import { expect } from 'chai';
-import { readFileSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
+import { readFileSync, openSync, readSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { cli } from '../helpers/cli.js';
 import { writeTrace, setRecord, RECORD, RECORD_WORDS } from '../../src/trace/trace-file.js';
@@ -94,4 +96,11 @@ describe('snapfault command line: exit codes', function () {
       else expect(r.stderr).to.match(/^snapfault: [^\n]+\n$/);
     });
   }
+  it('a Node.js older than 20.12 (no crypto.hash): exit 2, one line naming the version needed', () => {
+    const preload = tmp.file('old-node.cjs');
+    writeFileSync(preload, "Object.defineProperty(process.versions, 'node', { value: '20.11.1' });\n");
+    const r = spawnSync(process.execPath, ['--require', preload, SNAPFAULT, '--help'], { encoding: 'utf8' });
+    expect(r.status).to.equal(2);
+    expect(r.stderr).to.equal('snapfault: needs Node.js 20.12 or later, this is 20.11.1: install a newer Node.js\n');
+  });
 });

@@ -6,6 +6,7 @@
 // one; a fault's chunk goes around a stalled prefetch queue; a removed page is
 // never refilled; each chunk is fetched once.
 import { expect } from 'chai';
+import { existsSync } from 'node:fs';
 import { TempDir } from '../helpers/images.js';
 import { runSim, startSim } from '../helpers/processes.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
@@ -87,10 +88,12 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(score.hitRate).to.equal(1);
     expect(score.hits + faults(log), log).to.equal(score.needed);
     expect(faults(log), `demand faults left of ${score.needed}:\n${log}`).to.be.at.most(score.needed * 0.05);
-    // The prefetch put its ranges aside until their chunks landed: their copies came from the bucket.
+    // Fetched from the handler's start on: a chunk that landed before the prefetch reached it was read from the
+    // disk cache; one it had to wait for came from the bucket. Every prefetched copy has a source.
     const replayed = summarize(readTrace(out));
-    expect(replayed.sources.prefetched.bucket, JSON.stringify(replayed.sources)).to.be.above(0);
-    expect(replayed.sources.prefetched.none ?? 0).to.equal(0);
+    const p = replayed.sources.prefetched;
+    expect((p.bucket ?? 0) + (p.disk ?? 0), JSON.stringify(replayed.sources)).to.be.above(0);
+    expect(Object.keys(p).every((k) => ['bucket', 'disk', 'memory'].includes(k)), JSON.stringify(replayed.sources)).to.equal(true);
 
     // Over the disk cache the first restore filled: nothing from the bucket, every chunk read from the disk once.
     proxy.reset();
@@ -104,6 +107,26 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(warm.sources.faults.disk + warm.sources.faults.memory).to.equal(warm.faults.copy);
   });
 
+  it('replay: from a handler\'s start: the working set is fetched before any VM connects, and the VM that comes finds it cached', async () => {
+    // The working set, recorded over a cache of its own.
+    const truth = tmp.file('early.trace');
+    const hot = ['--pattern', 'hot', '--seed', '9'];
+    proxy.reset();
+    await restore(tmp.file('cache-early-record'), ['--record', truth], hot);
+    const workingSet = new Set(snapshot.chunkGets());
+    proxy.reset();
+    const cache = tmp.file('cache-early');
+    const { h, sock } = await snapshot.handler(cache, ['--prefetch', `replay:${truth}`, '--fetch-hedge', 'off'], true);
+    await until('the working set\'s chunks cached with no VM connected', () => cachedCount(cache) === workingSet.size, 30_000);
+    expect(new Set(snapshot.chunkGets())).to.deep.equal(workingSet);
+    expect(h.stderr).to.match(new RegExp(`prefetch replay:\\S+: fetching ${workingSet.size} chunks from the bucket ahead, from the start on`));
+    const r = await runSim(['--socket', sock, '--mem', img, '--verify', ...hot]);
+    expect(r.code, `${r.stderr}\n${h.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    expect(snapshot.chunkGets().length, 'nothing fetched twice, nothing more').to.equal(workingSet.size);
+    expect(h.stderr).not.to.match(/warn|error/);
+  });
+
   it('a chunk held back at the store stops neither the prefetch of the others nor a fault on a cached chunk', async () => {
     const cache = tmp.file('cache-held');
     // The first pages' chunks in the cache: the bystander's.
@@ -114,7 +137,8 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     const hold = proxy.holdFirstChunkGet();
     proxy.reset();
     // No hedging: the held GET stays the chunk's one GET (hedges have their own test in serve-s3.test.ts).
-    const { h, sock } = await snapshot.handler(cache, ['--prefetch', 'all', '--workers', '1', '--fetch-hedge', 'off'], true);
+    const traces = tmp.file('held-{pid}.trace');
+    const { h, sock } = await snapshot.handler(cache, ['--prefetch', 'all', '--workers', '1', '--fetch-hedge', 'off', '--record', traces], true);
     const waiting = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
     await until('every chunk but the held one cached', () => cachedCount(cache) === chunks - 1, 60_000);
     const bystander = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq', '--touches', '64']);
@@ -127,6 +151,12 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(r.json?.mismatches).to.equal(0);
     const gets = snapshot.chunkGets();
     expect(gets.filter((p) => p === hold.path()).length, 'the held chunk fetched once, for the faults and the prefetch').to.equal(1);
+    // Its trace: the fault that waited for the held chunk came from the bucket, with its wait.
+    const heldTrace = traces.replace('{pid}', String(waiting.proc.child.pid));
+    await until('the trace written', () => existsSync(heldTrace), 10_000);
+    const held = summarize(readTrace(heldTrace));
+    expect(held.sources.faults.bucket, JSON.stringify(held.sources)).to.be.at.least(1);
+    expect(held.fetchWaits?.maxMs, JSON.stringify(held.fetchWaits)).to.be.above(0);
     expect(gets.length, 'each chunk not cached fetched once').to.equal(chunks - warm);
     expect(new Set(gets).size).to.equal(chunks - warm);
     expect(h.stderr).not.to.match(/warn|error/);

@@ -5,6 +5,7 @@
 // the tests saying why; nothing is skipped.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { S3Client, CreateBucketCommand, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { ROOT } from './paths.js';
@@ -21,6 +22,27 @@ export interface ObjectStore {
   newBucket: (label: string) => Promise<string>;
   /** Stops the servers if this process started them (a store a developer started stays up). */
   release: () => void;
+  /** CPU time (ms, user and system) its processes have used so far: read before and after a restore, the store's own cost of it. */
+  cpuMs: () => number;
+}
+
+/** Where scripts/object-store.sh keeps the servers' pid files. */
+const RUN_DIR = join(process.env.SNAPFAULT_OBJECT_STORE_DIR ?? join(process.env.TMPDIR ?? '/tmp', 'snapfault-object-store'), 'run');
+const CLOCK_TICKS_PER_S = 100; // USER_HZ: what /proc/PID/stat counts in on Linux
+
+function storeCpuMs(): number {
+  let ticks = 0;
+  for (const f of existsSync(RUN_DIR) ? readdirSync(RUN_DIR) : []) {
+    if (!f.endsWith('.pid')) continue;
+    try {
+      // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${readFileSync(join(RUN_DIR, f), 'utf8').trim()}/stat`, 'utf8').split(') ')[1].split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // A server that is not running uses no CPU.
+    }
+  }
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
 }
 
 function script(command: string, timeoutMs: number): { ok: boolean; output: string } {
@@ -64,5 +86,6 @@ export async function ensureObjectStore(): Promise<ObjectStore> {
       client.destroy();
       if (!wasRunning) script('stop', 60_000);
     },
+    cpuMs: storeCpuMs,
   };
 }
