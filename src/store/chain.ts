@@ -85,13 +85,16 @@ export function readChain(store: FolderStore, name: string): Layer[] {
 }
 
 /** The same, of any store. */
-export async function readChainOf(store: Store, name: string): Promise<Layer[]> {
+export async function readChainOf(store: Store, name: string, topBytes: Buffer | null = null): Promise<Layer[]> {
   const walk = walkChain(store.root, name);
   let step = walk.next();
+  // `topBytes`: the top manifest as the caller just read it (one GET fewer).
+  let known = topBytes;
   while (!step.done) {
     let bytes: Buffer;
     try {
-      bytes = await store.readManifest(step.value);
+      bytes = known ?? await store.readManifest(step.value);
+      known = null;
     } catch (e) {
       step = walk.throw(e);
       continue;

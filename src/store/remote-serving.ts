@@ -8,7 +8,8 @@
 // and the old one is kept, leased, until its last VM ends.
 import { StoreError } from '../errors.js';
 import { S3Store } from './s3-store.js';
-import { readChainOf, readLayerOf } from './chain.js';
+import { readChainOf } from './chain.js';
+import { manifestIdentity } from './manifest.js';
 import { openChainSnapshot } from './store-snapshot.js';
 import { DiskCache } from './disk-cache.js';
 import { ChunkFetcher, FetchError, type FetchStats, type HedgePolicy } from './chunk-fetcher.js';
@@ -115,9 +116,9 @@ export class RemoteServing implements PinnedSnapshots {
    */
   async follow(): Promise<string | null> {
     if (this.closed) return null;
-    const layer = await readLayerOf(this.store, this.name);
-    if (layer.identity === this.current.identity || this.closed) return null;
-    const next = await openHeld(this.store, this.cache, this.name, this.core, this.arena, this.decodedCacheBytes);
+    const top = await this.store.readManifest(this.name);
+    if (manifestIdentity(top) === this.current.identity || this.closed) return null;
+    const next = await openHeld(this.store, this.cache, this.name, this.core, this.arena, this.decodedCacheBytes, top);
     if (this.closed) {
       await this.closeHeld(next);
       return null;
@@ -200,8 +201,10 @@ export class RemoteServing implements PinnedSnapshots {
 }
 
 /** Reads the name's chain in the bucket, leases it, and lays it out with its chunks read from the disk cache. */
-async function openHeld(store: S3Store, cache: DiskCache, name: string, core: Core, arena: Arena, decodedCacheBytes: number): Promise<HeldSnapshot> {
-  const chain = await readChainOf(store, name);
+async function openHeld(
+  store: S3Store, cache: DiskCache, name: string, core: Core, arena: Arena, decodedCacheBytes: number, topBytes: Buffer | null = null,
+): Promise<HeldSnapshot> {
+  const chain = await readChainOf(store, name, topBytes);
   const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
   try {
     const label = `${name} in store ${store.root}`;
