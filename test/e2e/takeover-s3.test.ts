@@ -9,7 +9,8 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
-import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
+import { Proc, startSnapfault, startSim, runSim, type SimResult } from '../helpers/processes.js';
+import { cachedChunks } from '../helpers/bucket-serving.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
 import { stopKeeper } from '../helpers/state.js';
 
@@ -83,5 +84,45 @@ describe('takeover: serving from a store in a bucket', function () {
     });
     third.kill('SIGTERM');
     expect((await third.waitExit()).code, third.stderr).to.equal(0);
+  });
+
+  it('a standby beside it fetches nothing while it waits (with --prefetch all, which would fetch every chunk), then takes the VMs over when the owner is SIGKILLed; every VM byte-exact', async () => {
+    const sock = tmp.file('standby.sock');
+    const state = tmp.file('standby-state');
+    states.push(state);
+    const base = ['serve', '--store', store, '--s3-endpoint', os.endpoint, '--socket', sock, '--mem', 'snap', '--state-dir', state, '--workers', '2', '--log-format', 'text'];
+    const owner = await startSnapfault([...base, '--cache-dir', tmp.file('owner-cache')], { env: os.env });
+    handlers.push(owner);
+    // A disk cache of its own: what it holds is what the standby fetched.
+    const standbyCache = tmp.file('standby-cache');
+    const standby = new Proc(SNAPFAULT, [...base, '--cache-dir', standbyCache, '--prefetch', 'all', '--standby'], os.env);
+    handlers.push(standby);
+    await standby.waitForStderr(new RegExp(`standing by: snapfault pid ${owner.pid} owns `), 60_000);
+    const sims: Array<Promise<SimResult>> = [];
+    for (let i = 0; i < 2; i++) {
+      sims.push(startSim(['--timeout-ms', '120000', '--socket', sock, '--mem', img, '--churn-ms', '4000', '--threads', '2', '--churn-removers', '1',
+        '--churn-window', '1024', '--churn-max', '8', '--churn-stuck-ms', '30000', '--seed', String(i + 11), '--verify']).result);
+    }
+    await owner.waitForStderr(/(serving 1 region[^]*){2}/, 30_000);
+    await sleep(1000);
+    const log = (): string => `--- owner ---\n${owner.stderr}\n--- standby ---\n${standby.stderr}`;
+    expect(cachedChunks(standbyCache).size, log()).to.equal(0);
+    expect(standby.stderr).not.to.match(/fetching \d+ chunks? from the bucket ahead/);
+    owner.kill('SIGKILL');
+    await owner.exited;
+    await standby.waitForStderr(/listening on /, 60_000);
+    expect((standby.stderr.match(/taken over from the previous handler/g) ?? []).length, log()).to.equal(2);
+    const results = await Promise.all(sims);
+    results.forEach((r, i) => {
+      expect(r.code, `VM ${i}: ${r.stderr}\n${log()}`).to.equal(0);
+      expect(r.json?.mismatches, `VM ${i}`).to.equal(0);
+    });
+    // Serving now: the next VM's policy fetches ahead, and it is restored byte-exact.
+    const next = await runSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'random', '--touches', '2000']);
+    expect(next.code, `${next.stderr}\n${log()}`).to.equal(0);
+    expect(next.json?.mismatches).to.equal(0);
+    expect(standby.stderr).to.match(/prefetch all: fetching \d+ chunks from the bucket ahead, from its first VM on/);
+    standby.kill('SIGTERM');
+    expect((await standby.waitExit()).code, standby.stderr).to.equal(0);
   });
 });
