@@ -23,7 +23,7 @@ describe('takeover: a connection accepted but not yet recorded survives its hand
     img = tmp.file('mem.img', makeImage(16 * MiB, { seed: 'vault', zeroFraction: 0.2 }));
   });
   afterEach(() => {
-    for (const p of live.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.kill('SIGKILL');
+    for (const p of live.splice(0)) if (p.running) p.kill('SIGKILL');
     for (const d of dirs.splice(0)) stopKeeper(d);
   });
   after(() => tmp.remove());

@@ -44,7 +44,7 @@ describe('real Firecracker: takeover', function () {
     await pack(snapshot.mem, packed);
   });
   afterEach(async () => {
-    for (const h of live.splice(0)) if (h.child.exitCode === null && h.child.signalCode === null) {
+    for (const h of live.splice(0)) if (h.running) {
       h.kill('SIGKILL');
       await h.exited;
     }

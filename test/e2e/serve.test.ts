@@ -247,7 +247,7 @@ describe('stopping: SIGTERM and SIGINT drain, a second one stops at once', funct
   });
   afterEach(async () => {
     for (const p of [handler, ...sims.splice(0)]) {
-      if (p && p.child.exitCode === null && p.child.signalCode === null) {
+      if (p?.running) {
         p.kill('SIGKILL');
         await p.exited;
       }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
-import { stopKeeper } from '../helpers/state.js';
+import { killLeftOver } from '../helpers/state.js';
 import { longestWaitAfter } from '../helpers/stalls.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 import { processStartTime } from '../../src/state/firecracker-process.js';
@@ -105,8 +105,7 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
       owner.kill('SIGTERM');
       expect((await owner.waitExit()).code, owner.stderr).to.equal(0);
     } finally {
-      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
-      stopKeeper(state);
+      killLeftOver(handlers, state);
     }
   });
 
@@ -138,8 +137,7 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
       standby.kill('SIGTERM');
       expect((await standby.waitExit()).code, standby.stderr).to.equal(0);
     } finally {
-      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
-      stopKeeper(state);
+      killLeftOver(handlers, state);
     }
   });
 
@@ -175,8 +173,7 @@ describe('takeover: a standby handler (serve --standby) takes over when the owne
       expect((await standby.waitExit()).code, standby.stderr).to.equal(0);
     } finally {
       successor.kill('SIGKILL');
-      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
-      stopKeeper(state);
+      killLeftOver(handlers, state);
     }
   });
 });

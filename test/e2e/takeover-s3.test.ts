@@ -37,7 +37,7 @@ describe('takeover: serving from a store in a bucket', function () {
   });
   afterEach(async () => {
     for (const h of handlers.splice(0)) {
-      if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
+      if (h.running) h.kill('SIGKILL');
       await h.exited;
     }
     for (const s of states.splice(0)) stopKeeper(s);

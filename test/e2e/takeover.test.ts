@@ -13,7 +13,7 @@ import { readdirSync } from 'node:fs';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { Proc, startSnapfault, startSim, type SimResult } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
-import { stopKeeper } from '../helpers/state.js';
+import { killLeftOver } from '../helpers/state.js';
 import { longestWaitAfter } from '../helpers/stalls.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 
@@ -104,8 +104,7 @@ describe('takeover: a handler SIGKILLed at random moments, restarted on its stat
       last.kill('SIGTERM');
       expect((await last.waitExit()).code, last.stderr).to.equal(0);
     } finally {
-      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
-      stopKeeper(state);
+      killLeftOver(handlers, state);
     }
   });
 });

@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { Proc, startSnapfault, startSim, runSim, type SimResult } from '../helpers/processes.js';
-import { stopKeeper } from '../helpers/state.js';
+import { killLeftOver } from '../helpers/state.js';
 
 const MiB = 1 << 20;
 const VMS = 8;
@@ -83,8 +83,7 @@ describe('takeover: a planned upgrade (serve --takeover) under load', function (
       last.kill('SIGTERM');
       expect((await last.waitExit()).code, last.stderr).to.equal(0);
     } finally {
-      for (const h of handlers) if (h.child.exitCode === null && h.child.signalCode === null) h.kill('SIGKILL');
-      stopKeeper(state);
+      killLeftOver(handlers, state);
     }
   });
 });

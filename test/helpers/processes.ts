@@ -43,6 +43,11 @@ export class Proc {
     return this.child.pid ?? -1;
   }
 
+  /** Neither exited nor killed by a signal yet. */
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   /** Resolves once stderr matches `re`; rejects after `ms`. */
   async waitForStderr(re: RegExp, ms = 10_000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + ms;

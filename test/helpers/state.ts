@@ -3,6 +3,13 @@
 // no `sleep` is left behind.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Proc } from './processes.js';
+
+/** The end of a takeover test, however it went: handlers still running are SIGKILLed, and the directory's keeper stopped. */
+export function killLeftOver(handlers: readonly Proc[], stateDir: string): void {
+  for (const h of handlers) if (h.running) h.kill('SIGKILL');
+  stopKeeper(stateDir);
+}
 
 export function stopKeeper(stateDir: string): void {
   let pid = 0;
