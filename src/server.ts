@@ -316,10 +316,10 @@ export class SnapfaultServer {
     for (const note of prepared?.notes ?? []) opts.log.warn(note, { event: 'prefetch_note' });
     const server = new SnapfaultServer(opts, core, arena, cache, null);
     server.remote = remote;
+    server.policy = prepared?.policy ?? null;
     let replay: number[] = [];
     try {
       if (remote && opts.remote && prepared) {
-        server.policy = prepared.policy;
         server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
           fetch: async (snap, chunk) => (await remote.fetch(snap, chunk, false)).error,
           cached: (snap, chunk) => remote.isCached(snap, chunk),
@@ -342,7 +342,6 @@ export class SnapfaultServer {
       server.pool = await FaultWorkerPool.start(opts.workers, module, memory, activity, buffers, (e) => server.onWorkerEvent(e), (e) => server.onWorkerCrash(e), opts.faultWorker);
       cache.onScanned = (bitmap) => server.pool?.zeroesKnown(bitmap);
       if (prepared) {
-        server.policy = prepared.policy;
         server.doorbell = arena.alloc(DOORBELL_BYTES);
         const pb = {
           scratch: arena.alloc(scratchBytes, 4096), scratchBytes, staging: arena.alloc(HUGE_PAGE + core.layout.LZ4_DECODE_SLACK, 4096),
@@ -877,11 +876,12 @@ export class SnapfaultServer {
     this.following = setInterval(() => {
       if (looking) return;
       looking = true;
-      void remote.follow().then((identity) => {
+      void remote.follow().then((next) => {
         if (failedBefore) this.opts.log.info(`${servedLabel(this.opts)}: looked up again`, { event: 'follow', ok: true });
         failedBefore = false;
-        if (identity === null) return;
-        this.planAhead(remote.all()[0], 'name put again');
+        if (next === null) return;
+        const { identity, snap } = next;
+        this.planAhead(snap, 'name put again');
         const kept = remote.vmsOnRetired;
         this.opts.log.info(`${servedLabel(this.opts)} was put again (now ${identity.slice(0, 16)}): the VMs that come next get it` +
           (kept > 0 ? `; the snapshot before stays open for the ${count(kept, 'VM')} on it until they end` : ''), { event: 'follow', ok: true, identity, kept });

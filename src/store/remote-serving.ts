@@ -112,9 +112,9 @@ export class RemoteServing implements PinnedSnapshots {
    * Looks the name up in the bucket again: when it holds another snapshot
    * (removed and put again), that one is opened and leased for the VMs that
    * come next, and the one before is kept until its last VM ends. Returns the
-   * new snapshot's identity, or null when the name holds the same one.
+   * new snapshot and its identity, or null when the name holds the same one.
    */
-  async follow(): Promise<string | null> {
+  async follow(): Promise<{ identity: string; snap: CompressedSnapshot } | null> {
     if (this.closed) return null;
     const top = await this.store.readManifest(this.name);
     if (manifestIdentity(top) === this.current.identity || this.closed) return null;
@@ -131,7 +131,7 @@ export class RemoteServing implements PinnedSnapshots {
     this.current = next;
     if (before.users === 0) await this.closeHeld(before);
     else this.retired.add(before);
-    return next.identity;
+    return { identity: next.identity, snap: next.snap };
   }
 
   /** VMs still on snapshots the name no longer holds. */
