@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT } from '../test/helpers/paths.js';
-import { kitProblem, KitSnapshot } from '../test/helpers/firecracker.js';
+import { q, sh, kitProblem, KitSnapshot } from '../test/helpers/firecracker.js';
 import { ensureObjectStore } from '../test/helpers/object-store.js';
 import { CountingProxy } from '../test/helpers/counting-proxy.js';
 import { pack } from '../src/compressed/pack.js';
@@ -60,9 +60,6 @@ interface Mode {
   touchedBytes?: number;
 }
 
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
-
 /** The GETs and bytes the handler's end-of-VM line counts (all this handler fetched while the VM was served). */
 interface Fetches {
   gets: number;
@@ -77,10 +74,11 @@ function fetchesOf(log: string): Fetches | null {
   let aheadAt: number | null = null;
   let connectedAt: number | null = null;
   for (const line of readFileSync(log, 'utf8').split('\n')) {
-    if (line.includes('"fetch_ahead"') && line.includes('"start"')) aheadAt = Date.parse((JSON.parse(line) as { time: string }).time);
-    if (line.includes('"vm_connected"')) connectedAt = Date.parse((JSON.parse(line) as { time: string }).time);
-    if (!line.includes('"vm_end"')) continue;
-    const o = JSON.parse(line) as { gets?: number; getBytes?: number };
+    if (!line.startsWith('{')) continue;
+    const o = JSON.parse(line) as { event?: string; when?: string; time: string; gets?: number; getBytes?: number };
+    if (o.event === 'fetch_ahead' && o.when === 'start') aheadAt = Date.parse(o.time);
+    if (o.event === 'vm_connected') connectedAt = Date.parse(o.time);
+    if (o.event !== 'vm_end') continue;
     if (typeof o.gets === 'number' && typeof o.getBytes === 'number') {
       return { gets: o.gets, bytes: o.getBytes, headStartMs: aheadAt !== null && connectedAt !== null ? connectedAt - aheadAt : null };
     }

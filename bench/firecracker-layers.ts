@@ -9,15 +9,12 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT } from '../test/helpers/paths.js';
-import { kitProblem, KitDiffSnapshots, type Restore } from '../test/helpers/firecracker.js';
+import { q, sh, kitProblem, KitDiffSnapshots, type Restore } from '../test/helpers/firecracker.js';
 import { dataExtents } from '../native/fd.js';
 import { median, BENCH_DIR } from './harness.js';
 
 const ROUNDS = Number(process.env.BENCH_FC_ROUNDS ?? 3);
 const PAGE = 4096;
-
-const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function cli(args: string[]): string {
   const r = spawnSync(SNAPFAULT, args, { encoding: 'utf8' });

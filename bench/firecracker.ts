@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT } from '../test/helpers/paths.js';
-import { kitProblem, kitCHandler, KitSnapshot, restoreFromFile, type Restore } from '../test/helpers/firecracker.js';
+import { sh, kitProblem, kitCHandler, KitSnapshot, restoreFromFile, type Restore } from '../test/helpers/firecracker.js';
 import { pack } from '../src/compressed/pack.js';
 import { median } from './harness.js';
 
@@ -28,8 +28,6 @@ export interface FirecrackerRow {
   loadVsC: number;
   speedupVsC: number;
 }
-
-const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
 
 export async function benchFirecracker(): Promise<FirecrackerRow[] | null> {
   const problem = kitProblem();

@@ -12,12 +12,10 @@ import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { stopKeeper } from '../helpers/state.js';
-import { requireKit, KitSnapshot, type Restore } from '../helpers/firecracker.js';
+import { q, sh, requireKit, KitSnapshot, type Restore } from '../helpers/firecracker.js';
 import { pack } from '../../src/compressed/pack.js';
 
 const snapshot = new KitSnapshot(16, 128);
-const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function expectPass(r: Restore): void {

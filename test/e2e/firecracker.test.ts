@@ -9,7 +9,7 @@ import { dataExtents } from '../../native/fd.js';
 import { SNAPFAULT } from '../helpers/paths.js';
 import { TempDir } from '../helpers/images.js';
 import { Proc, startSnapfault } from '../helpers/processes.js';
-import { KIT, requireKit, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
+import { q, sh, KIT, requireKit, KitSnapshot, KitDiffSnapshots, restoreAndAlloc, type Restore } from '../helpers/firecracker.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
 import { pack } from '../../src/compressed/pack.js';
 import { readTrace } from '../../src/trace/trace-file.js';
@@ -19,9 +19,6 @@ import { summarize } from '../../src/trace/summary.js';
 const snapshot = new KitSnapshot(16, 128);
 const SNAPSHOT_MEM = snapshot.mem;
 const restore = (handler: string[], env: NodeJS.ProcessEnv = {}): Promise<Restore> => snapshot.restore(handler, env);
-
-const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function expectPass(r: Restore): void {
   expect(r.pass, r.output).to.equal(true);

@@ -6,6 +6,11 @@ import { accessSync, constants, existsSync, readFileSync, mkdirSync } from 'node
 import { join, isAbsolute } from 'node:path';
 import { ROOT } from './paths.js';
 
+/** A handler command for the kit, which appends `<socket> <memory file>`: a shell script, its socket as "$1". */
+export const sh = (script: string): string[] => ['sh', '-c', script, 'sh'];
+/** `s` quoted for that shell. */
+export const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
 export const KIT = process.env.SNAPFAULT_FC_KIT ?? join(ROOT, '..', 'shared', 'firecracker');
 const WORK = join(ROOT, 'build', 'fc');
 /** Why real-Firecracker tests cannot run here, or null when they can. */
