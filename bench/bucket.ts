@@ -10,7 +10,9 @@
 // fetched come from the handler's own end-of-VM line (--log-format json), and
 // the bytes are set against the compressed size of the pages the guest
 // touched; the store's CPU is its processes' user and system time during
-// the restore (/proc).
+// the restore (/proc). Stores keep their chunks in packs (the default); the
+// cold replay also from a store of the same chunks each an object of its
+// own (--pack-mib 0), where no GET can bring two chunks.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -138,10 +140,14 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
     let n = 0;
     for (const kib of CHUNK_KIB) {
       const store = `s3://${bucket}/c${kib}`;
-      const put = spawnSync(SNAPFAULT, ['store', 'put', snap.mem, 'snap', '--chunk-kib', String(kib), '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
-      if (put.status !== 0) throw new Error(`store put failed: ${put.stderr}`);
-      const via = (endpoint: string, cache: string | null, extra: string) => (log: string): string[] =>
-        sh(`exec ${q(SNAPFAULT)} --store ${q(store)} --s3-endpoint ${q(endpoint)} --cache-dir ${q(cache ?? tmpPath(`cache-${n++}`))} --log-format json ${extra} "$1" snap 2>${q(log)}`);
+      const loose = `s3://${bucket}/c${kib}-loose`;
+      for (const [at, packing] of [[store, []], [loose, ['--pack-mib', '0']]] as const) {
+        const put = spawnSync(SNAPFAULT, ['store', 'put', snap.mem, 'snap', '--chunk-kib', String(kib), ...packing, '--store', at, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
+        if (put.status !== 0) throw new Error(`store put failed: ${put.stderr}`);
+      }
+      const from = (at: string) => (endpoint: string, cache: string | null, extra: string) => (log: string): string[] =>
+        sh(`exec ${q(SNAPFAULT)} --store ${q(at)} --s3-endpoint ${q(endpoint)} --cache-dir ${q(cache ?? tmpPath(`cache-${n++}`))} --log-format json ${extra} "$1" snap 2>${q(log)}`);
+      const via = from(store);
       // The working set, recorded through this store over a warm cache (which the warm rows then use).
       const warm = tmpPath(`cache-warm-${kib}`);
       const trace = tmpPath(`bucket-${kib}.trace`);
@@ -153,6 +159,7 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
       modes.push(
         { name: `${label}, cold cache, on demand`, handler: via(os.endpoint, null, ''), baseline: 'on demand', fetches: true },
         { name: `${label}, cold cache, \`--prefetch replay:\``, handler: via(os.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
+        { name: `${label} each an object (\`--pack-mib 0\`), cold cache, \`--prefetch replay:\``, handler: from(loose)(os.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
         { name: `${label}, warm disk cache, \`--prefetch replay:\``, handler: via(os.endpoint, warm, replay), baseline: 'replay', fetches: true },
       );
       if (kib >= 128) {

@@ -13,12 +13,14 @@ import { GET_LATENCY_BOUNDS_S } from './store/chunk-fetcher.js';
 
 /** Serving from a bucket: the disk cache tier and the fetches behind it (present only then). */
 function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']): void {
-  const counter = (name: string, help: string, k: 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'): void => computedCounter(registry, name, help, [], (set) => {
+  const counter = (name: string, help: string, k: 'gets' | 'runs' | 'runChunks' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'): void => computedCounter(registry, name, help, [], (set) => {
     const f = read();
     if (f) set(f[k]);
   });
   counter('snapfault_store_gets_total', 'Serving from a bucket: chunks fetched (GETs answered).', 'gets');
   counter('snapfault_store_get_bytes_total', 'Serving from a bucket: bytes fetched.', 'bytes');
+  counter('snapfault_store_ranged_gets_total', 'Serving from a bucket: GETs of several chunks side by side in a pack (counted in gets_total too).', 'runs');
+  counter('snapfault_store_ranged_get_chunks_total', 'Serving from a bucket: chunks those ranged GETs brought.', 'runChunks');
   counter('snapfault_store_get_seconds_total', 'Serving from a bucket: seconds spent in GETs (divide by snapfault_store_gets_total for the mean).', 'seconds');
   counter('snapfault_store_get_failures_total', 'Serving from a bucket: GETs that failed or did not return the chunk (retried until --fetch-timeout).', 'failures');
   counter('snapfault_store_get_hedges_total', 'Serving from a bucket: GETs started beside one still unanswered past the recent p99 (counted in gets_total once answered; one abandoned when the first answered may never have reached the store).', 'hedges');

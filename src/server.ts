@@ -176,9 +176,9 @@ export interface MetricsSnapshot {
 const ms = (v: number): number => Math.round(v * 1000) / 1000;
 
 /** The fetches counted between two readings of a fetcher's stats. */
-function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'> {
+function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | 'runs' | 'runChunks' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'> {
   return {
-    gets: b.gets - a.gets, bytes: b.bytes - a.bytes, seconds: b.seconds - a.seconds, failures: b.failures - a.failures, cached: b.cached - a.cached,
+    gets: b.gets - a.gets, runs: b.runs - a.runs, runChunks: b.runChunks - a.runChunks, bytes: b.bytes - a.bytes, seconds: b.seconds - a.seconds, failures: b.failures - a.failures, cached: b.cached - a.cached,
     hedges: b.hedges - a.hedges, hedgesWon: b.hedgesWon - a.hedgesWon,
   };
 }
@@ -321,7 +321,8 @@ export class SnapfaultServer {
     try {
       if (remote && opts.remote && prepared) {
         server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
-          fetch: async (snap, chunk) => (await remote.fetch(snap, chunk, false)).error,
+          fetch: (snap, run) => remote.fetchRun(snap, run).map(async (p) => (await p).error),
+          extend: (snap, run) => remote.extendRun(snap, run),
           cached: (snap, chunk) => remote.isCached(snap, chunk),
           landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error),
         });
@@ -944,7 +945,8 @@ export class SnapfaultServer {
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +
       (vm?.prefetching ? `; prefetch: ${s.prefetched} pages copied (${bytesText(s.prefetchBytes)}) and ${s.prefetchedZero} zero pages mapped ahead, ${s.late} faults arrived while their page was going in` : '') +
       (fetches ? `; bucket (all this handler's fetches while the VM was served): ${count(fetches.gets, 'GET')} (${bytesText(fetches.bytes)}` +
-        `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ${fetches.failures} failed, ` +
+        `${fetches.gets > 0 ? `, ${(fetches.seconds * 1000 / fetches.gets).toFixed(1)} ms each on average` : ''}), ` +
+        `${fetches.runs > 0 ? `${fetches.runs} of them ranged over ${fetches.runChunks} chunks side by side, ` : ''}${fetches.failures} failed, ` +
         `${fetches.hedges} hedged (${fetches.hedgesWon} answered first), ${fetches.cached} found in the disk cache meanwhile; ` +
         `${count(s.fetchWaits, 'fault')} of this VM waited for a fetch${s.fetchWaits > 0 ? ` (longest ${s.fetchWaitMaxMs.toFixed(1)} ms, ${s.fetchWaitMs.toFixed(1)} ms in all)` : ''}, ` +
         `${count(vm?.ownChunks ?? 0, 'chunk')} (${bytesText(vm?.ownBytes ?? 0)}) fetched because its faults asked first` : '');
@@ -952,7 +954,7 @@ export class SnapfaultServer {
     const leftRunning = e.reason === 'fatal' && !e.killed && this.opts.onFatal === 'disconnect';
     const fields: LogContext = {
       ...(vm ? { vm: vm.pid } : {}), event: 'vm_end', reason: e.reason, killed: e.killed, leftRunning, ...summaryFields(s),
-      ...(fetches ? { gets: fetches.gets, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getHedges: fetches.hedges, getHedgesWon: fetches.hedgesWon, getsFoundCached: fetches.cached,
+      ...(fetches ? { gets: fetches.gets, getRuns: fetches.runs, getRunChunks: fetches.runChunks, getBytes: fetches.bytes, getSeconds: ms(fetches.seconds), getFailures: fetches.failures, getHedges: fetches.hedges, getHedgesWon: fetches.hedgesWon, getsFoundCached: fetches.cached,
         ownChunks: vm?.ownChunks ?? 0, ownBytes: vm?.ownBytes ?? 0 } : {}),
     };
     if (e.reason === 'fatal') {

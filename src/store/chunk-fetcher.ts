@@ -8,16 +8,24 @@
 // failed GET is tried again, with backoff and jitter, until the timeout. A GET
 // still unanswered past the recent p99 gets a second one beside it (hedged,
 // within a budget), and the first answer wins: one slow or stuck request
-// does not hold a vCPU for the whole timeout.
+// does not hold a vCPU for the whole timeout. Chunks that lie side by side in
+// one pack object come in one ranged GET (fetchRun), each checked on its own;
+// one that fails is fetched again alone.
 import { openSync, closeSync, unlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { StoreError } from '../errors.js';
 import type { DiskCache } from './disk-cache.js';
+import type { ChunkAt } from './store.js';
 
-/** Where the chunks come from: a bucket (S3Store.readChunk). */
+/** Where the chunks come from: a bucket (S3Store). */
 export interface ChunkSource {
-  readChunk(hex: string, signal?: AbortSignal): Promise<Buffer>;
+  readChunk(at: ChunkAt, signal?: AbortSignal): Promise<Buffer>;
+  /** Bytes [offset, offset + length) of a pack, in one ranged GET; `what` names them in errors. */
+  readPacked(id: string, offset: number, length: number, signal: AbortSignal | undefined, what: string): Promise<Buffer>;
 }
+
+/** What is wrong with a chunk's stored bytes, or null: they are the chunk. */
+export type ChunkCheckFn = (at: ChunkAt, stored: Buffer) => string | null;
 
 /** --fetch-hedge: after the recent p99 ('auto'), never, or after a fixed delay (ms). */
 export type HedgePolicy = 'auto' | 'off' | number;
@@ -41,6 +49,8 @@ const MAX_HEDGES = 2;
 /** The budget: each first GET earns this share of a hedge, up to a burst of HEDGE_BURST (hedges stay near 5% of GETs when the store slows for all). */
 const HEDGE_SHARE = 0.05;
 const HEDGE_BURST = 5;
+/** A ranged GET of several chunks is hedged this much later for each of these bytes it asks for. */
+const RUN_HEDGE_UNIT = 512 << 10;
 /** Latencies kept for the p99. */
 const LATENCY_WINDOW = 256;
 
@@ -50,6 +60,9 @@ export const GET_LATENCY_BOUNDS_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 export interface FetchStats {
   /** GETs answered, their bytes and seconds in all; GETs that failed (or whose answer was not the chunk). */
   gets: number;
+  /** Of those, ranged GETs of chunks side by side in a pack, and the chunks they brought. */
+  runs: number;
+  runChunks: number;
   bytes: number;
   seconds: number;
   failures: number;
@@ -65,7 +78,7 @@ export interface FetchStats {
 }
 
 export function noFetches(): FetchStats {
-  return { gets: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0, latency: new Array<number>(GET_LATENCY_BOUNDS_S.length + 1).fill(0), hedges: 0, hedgesWon: 0 };
+  return { gets: 0, runs: 0, runChunks: 0, bytes: 0, seconds: 0, failures: 0, cached: 0, inFlight: 0, latency: new Array<number>(GET_LATENCY_BOUNDS_S.length + 1).fill(0), hedges: 0, hedgesWon: 0 };
 }
 
 /** The latencies of the last LATENCY_WINDOW answered GETs. */
@@ -100,21 +113,80 @@ export class ChunkFetcher {
    * cached); `check` says what is wrong with a response (null: it is the
    * chunk). FetchError after the timeout.
    */
-  fetch(hex: string, check: (stored: Buffer) => string | null): Promise<number> {
-    const joined = this.underWay.get(hex);
+  fetch(at: ChunkAt, check: ChunkCheckFn): Promise<number> {
+    const joined = this.underWay.get(at.hex);
     if (joined) return joined.then(() => 0);
+    return this.track(at, this.fetchOnce(at, check, Date.now() + this.timeoutMs));
+  }
+
+  /** A fetch of this chunk is under way in this process. */
+  busy(hex: string): boolean {
+    return this.underWay.has(hex);
+  }
+
+  /**
+   * Chunks stored one right after another in one pack, none under way here:
+   * fetched in one ranged GET, each checked and cached on its own (one that
+   * fails its check is fetched again alone, as is every one when the GET
+   * fails). One promise a chunk, as fetch gives. Fetched one by one when
+   * another process is fetching any of them.
+   */
+  fetchRun(run: ChunkAt[], check: ChunkCheckFn): Array<Promise<number>> {
+    const alone = (): Array<Promise<number>> => run.map((at) => this.fetch(at, check));
+    if (run.length < 2 || run.some((at) => this.underWay.has(at.hex))) return alone();
+    const releases: Array<() => void> = [];
+    for (const at of run) {
+      const release = this.lock(at.hex);
+      if (!release) {
+        for (const r of releases) r();
+        return alone();
+      }
+      releases.push(release);
+    }
+    const deadline = Date.now() + this.timeoutMs;
+    const first = run[0];
+    const last = run[run.length - 1];
+    const length = last.offset + last.length - first.offset;
+    const what = `chunks ${first.hex.slice(0, 12)}..${last.hex.slice(0, 12)}`;
+    // Each chunk cached (or not) before the locks go: another process finds it there, or fetches it.
+    // A run takes longer than one chunk's GET: hedged later in proportion (RUN_HEDGE_UNIT), and kept out of the p99 that hedges single GETs.
+    const scale = Math.max(1, length / RUN_HEDGE_UNIT);
+    const read = (signal: AbortSignal): Promise<Buffer> => this.source.readPacked(first.pack as string, first.offset, length, signal, what);
+    const landed = beforeDeadline(this.hedgedRead(read, deadline, scale), deadline).then((body) => {
+      this.stats.runs++;
+      this.stats.runChunks += run.length;
+      return run.map((at) => {
+        const stored = body.subarray(at.offset - first.offset, at.offset - first.offset + at.length);
+        if (check(at, stored) !== null) {
+          this.stats.failures++;
+          return -1;
+        }
+        this.cache.insert(at.hex, stored);
+        return stored.length;
+      });
+    }, () => {
+      this.stats.failures++;
+      return run.map(() => -1);
+    }).finally(() => {
+      for (const r of releases) r();
+    });
+    return run.map((at, i) => this.track(at, landed.then((sizes) => (sizes[i] >= 0 ? sizes[i] : this.fetchOnce(at, check, deadline)))));
+  }
+
+  /** A fetch of `at` under way until `p` settles: others asking for it join it. */
+  private track(at: ChunkAt, p: Promise<number>): Promise<number> {
     this.stats.inFlight++;
-    const p = this.fetchOnce(hex, check).finally(() => {
-      this.underWay.delete(hex);
+    const tracked = p.finally(() => {
+      this.underWay.delete(at.hex);
       this.stats.inFlight--;
     });
-    this.underWay.set(hex, p);
-    return p;
+    this.underWay.set(at.hex, tracked);
+    return tracked;
   }
 
   /** The bytes fetched, or 0 when the chunk turned out to be cached (landed meanwhile, or another process fetched it). */
-  private async fetchOnce(hex: string, check: (stored: Buffer) => string | null): Promise<number> {
-    const deadline = Date.now() + this.timeoutMs;
+  private async fetchOnce(at: ChunkAt, check: ChunkCheckFn, deadline: number): Promise<number> {
+    const hex = at.hex;
     let last = 'no answer in time';
     for (let attempt = 0; ; attempt++) {
       if (this.cache.has(hex)) {
@@ -125,8 +197,8 @@ export class ChunkFetcher {
       const release = this.lock(hex);
       if (release) {
         try {
-          const stored = await beforeDeadline(this.hedgedRead(hex, deadline), deadline);
-          const wrong = check(stored);
+          const stored = await beforeDeadline(this.hedgedRead((signal) => this.source.readChunk(at, signal), deadline), deadline);
+          const wrong = check(at, stored);
           if (wrong === null) {
             this.cache.insert(hex, stored);
             return stored.length;
@@ -155,7 +227,7 @@ export class ChunkFetcher {
    * others are abandoned (their sockets and request slots freed, not held until a timeout), as all
    * are at the deadline. Rejects once every GET sent has failed.
    */
-  private hedgedRead(hex: string, deadline: number): Promise<Buffer> {
+  private hedgedRead(read: (signal: AbortSignal) => Promise<Buffer>, deadline: number, scale = 1): Promise<Buffer> {
     this.hedgeBudget = Math.min(HEDGE_BURST, this.hedgeBudget + HEDGE_SHARE);
     return new Promise<Buffer>((resolve, reject) => {
       let pending = 0;
@@ -184,8 +256,8 @@ export class ChunkFetcher {
         const t = performance.now();
         const get = new AbortController();
         unanswered.add(get);
-        this.source.readChunk(hex, get.signal).finally(() => unanswered.delete(get)).then((stored) => {
-          this.answered(stored.length, performance.now() - t);
+        read(get.signal).finally(() => unanswered.delete(get)).then((stored) => {
+          this.answered(stored.length, performance.now() - t, scale === 1);
           if (settled) return;
           finish();
           if (hedge) this.stats.hedgesWon++;
@@ -206,7 +278,7 @@ export class ChunkFetcher {
             send(true);
           }
           arm();
-        }, this.hedgeDelayMs());
+        }, this.hedgeDelayMs() * scale);
       };
       send(false);
       if (this.hedge !== 'off') arm();
@@ -218,8 +290,8 @@ export class ChunkFetcher {
   }
 
   /** An answered GET, counted whether it won or not: its bytes were fetched all the same. */
-  private answered(bytes: number, ms: number): void {
-    this.recent.add(ms);
+  private answered(bytes: number, ms: number, single: boolean): void {
+    if (single) this.recent.add(ms);
     this.stats.gets++;
     this.stats.bytes += bytes;
     this.stats.seconds += ms / 1000;

@@ -49,10 +49,11 @@ export class ChunkGatherer {
     return { ref: f.ref, slot };
   }
 
-  /** Sends the last chunk and waits until every chunk is written. */
+  /** Sends the last chunk and waits until every chunk is written (and every pack holding them stored). */
   async finish(): Promise<void> {
     await this.send();
     await Promise.all(this.writes);
+    await this.store.flushChunks();
   }
 
   private async send(): Promise<void> {
@@ -76,10 +77,13 @@ export class ChunkGatherer {
       f.ref.stored = r.stored;
       f.ref.checksum = r.checksum;
       // A chunk of that name was there already: its pages are in some digest pack already too.
-      if (await this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out))) {
+      const place = await this.store.writeChunk(f.ref.name.toString('hex'), new Uint8Array(r.out));
+      if (place) {
+        f.ref.pack = place.pack;
+        f.ref.offset = place.offset;
         this.chunksAdded++;
         this.bytesAdded += r.out.byteLength;
-        this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, digests: f.digests });
+        this.records.push({ name: f.ref.name, stored: r.stored, checksum: r.checksum, pack: place.pack, offset: place.offset, digests: f.digests });
       } else {
         // Reused as much as a chunk found by digest: checked again before and after the commit, as a gc may be deleting it.
         f.ref.existing = true;

@@ -8,6 +8,7 @@ import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../compressed/format.js';
 import { checkSnapshotName, type Store } from './store.js';
 import { openStore as openAt } from './open-store.js';
 import { isS3Location } from './s3-location.js';
+import { DEFAULT_PACK_BYTES } from './s3-packs.js';
 import { put } from './put.js';
 import { gc } from './gc.js';
 import { verifySnapshot, StoreFaultError } from './verify.js';
@@ -43,11 +44,14 @@ content: a chunk the store already holds is never stored twice, whichever
 snapshot brought it. Serve a snapshot from it with --store DIR and its name
 where a memory file goes: snapfault --store DIR <socket> <name>.
 
-  put <memory-file> <name> [--parent <name>] [--chunk-kib N] [--workers N]
+  put <memory-file> <name> [--parent <name>] [--chunk-kib N] [--pack-mib N] [--workers N]
       Adds a snapshot; prints what it added and what it reused. With --parent,
       the file is a Firecracker Diff snapshot: its holes are the parent's pages.
       --chunk-kib sets the chunk size of a new store (default ${DEFAULT_CHUNK_BYTES / 1024}; in a
       bucket ${BUCKET_CHUNK_BYTES / 1024}: a cold restore there is bound by the number of GETs).
+      --pack-mib (a bucket): new chunks go into pack objects of about N MiB
+      (default ${DEFAULT_PACK_BYTES >> 20}), so chunks side by side are fetched in one ranged
+      GET; 0 stores each chunk as an object of its own.
   ls [--json]                      the snapshots, and what the store holds
   inspect <name> [--json]          pages (zero, own, parent's), layers, chunks
   verify <name> [--against <memory-file>]
@@ -69,18 +73,21 @@ const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 /** The options every store command takes. */
 const STORE_OPTIONS = { store: { type: 'string' as const, path: true }, 's3-endpoint': { type: 'string' as const } };
 
-async function openStore(values: { store?: string; 's3-endpoint'?: string }, create?: { chunkBytes: number }): Promise<Store> {
+async function openStore(values: { store?: string; 's3-endpoint'?: string }, create?: { chunkBytes: number }, packBytes?: number): Promise<Store> {
   const location = storeOption(values.store);
   if (location === null) throw new UsageError('no store given: pass --store DIR or set SNAPFAULT_STORE');
   const endpoint = values['s3-endpoint'];
   if (endpoint !== undefined && !isS3Location(location)) throw new UsageError(`--s3-endpoint is for a store in object storage (--store s3://BUCKET/PREFIX), not the folder ${location}`);
   if (endpoint !== undefined && !/^https?:\/\/[^/]/.test(endpoint)) throw new UsageError(`--s3-endpoint ${endpoint}: expected a URL such as http://127.0.0.1:8480`);
-  return openAt(location, { s3Endpoint: endpoint, create });
+  if (packBytes !== undefined && !isS3Location(location)) throw new UsageError(`--pack-mib is for a store in object storage (--store s3://BUCKET/PREFIX); a folder store keeps each chunk in a file of its own`);
+  return openAt(location, { s3Endpoint: endpoint, create, packBytes });
 }
 
 /** Runs a command with its store open, closing it after (an S3 client holds sockets and timers). */
-async function withStore<T>(values: { store?: string; 's3-endpoint'?: string }, create: { chunkBytes: number } | undefined, f: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(values, create);
+async function withStore<T>(
+  values: { store?: string; 's3-endpoint'?: string }, create: { chunkBytes: number } | undefined, f: (store: Store) => Promise<T>, packBytes?: number,
+): Promise<T> {
+  const store = await openStore(values, create, packBytes);
   try {
     return await f(store);
   } finally {
@@ -97,7 +104,7 @@ function name(positionals: string[], command: string): string {
 const COMMANDS: Record<string, Tool> = {
   async put(argv) {
     const { values, positionals } = parseTool(argv, 'store put', {
-      ...STORE_OPTIONS, parent: { type: 'string' }, 'chunk-kib': { type: 'string' }, workers: { type: 'string' }, json: { type: 'boolean' },
+      ...STORE_OPTIONS, parent: { type: 'string' }, 'chunk-kib': { type: 'string' }, 'pack-mib': { type: 'string' }, workers: { type: 'string' }, json: { type: 'boolean' },
     });
     if (values.help) return help();
     if (positionals.length !== 2) throw new UsageError(`store put takes <memory-file> <name>, got ${positionals.length} argument(s); see snapfault store --help`);
@@ -107,6 +114,7 @@ const COMMANDS: Record<string, Tool> = {
     const chunkKib = intOption(values['chunk-kib'], '--chunk-kib', { def: defaultChunkBytes(values.store) / 1024, min: 4, max: MAX_CHUNK_BYTES / 1024 });
     if (chunkKib % 4 !== 0) throw new UsageError(`--chunk-kib ${chunkKib}: expected a multiple of 4`);
     const workers = values.workers === undefined ? undefined : intOption(values.workers, '--workers', { def: 1, min: 1, max: 64 });
+    const packMib = values['pack-mib'] === undefined ? undefined : intOption(values['pack-mib'], '--pack-mib', { def: 0, min: 0, max: 1024 });
     return withStore(values, { chunkBytes: chunkKib * 1024 }, async (store) => {
       if (values['chunk-kib'] !== undefined && store.info.chunkBytes !== chunkKib * 1024) {
         throw new UsageError(`--chunk-kib ${chunkKib}: the store at ${store.root} already has ${store.info.chunkBytes / 1024} KiB chunks; leave the option out`);
@@ -124,11 +132,12 @@ const COMMANDS: Record<string, Tool> = {
         process.stdout.write(`${JSON.stringify(s)}\n`);
         return 0;
       }
-      process.stdout.write(`${s.name}: ${mib(s.pages * 4096)} in ${s.seconds.toFixed(1)} s; added ${s.chunksAdded} chunks (${mib(s.bytesAdded)}), ` +
+      const inPacks = s.packsAdded > 0 ? ` in ${s.packsAdded} pack(s)` : '';
+      process.stdout.write(`${s.name}: ${mib(s.pages * 4096)} in ${s.seconds.toFixed(1)} s; added ${s.chunksAdded} chunks (${mib(s.bytesAdded)})${inPacks}, ` +
         `reused ${s.chunksReused} chunks; pages: ${s.newPages} new, ${s.reusedPages} already stored, ${s.zeroPages} zero` +
         `${values.parent !== undefined ? `, ${s.parentPages} from ${values.parent}` : ''}; identity ${s.identity.slice(0, 16)}\n`);
       return 0;
-    });
+    }, packMib === undefined ? undefined : packMib << 20);
   },
 
   async ls(argv) {
@@ -149,7 +158,8 @@ const COMMANDS: Record<string, Tool> = {
       const w = Math.max(4, ...rows.map((r) => r.name.length));
       process.stdout.write(`${'NAME'.padEnd(w)}  ${'SIZE'.padStart(10)}  CREATED                   PARENT\n`);
       for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${mib(r.bytes).padStart(10)}  ${r.created.padEnd(24)}  ${r.parent ?? '-'}\n`);
-      process.stdout.write(`${rows.length} snapshot(s); ${usage.chunks} chunks of ${store.info.chunkBytes / 1024} KiB, ${mib(usage.chunkBytes)} stored, ${mib(usage.metadataBytes)} of manifests and index\n`);
+      const held = usage.packs > 0 ? `${usage.chunks} chunk objects and ${usage.packs} packs of chunks` : `${usage.chunks} chunks`;
+      process.stdout.write(`${rows.length} snapshot(s); ${held} of ${store.info.chunkBytes / 1024} KiB, ${mib(usage.chunkBytes)} stored, ${mib(usage.metadataBytes)} of manifests and index\n`);
       return 0;
     });
   },
@@ -253,8 +263,9 @@ const COMMANDS: Record<string, Tool> = {
         process.stdout.write(`${JSON.stringify(s)}\n`);
         return 0;
       }
-      process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks; deleted ${s.chunksDeleted} chunks (${mib(s.bytesDeleted)})` +
-        `${s.chunksSpared > 0 ? `; spared ${s.chunksSpared} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
+      const packs = (n: number): string => (s.packsKept + s.packsDeleted + s.packsSpared > 0 ? ` and ${n} packs` : '');
+      process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks${packs(s.packsKept)}; deleted ${s.chunksDeleted} chunks${packs(s.packsDeleted)} (${mib(s.bytesDeleted)})` +
+        `${s.chunksSpared + s.packsSpared > 0 ? `; spared ${s.chunksSpared} chunks${packs(s.packsSpared)} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
       return 0;
     });
   },

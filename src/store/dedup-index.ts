@@ -4,7 +4,7 @@
 // that is gone is forgotten and its pages are stored anew.
 import { decodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
 import { isZeroDigest } from './page-digest.js';
-import type { Store } from './store.js';
+import { chunkAt, type Store } from './store.js';
 
 export interface ChunkRef {
   /** Its number in the index. */
@@ -13,6 +13,9 @@ export interface ChunkRef {
   name: Buffer;
   stored: number;
   checksum: number;
+  /** The pack holding it (null: an object or file of its own) and where; a new chunk's, once written. */
+  pack: string | null;
+  offset: number;
   /** Its position in the snapshot's chunk list, -1 until the snapshot uses it. */
   ordinal: number;
   /** A chunk the store already held, confirmed by this put. */
@@ -41,7 +44,7 @@ export class DedupIndex {
   }
 
   newRef(): ChunkRef {
-    const ref: ChunkRef = { id: this.refs.length, name: Buffer.alloc(0), stored: 0, checksum: 0, ordinal: -1, existing: false, state: 'new' };
+    const ref: ChunkRef = { id: this.refs.length, name: Buffer.alloc(0), stored: 0, checksum: 0, pack: null, offset: 0, ordinal: -1, existing: false, state: 'new' };
     this.refs.push(ref);
     return ref;
   }
@@ -63,7 +66,7 @@ export class DedupIndex {
       if (ref?.state === 'unconfirmed') todo.add(ref);
     }
     await Promise.all([...todo].map(async (ref) => {
-      const there = await store.touchChunk(ref.name.toString('hex'));
+      const there = await store.touchChunk(chunkAt(ref));
       ref.state = there ? 'confirmed' : 'missing';
       ref.existing = there;
     }));
@@ -90,7 +93,7 @@ export async function loadDedupIndex(store: Store): Promise<DedupIndex> {
   for (const bytes of packs) {
     const records = bytes ? decodeDigestPack(bytes, ppc) : null;
     for (const r of records ?? []) {
-      index.add({ name: Buffer.from(r.name), stored: r.stored, checksum: r.checksum, ordinal: -1, existing: false, state: 'unconfirmed' }, r.digests);
+      index.add({ name: Buffer.from(r.name), stored: r.stored, checksum: r.checksum, pack: r.pack, offset: r.offset, ordinal: -1, existing: false, state: 'unconfirmed' }, r.digests);
     }
   }
   return index;

@@ -3,7 +3,7 @@
 import { StoreError } from '../errors.js';
 import { encodeManifest, manifestIdentity } from './manifest.js';
 import { readChainOf, flattenChain } from './chain.js';
-import { checkSnapshotName, type Store } from './store.js';
+import { checkSnapshotName, chunkAt, type Store } from './store.js';
 
 export async function flattenSnapshot(store: Store, name: string, into: string): Promise<{ identity: string; layers: number; chunks: number }> {
   checkSnapshotName(into);
@@ -11,7 +11,7 @@ export async function flattenSnapshot(store: Store, name: string, into: string):
   const chain = await readChainOf(store, name);
   const view = flattenChain(chain);
   // Touched so that a gc racing with this spares them, as for a put.
-  const there = await Promise.all(view.chunks.map((c) => store.touchChunk(c.name.toString('hex'))));
+  const there = await Promise.all(view.chunks.map((c) => store.touchChunk(chunkAt(c))));
   const missing = view.chunks.find((_, i) => !there[i]);
   if (missing) throw new StoreError(store.root, `snapshot "${name}" uses chunk ${missing.name.toString('hex')}, which is missing: run snapfault store verify ${name}`);
   const bytes = encodeManifest({

@@ -4,7 +4,8 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FolderStore } from './folder-store.js';
-import type { Store, StoreInfo, ChunkFile, Registration, RegistrationKind, Held, StoreUsage } from './store.js';
+import { StoreError } from '../errors.js';
+import type { Store, StoreInfo, ChunkFile, Registration, RegistrationKind, Held, StoreUsage, ChunkAt, ChunkPlace } from './store.js';
 
 export class FolderBackend implements Store {
   constructor(readonly folder: FolderStore) {}
@@ -21,24 +22,41 @@ export class FolderBackend implements Store {
     return this.folder.info;
   }
 
-  async touchChunk(hex: string): Promise<boolean> {
-    return this.folder.touchChunk(hex);
+  /** A folder store keeps every chunk in a file of its own: a manifest saying otherwise was not written for it. */
+  private own(at: ChunkAt): string {
+    if (at.pack !== null) throw new StoreError(this.root, `chunk ${at.hex} is recorded in pack ${at.pack}, and a folder store has no packs: the manifest is damaged`);
+    return at.hex;
   }
 
-  async writeChunk(hex: string, bytes: Uint8Array): Promise<boolean> {
-    return this.folder.writeChunk(hex, bytes);
+  async touchChunk(at: ChunkAt): Promise<boolean> {
+    return this.folder.touchChunk(this.own(at));
   }
 
-  async readChunk(hex: string): Promise<Buffer> {
-    return this.folder.readChunk(hex);
+  async writeChunk(hex: string, bytes: Uint8Array): Promise<ChunkPlace | null> {
+    return this.folder.writeChunk(hex, bytes) ? { pack: null, offset: 0 } : null;
   }
 
-  async chunkExists(hex: string): Promise<boolean> {
-    return this.folder.chunkExists(hex);
+  /** Every chunk is on disk by the time writeChunk resolves. */
+  async flushChunks(): Promise<void> { /* nothing held back */ }
+
+  async readChunk(at: ChunkAt): Promise<Buffer> {
+    return this.folder.readChunk(this.own(at));
+  }
+
+  async chunkExists(at: ChunkAt): Promise<boolean> {
+    return this.folder.chunkExists(this.own(at));
   }
 
   async listChunks(): Promise<ChunkFile[]> {
     return this.folder.listChunks();
+  }
+
+  async listPacks(): Promise<ChunkFile[]> {
+    return [];
+  }
+
+  async deletePackIfUntouched(): Promise<boolean> {
+    return false;
   }
 
   async listTemporary(): Promise<Array<{ key: string; mtimeMs: number }>> {
@@ -133,7 +151,7 @@ export class FolderBackend implements Store {
         } catch { /* gone */ }
       }
     }
-    return { chunks: files.length, chunkBytes: files.reduce((n, f) => n + f.bytes, 0), metadataBytes };
+    return { chunks: files.length, packs: 0, chunkBytes: files.reduce((n, f) => n + f.bytes, 0), metadataBytes };
   }
 
   async close(): Promise<void> { /* nothing held */ }

@@ -6,6 +6,8 @@
 // counts: counts would have to be updated, crash-safely and under a lock
 // shared by every host, on every put and rm; this needs nothing on the put
 // path but a touch, and a gc killed midway leaves only work for the next one.
+// A bucket's pack object (s3-packs.ts) is marked by any chunk in it that a
+// snapshot uses: kept whole while one is, deleted once none is.
 import { decodeManifest } from './manifest.js';
 import { decodeDigestPack, encodeDigestPack } from './digest-pack.js';
 import { REGISTRATION_LIVE_MS, registrationLive, type Store } from './store.js';
@@ -17,6 +19,10 @@ export interface GcStats {
   bytesDeleted: number;
   /** Unreferenced chunks spared for now: touched within the grace period or since a live put began. */
   chunksSpared: number;
+  /** Pack objects (a bucket's) kept, deleted and spared, by the same rules. */
+  packsKept: number;
+  packsDeleted: number;
+  packsSpared: number;
   removedManifestsDeleted: number;
   seconds: number;
 }
@@ -56,8 +62,12 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   }
 
   const marked = new Set<string>();
+  const markedPacks = new Set<string>();
   const mark = (bytes: Buffer): void => {
-    for (const c of decodeManifest(bytes).chunks) marked.add(c.name.toString('hex'));
+    for (const c of decodeManifest(bytes).chunks) {
+      if (c.pack === null) marked.add(c.name.toString('hex'));
+      else markedPacks.add(c.pack);
+    }
   };
   const snapshots = await store.listSnapshots();
   for (const bytes of await Promise.all(snapshots.map((name) => store.readManifest(name)))) mark(bytes);
@@ -94,21 +104,35 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
     chunksDeleted++;
     bytesDeleted += c.bytes;
   }));
+  const packs = { kept: 0, deleted: 0, spared: 0 };
+  const deletedPacks = new Set<string>();
+  await Promise.all((await store.listPacks()).map(async (p) => {
+    if (markedPacks.has(p.hex)) packs.kept++;
+    else if (touchedSince(p.mtimeMs, cutoff) || !(await store.deletePackIfUntouched(p.hex, cutoff))) packs.spared++;
+    else {
+      deletedPacks.add(p.hex);
+      packs.deleted++;
+      bytesDeleted += p.bytes;
+    }
+  }));
   for (const t of await store.listTemporary()) {
     if (t.mtimeMs < cutoff) await store.removeTemporary(t.key);
   }
-  if (deleted.size > 0) await pruneDigestPacks(store, deleted);
-  return { snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, removedManifestsDeleted, seconds: (Date.now() - started) / 1000 };
+  if (deleted.size > 0 || deletedPacks.size > 0) await pruneDigestPacks(store, deleted, deletedPacks);
+  return {
+    snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, packsKept: packs.kept, packsDeleted: packs.deleted, packsSpared: packs.spared,
+    removedManifestsDeleted, seconds: (Date.now() - started) / 1000,
+  };
 }
 
 /** Digest packs forget deleted chunks (a pack listing a missing chunk costs a put only a failed touch, but they would pile up). */
-async function pruneDigestPacks(store: Store, deleted: Set<string>): Promise<void> {
+async function pruneDigestPacks(store: Store, deleted: Set<string>, deletedPacks: Set<string>): Promise<void> {
   const ppc = store.info.chunkBytes / 4096;
   for (const id of await store.listDigestPacks()) {
     const bytes = await store.readDigestPack(id);
     const records = bytes ? decodeDigestPack(bytes, ppc) : null;
     if (!records) continue;
-    const kept = records.filter((r) => !deleted.has(r.name.toString('hex')));
+    const kept = records.filter((r) => (r.pack === null ? !deleted.has(r.name.toString('hex')) : !deletedPacks.has(r.pack)));
     if (kept.length === records.length) continue;
     if (kept.length > 0) await store.writeDigestPack(encodeDigestPack(ppc, kept));
     await store.deleteDigestPack(id);

@@ -11,7 +11,7 @@ import { pageDigest } from './page-digest.js';
 import { PAGE_IS_ZERO, PAGE_IN_PARENT } from './manifest.js';
 import type { ChunkRef } from './dedup-index.js';
 import type { ChunkGatherer } from './chunk-gatherer.js';
-import type { Store } from './store.js';
+import { chunkAt, type Store } from './store.js';
 
 const PAGE = 4096;
 
@@ -31,7 +31,7 @@ export interface Placement {
 
 /** Stores anew the pages of reused chunks that are gone; returns how many pages moved. `used` and `table` are renumbered without them. */
 export async function replaceGoneChunks(at: Placement): Promise<number> {
-  const there = await Promise.all(at.used.map((r) => (r.existing ? at.store.chunkExists(r.name.toString('hex')) : true)));
+  const there = await Promise.all(at.used.map((r) => (r.existing ? at.store.chunkExists(chunkAt(r)) : true)));
   const gone = new Set(at.used.filter((_, i) => !there[i]));
   if (gone.size === 0) return 0;
   const moved = await storeAgain(at, gone);

@@ -1,14 +1,22 @@
 // A snapshot in a store is a manifest: which chunk and slot holds each page
 // (or that it is zero, or, in a layer, its parent's), and the chunks it uses,
 // named by the SHA-256 of their decoded bytes. It ends with the SHA-256 of all
-// that precedes it: the snapshot's identity, and its check. Layout in docs/store.md.
+// that precedes it: the snapshot's identity, and its check. Version 2 adds
+// where each chunk lies when a bucket keeps it in a pack object (s3-packs.ts);
+// a manifest whose chunks are all objects of their own stays version 1.
+// Layout in docs/store.md.
 import { createHash } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 
 export const MANIFEST_MAGIC = Buffer.from([0x89, 0x53, 0x46, 0x4d, 0x0d, 0x0a, 0x1a, 0x0a]); // \x89 S F M \r \n \x1a \n
-export const MANIFEST_VERSION = 1;
+/** The version a manifest with packed chunks is written in; one without is written as version 1. */
+export const MANIFEST_VERSION = 2;
 const HEADER_BYTES = 128;
-const CHUNK_RECORD_BYTES = 40;
+const CHUNK_RECORD_BYTES = { 1: 40, 2: 48 } as const;
+/** A pack's id: 16 random bytes (32 hex digits). */
+export const PACK_ID_BYTES = 16;
+/** The pack ordinal of a chunk kept as an object of its own. */
+const NOT_PACKED = 0xffffffff;
 const TRAILER_BYTES = 32;
 export const NAME_BYTES = 32;
 /** Page table values besides chunk * pagesPerChunk + slot. */
@@ -22,6 +30,9 @@ export interface ChunkRecord {
   stored: number;
   /** xxh32 of the decoded chunk: the core checks it before the name. */
   checksum: number;
+  /** The pack object holding it (hex id) and where it starts there; null: an object (or file) of its own. */
+  pack: string | null;
+  offset: number;
 }
 
 export interface Manifest {
@@ -38,7 +49,7 @@ export interface Manifest {
 
 const H = {
   magic: 0, version: 8, headerBytes: 12, originalSize: 16, pageBytes: 24, chunkBytes: 28, pages: 32, chunks: 36, createdMs: 40, parentLength: 48, parentIdentity: 56,
-  pageTableBytes: 88,
+  pageTableBytes: 88, packs: 92,
 } as const;
 
 /**
@@ -75,10 +86,14 @@ export function encodeManifest(m: Manifest): Buffer {
   const parentName = Buffer.from(m.parent?.name ?? '', 'utf8');
   const nameArea = (parentName.length + 7) & ~7;
   const table = packPageTable(m.pageTable.subarray(0, m.pages));
-  const size = HEADER_BYTES + nameArea + m.chunks.length * CHUNK_RECORD_BYTES + table.length + TRAILER_BYTES;
+  const packs = new Map<string, number>();
+  for (const c of m.chunks) if (c.pack !== null && !packs.has(c.pack)) packs.set(c.pack, packs.size);
+  const version = packs.size > 0 ? 2 : 1;
+  const recordBytes = CHUNK_RECORD_BYTES[version];
+  const size = HEADER_BYTES + nameArea + m.chunks.length * recordBytes + packs.size * PACK_ID_BYTES + table.length + TRAILER_BYTES;
   const b = Buffer.alloc(size);
   MANIFEST_MAGIC.copy(b, H.magic);
-  b.writeUInt32LE(MANIFEST_VERSION, H.version);
+  b.writeUInt32LE(version, H.version);
   b.writeUInt32LE(HEADER_BYTES, H.headerBytes);
   b.writeBigUInt64LE(BigInt(m.originalSize), H.originalSize);
   b.writeUInt32LE(4096, H.pageBytes);
@@ -88,6 +103,7 @@ export function encodeManifest(m: Manifest): Buffer {
   b.writeBigUInt64LE(BigInt(m.createdMs), H.createdMs);
   b.writeUInt32LE(parentName.length, H.parentLength);
   b.writeUInt32LE(table.length, H.pageTableBytes);
+  if (version === 2) b.writeUInt32LE(packs.size, H.packs);
   if (m.parent) Buffer.from(m.parent.identity, 'hex').copy(b, H.parentIdentity);
   let o = HEADER_BYTES;
   parentName.copy(b, o);
@@ -96,7 +112,15 @@ export function encodeManifest(m: Manifest): Buffer {
     c.name.copy(b, o);
     b.writeUInt32LE(c.stored >>> 0, o + 32);
     b.writeUInt32LE(c.checksum >>> 0, o + 36);
-    o += CHUNK_RECORD_BYTES;
+    if (version === 2) {
+      b.writeUInt32LE(c.pack === null ? NOT_PACKED : packs.get(c.pack)!, o + 40);
+      b.writeUInt32LE(c.offset >>> 0, o + 44);
+    }
+    o += recordBytes;
+  }
+  for (const id of packs.keys()) {
+    Buffer.from(id, 'hex').copy(b, o);
+    o += PACK_ID_BYTES;
   }
   table.copy(b, o);
   o += table.length;
@@ -113,7 +137,7 @@ export function manifestIdentity(b: Buffer): string {
 export function decodeManifest(b: Buffer): Manifest {
   if (b.length < HEADER_BYTES + TRAILER_BYTES || !b.subarray(0, 8).equals(MANIFEST_MAGIC)) throw new Error('is not a snapfault manifest');
   const version = b.readUInt32LE(H.version);
-  if (version !== MANIFEST_VERSION) throw new Error(`has manifest version ${version}; this snapfault reads version ${MANIFEST_VERSION}: upgrade snapfault`);
+  if (version !== 1 && version !== 2) throw new Error(`has manifest version ${version}; this snapfault reads versions 1 and ${MANIFEST_VERSION}: upgrade snapfault`);
   const body = b.subarray(0, b.length - TRAILER_BYTES);
   if (!createHash('sha256').update(body).digest().equals(b.subarray(b.length - TRAILER_BYTES))) throw new Error('fails its checksum: the manifest is damaged');
   const chunkBytes = b.readUInt32LE(H.chunkBytes);
@@ -124,16 +148,32 @@ export function decodeManifest(b: Buffer): Manifest {
   const originalSize = Number(b.readBigUInt64LE(H.originalSize));
   if (b.readUInt32LE(H.pageBytes) !== 4096 || chunkBytes % 4096 !== 0 || chunkBytes === 0 || originalSize !== pages * 4096) throw new Error('has impossible sizes');
   const tableBytes = b.readUInt32LE(H.pageTableBytes);
-  if (b.length !== HEADER_BYTES + nameArea + chunkCount * CHUNK_RECORD_BYTES + tableBytes + TRAILER_BYTES) throw new Error('has the wrong length');
+  const recordBytes = CHUNK_RECORD_BYTES[version];
+  const packCount = version === 2 ? b.readUInt32LE(H.packs) : 0;
+  if (b.length !== HEADER_BYTES + nameArea + chunkCount * recordBytes + packCount * PACK_ID_BYTES + tableBytes + TRAILER_BYTES) throw new Error('has the wrong length');
   const parent = parentLength === 0 ? null : {
     name: b.toString('utf8', HEADER_BYTES, HEADER_BYTES + parentLength),
     identity: b.subarray(H.parentIdentity, H.parentIdentity + 32).toString('hex'),
   };
   let o = HEADER_BYTES + nameArea;
+  const packIds: string[] = [];
+  const idsAt = o + chunkCount * recordBytes;
+  for (let i = 0; i < packCount; i++) packIds.push(b.toString('hex', idsAt + i * PACK_ID_BYTES, idsAt + (i + 1) * PACK_ID_BYTES));
   const chunks: ChunkRecord[] = [];
-  for (let c = 0; c < chunkCount; c++, o += CHUNK_RECORD_BYTES) {
-    chunks.push({ name: Buffer.from(b.subarray(o, o + 32)), stored: b.readUInt32LE(o + 32), checksum: b.readUInt32LE(o + 36) });
+  for (let c = 0; c < chunkCount; c++, o += recordBytes) {
+    let pack: string | null = null;
+    let offset = 0;
+    if (version === 2) {
+      const ordinal = b.readUInt32LE(o + 40);
+      offset = b.readUInt32LE(o + 44);
+      if (ordinal !== NOT_PACKED) {
+        if (ordinal >= packCount) throw new Error(`chunk ${c} lies in pack ${ordinal} of ${packCount}`);
+        pack = packIds[ordinal];
+      }
+    }
+    chunks.push({ name: Buffer.from(b.subarray(o, o + 32)), stored: b.readUInt32LE(o + 32), checksum: b.readUInt32LE(o + 36), pack, offset });
   }
+  o += packCount * PACK_ID_BYTES;
   let pageTable: Uint32Array;
   try {
     pageTable = unpackPageTable(b.subarray(o, o + tableBytes), pages);

@@ -10,10 +10,12 @@ export interface OpenOptions {
   s3Endpoint?: string;
   /** Make the store if there is none, with chunks of this size. */
   create?: { chunkBytes: number };
+  /** A bucket: new chunks in packs of this many bytes (0: each an object of its own); its default otherwise. */
+  packBytes?: number;
 }
 
 export async function openStore(location: string, opts: OpenOptions = {}): Promise<Store> {
   if (!isS3Location(location)) return FolderBackend.open(location, opts.create);
   const { S3Store } = await import('./s3-store.js');
-  return S3Store.open(location, { endpoint: opts.s3Endpoint }, opts.create);
+  return S3Store.open(location, { endpoint: opts.s3Endpoint, packBytes: opts.packBytes }, opts.create);
 }

@@ -3,11 +3,15 @@
 // were asked for (the order the guest will need them), at most `concurrency`
 // at once. A fault's own chunk is fetched at once, outside this queue, and
 // taken out of it (demand first); a chunk asked for twice is fetched once.
+// Queued chunks stored right after the one whose turn it is (in one pack)
+// come with it in one GET, whatever their place in the queue.
 // A chunk is named by its snapshot's descriptor and its number there (a name
 // put again while served has a second snapshot).
 export interface PrefetchFetchSeams {
-  /** Fetches the chunk into the disk cache: null once there, else one line why not. */
-  fetch(snap: number, chunk: number): Promise<string | null>;
+  /** Fetches the chunks (one, or a run `extend` made) into the disk cache: per chunk, null once there, else one line why not. */
+  fetch(snap: number, run: number[]): Array<Promise<string | null>>;
+  /** The chunk that may be fetched in one GET with `run`, or -1. */
+  extend(snap: number, run: number[]): number;
   /** The chunk is in the disk cache already. */
   cached(snap: number, chunk: number): boolean;
   /** The chunk landed (error null) or could not be fetched: tell the prefetch worker. */
@@ -22,6 +26,8 @@ export class PrefetchFetches {
   private head = 0;
   private readonly queued = new Set<number>();
   private readonly running = new Set<number>();
+  /** GETs in flight (a run of chunks is one). */
+  private gets = 0;
   private closed = false;
   /** GETs started by prefetching (a chunk found cached by then is not counted). */
   started = 0;
@@ -47,7 +53,7 @@ export class PrefetchFetches {
   }
 
   private pump(): void {
-    while (!this.closed && this.running.size < this.concurrency && this.head < this.queue.length) {
+    while (!this.closed && this.gets < this.concurrency && this.head < this.queue.length) {
       const { snap, chunk } = this.queue[this.head++];
       const key = keyOf(snap, chunk);
       if (this.head > 1024 && this.head * 2 > this.queue.length) {
@@ -60,13 +66,22 @@ export class PrefetchFetches {
         this.seams.landed(snap, chunk, null);
         continue;
       }
-      this.running.add(key);
+      const run = [chunk];
+      for (let next = this.seams.extend(snap, run); next >= 0; next = this.seams.extend(snap, run)) {
+        if (!this.queued.delete(keyOf(snap, next))) break; // not wanted, or a fault's now
+        run.push(next);
+      }
+      for (const c of run) this.running.add(keyOf(snap, c));
+      this.gets++;
       this.started++;
-      void this.seams.fetch(snap, chunk).then((error) => {
-        this.running.delete(key);
-        if (!this.closed) this.seams.landed(snap, chunk, error);
+      let left = run.length;
+      this.seams.fetch(snap, run).forEach((p, i) => void p.then((error) => {
+        this.running.delete(keyOf(snap, run[i]));
+        if (!this.closed) this.seams.landed(snap, run[i], error);
+        if (--left > 0) return;
+        this.gets--;
         this.pump();
-      });
+      }));
     }
   }
 }

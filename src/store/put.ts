@@ -16,7 +16,7 @@ import { openSnapshotFile, firstBytes, endedEarly } from '../snapshot/open-file.
 import { isCompressed } from '../compressed/format.js';
 import { dataExtents } from '../../native/fd.js';
 import { reachesMemoryLimit, MEMORY_LIMIT_TEXT } from '../snapshot/limits.js';
-import { checkSnapshotName, type Store } from './store.js';
+import { checkSnapshotName, chunkAt, type Store } from './store.js';
 import { encodeManifest, decodeManifest, manifestIdentity, PAGE_IS_ZERO, PAGE_IN_PARENT, type ChunkRecord } from './manifest.js';
 import { encodeDigestPack, PAGE_DIGEST_BYTES } from './digest-pack.js';
 import { JobQueue } from './put-jobs.js';
@@ -47,6 +47,8 @@ export interface PutStats {
   newPages: number;
   chunksAdded: number;
   bytesAdded: number;
+  /** Pack objects the new chunks went into (a bucket's; 0: each an object or file of its own). */
+  packsAdded: number;
   chunksReused: number;
   manifestBytes: number;
   seconds: number;
@@ -158,7 +160,7 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     s.newPages += moved;
     jobs.check();
 
-    const chunks: ChunkRecord[] = used.map((r) => ({ name: r.name, stored: r.stored, checksum: r.checksum }));
+    const chunks: ChunkRecord[] = used.map((r) => ({ name: r.name, stored: r.stored, checksum: r.checksum, pack: r.pack, offset: r.offset }));
     const manifest = encodeManifest({ originalSize: size, chunkBytes, pages, createdMs: Date.now(), parent, chunks, pageTable: table });
     if (gatherer.records.length > 0) await store.writeDigestPack(encodeDigestPack(ppc, gatherer.records));
     await store.commitManifest(name, manifest);
@@ -166,7 +168,8 @@ export async function put(store: Store, memPath: string, name: string, opts: Put
     const reused = used.filter((r) => r.existing).length;
     return {
       name, identity: manifestIdentity(manifest), pages, zeroPages: s.zeroPages, parentPages: pages - s.zeroPages - s.reusedPages - s.newPages,
-      reusedPages: s.reusedPages, newPages: s.newPages, chunksAdded: gatherer.chunksAdded, bytesAdded: gatherer.bytesAdded, chunksReused: reused, manifestBytes: manifest.length,
+      reusedPages: s.reusedPages, newPages: s.newPages, chunksAdded: gatherer.chunksAdded, bytesAdded: gatherer.bytesAdded,
+      packsAdded: new Set(gatherer.records.filter((r) => r.pack !== null).map((r) => r.pack)).size, chunksReused: reused, manifestBytes: manifest.length,
       seconds: (Date.now() - started) / 1000,
     };
   } catch (e) {
@@ -221,10 +224,10 @@ async function confirmAfterCommit(store: Store, name: string, used: ChunkRef[], 
     }
   }
   // Looked up all at once: from a bucket each is a round trip.
-  const reused = used.filter((r) => r.existing).map((r) => r.name.toString('hex'));
-  const there = await Promise.all(reused.map(async (hex) => (await store.chunkExists(hex)) || (await store.restoreFromTrash(hex))));
+  const reused = used.filter((r) => r.existing).map(chunkAt);
+  const there = await Promise.all(reused.map(async (at) => (await store.chunkExists(at)) || (at.pack === null && await store.restoreFromTrash(at.hex))));
   const gone = reused.find((_, i) => !there[i]);
   if (gone !== undefined) {
-    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${gone} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
+    throw new StoreError(store.root, `snapshot "${name}" was committed, but chunk ${gone.hex} it reuses was deleted by a concurrent gc: remove it (snapfault store rm) and put it again`);
   }
 }

@@ -5,10 +5,12 @@
 // cached. The snapshot is leased in the bucket while served, so a gc there
 // keeps its chunks even if it is removed. The name is looked up again now and
 // then (follow): put again, its new snapshot serves the VMs that come next,
-// and the old one is kept, leased, until its last VM ends.
+// and the old one is kept, leased, until its last VM ends. Chunks that lie
+// side by side in a pack and that the prefetch wants are fetched together
+// (fetchRun), up to RUN_BYTES a GET.
 import { StoreError } from '../errors.js';
 import { S3Store } from './s3-store.js';
-import { readChainOf } from './chain.js';
+import { readChainOf, flattenChain } from './chain.js';
 import { manifestIdentity } from './manifest.js';
 import { openChainSnapshot } from './store-snapshot.js';
 import { DiskCache } from './disk-cache.js';
@@ -17,7 +19,7 @@ import { ChunkCheck } from './chunk-check.js';
 import { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
-import type { Held } from './store.js';
+import { chunkAt, type Held, type ChunkAt } from './store.js';
 import type { PinnedSnapshots, ServedSnapshot } from '../snapshot/cache.js';
 
 export interface RemoteOptions {
@@ -37,6 +39,13 @@ export interface RemoteOptions {
 
 /** Requests kept free for faults' own GETs beside the prefetch ones. */
 const DEMAND_REQUESTS = 16;
+/**
+ * At most this much in one ranged GET of chunks side by side. Each GET costs
+ * the store a fixed share of CPU (Swift: ~3.8 ms, and ~8 ms a MiB: docs/
+ * store-s3.md, Packs) and S3 a request's price; a longer one keeps its first
+ * chunk from the guest until its last byte is in.
+ */
+const RUN_BYTES = 2 << 20;
 
 /** One snapshot the name has held while this handler served it, with its lease and the VMs on it. */
 interface HeldSnapshot {
@@ -44,6 +53,10 @@ interface HeldSnapshot {
   identity: string;
   lease: Held;
   users: number;
+  /** Where each of its chunks is in the bucket, by chunk number. */
+  places: ChunkAt[];
+  /** The chunk stored right after each in the same pack, or -1. */
+  follower: Int32Array;
 }
 
 export class RemoteServing implements PinnedSnapshots {
@@ -170,15 +183,53 @@ export class RemoteServing implements PinnedSnapshots {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     if (chunk >= dv.getUint32(snap + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
-    const hex = this.chunkName(snap, chunk);
-    if (discard) this.cache.discard(hex);
-    const storedField = dv.getUint32(dv.getUint32(snap + L.SNAP_CHUNK_TABLE, true) + chunk * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true);
+    const at = this.held(snap)!.places[chunk];
+    if (discard) this.cache.discard(at.hex);
+    return this.outcome(at, this.fetcher.fetch(at, this.checkIn(snap, [chunk])));
+  }
+
+  /**
+   * The chunk that may join a ranged GET of `run` (chunks of snapshot `snap`
+   * stored one after another): the one stored right after the last, in the
+   * same pack, if the GET stays within RUN_BYTES and no fetch has it or
+   * needs it; else -1.
+   */
+  extendRun(snap: number, run: number[]): number {
+    const h = this.closed ? null : this.held(snap);
+    if (!h) return -1;
+    const next = h.follower[run[run.length - 1]];
+    if (next < 0) return -1;
+    const first = h.places[run[0]];
+    const after = h.places[next];
+    if (after.offset + after.length - first.offset > RUN_BYTES || this.cache.has(after.hex) || this.fetcher.busy(after.hex)) return -1;
+    return next;
+  }
+
+  /** Fetches chunks of snapshot `snap` (one, or a run extendRun made) into the disk cache: as fetch, one answer a chunk. */
+  fetchRun(snap: number, run: number[]): Array<Promise<{ error: string | null; bytes: number }>> {
+    if (this.closed || this.held(snap) === null) return run.map((c) => this.fetch(snap, c, false));
+    const h = this.held(snap)!;
+    const places = run.map((c) => h.places[c]);
+    return this.fetcher.fetchRun(places, this.checkIn(snap, run)).map((p, i) => this.outcome(places[i], p));
+  }
+
+  /** Checks a fetched chunk of `snap` (one of `chunks`) against its manifest record and its name. */
+  private checkIn(snap: number, chunks: number[]): (at: ChunkAt, stored: Buffer) => string | null {
+    const L = this.core.layout;
+    const dv = new DataView(this.core.memory.buffer);
+    const table = dv.getUint32(snap + L.SNAP_CHUNK_TABLE, true);
+    const places = this.held(snap)!.places;
+    const fields = new Map(chunks.map((c) => [places[c].hex, dv.getUint32(table + c * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true)]));
+    return (at, stored) => this.checker.check(at.hex, fields.get(at.hex)!, stored);
+  }
+
+  private async outcome(at: ChunkAt, fetched: Promise<number>): Promise<{ error: string | null; bytes: number }> {
     try {
-      return { error: null, bytes: await this.fetcher.fetch(hex, (stored) => this.checker.check(hex, storedField, stored)) };
+      return { error: null, bytes: await fetched };
     } catch (e) {
       const why = e instanceof FetchError || e instanceof StoreError ? e.message : `unexpected error: ${(e as Error).message}`;
       // The server's line about the VM adds the snapshot's name.
-      return { error: `chunk ${hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`, bytes: 0 };
+      return { error: `chunk ${at.hex} could not be fetched within ${this.timeoutMs / 1000} s: ${why}; no byte of it was served`, bytes: 0 };
     }
   }
 
@@ -208,10 +259,25 @@ async function openHeld(
   const lease = await store.register('leases', { identities: chain.map((l) => l.identity) });
   try {
     const label = `${name} in store ${store.root}`;
-    const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes);
-    return { snap, identity: chain[0].identity, lease, users: 0 };
+    const view = flattenChain(chain);
+    const snap = openChainSnapshot(chain, { root: store.root, chunksDir: cache.chunksDir, label }, core, arena, decodedCacheBytes, view);
+    const places = view.chunks.map(chunkAt);
+    return { snap, identity: chain[0].identity, lease, users: 0, places, follower: followers(places) };
   } catch (e) {
     await lease.release();
     throw e;
   }
+}
+
+/** For each chunk, the one stored right after it in the same pack (-1: none, or not packed). */
+function followers(places: ChunkAt[]): Int32Array {
+  const follower = new Int32Array(places.length).fill(-1);
+  const packed = places.map((_, i) => i).filter((i) => places[i].pack !== null);
+  packed.sort((a, b) => (places[a].pack as string).localeCompare(places[b].pack as string) || places[a].offset - places[b].offset);
+  for (let k = 1; k < packed.length; k++) {
+    const a = places[packed[k - 1]];
+    const b = places[packed[k]];
+    if (a.pack === b.pack && a.offset + a.length === b.offset) follower[packed[k - 1]] = packed[k];
+  }
+  return follower;
 }

@@ -43,15 +43,19 @@ export class ChunkGetter {
     this.agent = secure ? new https.Agent({ keepAlive: true, maxSockets }) : new http.Agent({ keepAlive: true, maxSockets });
   }
 
-  /** The object's bytes, or null when there is no such key (404 NoSuchKey). `signal` abandons it (the socket is closed). */
-  async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
+  /**
+   * The object's bytes (`range`: bytes [start, end) of it, a ranged GET), or
+   * null when there is no such key (404 NoSuchKey). `signal` abandons it
+   * (the socket is closed).
+   */
+  async get(key: string, signal?: AbortSignal, range?: [number, number]): Promise<Buffer | null> {
     if (signal?.aborted) throw new ChunkGetError('abandoned before it was sent', 'AbortError', {});
     const base = this.endpoint.pathname.replace(/\/+$/, '');
     const path = `${base}/${escapeSegment(this.bucket)}/${key.split('/').map(escapeSegment).join('/')}`;
     const port = this.endpoint.port ? Number(this.endpoint.port) : undefined;
     const signed = await this.signer.sign({
       method: 'GET', protocol: this.endpoint.protocol, hostname: this.endpoint.hostname, port, path,
-      headers: { host: this.endpoint.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' },
+      headers: { host: this.endpoint.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...(range ? { range: `bytes=${range[0]}-${range[1] - 1}` } : {}) },
     });
     return new Promise<Buffer | null>((resolve, reject) => {
       const req = this.transport.request({
@@ -67,7 +71,7 @@ export class ChunkGetter {
         res.on('end', () => {
           const body = Buffer.concat(parts);
           const status = res.statusCode ?? 0;
-          if (status === 200) {
+          if (status === (range ? 206 : 200)) {
             const expected = Number(res.headers['content-length']);
             // A response cut short is an error here; one with the wrong bytes is caught by the chunk's name.
             if (Number.isFinite(expected) && expected !== body.length) reject(new ChunkGetError(`response cut short: ${body.length} of ${expected} bytes`, 'TruncatedResponse', { httpStatusCode: status }));

@@ -19,8 +19,9 @@ import { StoreError } from '../errors.js';
 import { chunkFileName } from '../core/named-chunks.js';
 import {
   parseStoreInfo, checkSnapshotName, isSnapshotName, HEARTBEAT_MS, REGISTRATION_LIVE_MS, STORE_FORMAT, STORE_VERSION,
-  type Store, type StoreInfo, type ChunkFile, type Registration, type RegistrationKind, type Held, type StoreUsage,
+  type Store, type StoreInfo, type ChunkFile, type Registration, type RegistrationKind, type Held, type StoreUsage, type ChunkAt, type ChunkPlace,
 } from './store.js';
+import { PackWriter, DEFAULT_PACK_BYTES } from './s3-packs.js';
 import { Limiter } from './limiter.js';
 import { describeS3Failure, isMissing, isNotFound } from './s3-errors.js';
 import { parseS3Location, type S3Location } from './s3-location.js';
@@ -40,10 +41,17 @@ export interface S3Options {
   maxRequests?: number;
   /** Chunks read through the lean signed GET (s3-chunk-get.ts) when an endpoint is given: what serving does. */
   leanChunkGets?: boolean;
+  /** New chunks written in packs of this many bytes (default DEFAULT_PACK_BYTES); 0: each an object of its own. */
+  packBytes?: number;
 }
 
 export class S3Store implements Store {
   private readonly limit: Limiter;
+  private packs: PackWriter | null = null;
+  /** Packs touched by this process (a put touches each once: gc spares what was touched since the oldest live put began). */
+  private readonly touchedPacks = new Map<string, Promise<boolean>>();
+  /** Pack lookups under way: the chunks of one pack share one HEAD. */
+  private readonly packLookups = new Map<string, Promise<boolean>>();
 
   private constructor(
     readonly root: string,
@@ -53,6 +61,7 @@ export class S3Store implements Store {
     private readonly endpoint: string,
     maxRequests: number,
     private readonly chunkGetter: ChunkGetter | null,
+    private readonly packBytes: number,
   ) {
     this.limit = new Limiter(maxRequests);
   }
@@ -105,7 +114,7 @@ export class S3Store implements Store {
       }
       const maxRequests = opts.maxRequests ?? MAX_REQUESTS;
       const getter = opts.leanChunkGets && endpoint !== undefined ? new ChunkGetter(client, new URL(endpoint), at.bucket, config.region as string, maxRequests) : null;
-      return new S3Store(url, parseStoreInfo(url, text), client, at, where, maxRequests, getter);
+      return new S3Store(url, parseStoreInfo(url, text), client, at, where, maxRequests, getter, opts.packBytes ?? DEFAULT_PACK_BYTES);
     } catch (e) {
       client.destroy();
       throw e;
@@ -120,10 +129,16 @@ export class S3Store implements Store {
     return this.at.key(`chunks/${chunkFileName(hex)}`);
   }
 
-  private async get(key: string, signal?: AbortSignal): Promise<Buffer | null> {
+  private packKey(id: string): string {
+    return this.at.key(`packs/${id}`);
+  }
+
+  /** The object's bytes (`range`: only [start, end), a ranged GET), or null when there is no such object. */
+  private async get(key: string, signal?: AbortSignal, range?: [number, number]): Promise<Buffer | null> {
     return this.limit.run(async () => {
       try {
-        const r = await this.client.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: key }), { abortSignal: signal });
+        const Range = range ? `bytes=${range[0]}-${range[1] - 1}` : undefined;
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: key, Range }), { abortSignal: signal });
         return Buffer.from((await r.Body?.transformToByteArray()) ?? new Uint8Array(0));
       } catch (e) {
         if (isMissing(e)) return null;
@@ -204,42 +219,126 @@ export class S3Store implements Store {
     return k.slice(k.lastIndexOf('/') + 1);
   }
 
-  async touchChunk(hex: string): Promise<boolean> {
+  async touchChunk(at: ChunkAt): Promise<boolean> {
+    const { hex, pack } = at;
     try {
-      return await this.copy(this.chunkKey(hex), this.chunkKey(hex), true);
+      if (pack === null) return await this.copy(this.chunkKey(hex), this.chunkKey(hex), true);
+      let touched = this.touchedPacks.get(pack);
+      if (!touched) {
+        touched = this.copy(this.packKey(pack), this.packKey(pack), true);
+        this.touchedPacks.set(pack, touched);
+        touched.catch(() => this.touchedPacks.delete(pack)); // a failure is told to this caller, and tried again by the next
+      }
+      return await touched;
     } catch (e) {
-      throw this.fail(`chunk ${hex} cannot be touched`, e);
+      throw this.fail(`chunk ${hex}${pack === null ? '' : ` (pack ${pack})`} cannot be touched`, e);
     }
   }
 
-  /** The touch is the existence check: one request for a chunk the bucket has, two for one it lacks. */
-  async writeChunk(hex: string, bytes: Uint8Array): Promise<boolean> {
-    if (await this.touchChunk(hex)) return false;
+  /**
+   * Packing (the default): the chunk is placed in a pack and uploaded with
+   * it (flushChunks), unchecked: a chunk of that name stored already costs
+   * its bytes again, not a request for every new chunk. Otherwise the touch
+   * is the existence check: one request for a chunk the bucket has, two for
+   * one it lacks.
+   */
+  async writeChunk(hex: string, bytes: Uint8Array): Promise<ChunkPlace | null> {
     try {
+      if (this.packBytes > 0) {
+        this.packs ??= new PackWriter(this.packBytes, (id, body) => this.put(this.packKey(id), body));
+        return await this.packs.add(bytes);
+      }
+      if (await this.touchChunk({ hex, pack: null, offset: 0, length: bytes.length })) return null;
       await this.put(this.chunkKey(hex), bytes);
+      return { pack: null, offset: 0 };
     } catch (e) {
+      if (e instanceof StoreError) throw e;
       throw this.fail(`chunk ${hex} cannot be written`, e);
     }
-    return true;
   }
 
-  async readChunk(hex: string, signal?: AbortSignal): Promise<Buffer> {
+  async flushChunks(): Promise<void> {
+    try {
+      await this.packs?.flush();
+    } catch (e) {
+      throw this.fail('a pack of new chunks cannot be written', e);
+    }
+  }
+
+  /** Packs and bytes this store's writes uploaded. */
+  get packsWritten(): { packs: number; bytes: number } {
+    return { packs: this.packs?.packs ?? 0, bytes: this.packs?.bytes ?? 0 };
+  }
+
+  async readChunk(at: ChunkAt, signal?: AbortSignal): Promise<Buffer> {
+    if (at.pack === null) {
+      let b: Buffer | null;
+      try {
+        b = await this.read(this.chunkKey(at.hex), signal);
+      } catch (e) {
+        throw this.fail(`chunk ${at.hex} cannot be read`, e);
+      }
+      if (b === null) throw new StoreError(this.root, `chunk ${at.hex} is missing`);
+      return b;
+    }
+    return this.readPacked(at.pack, at.offset, at.length, signal, `chunk ${at.hex}`);
+  }
+
+  /**
+   * Bytes [offset, offset + length) of pack `id` in one ranged GET: chunks
+   * that lie side by side there, fetched together (chunk-fetcher.ts).
+   * `what` names them in errors.
+   */
+  async readPacked(id: string, offset: number, length: number, signal: AbortSignal | undefined, what: string): Promise<Buffer> {
     let b: Buffer | null;
     try {
-      const getter = this.chunkGetter;
-      b = getter ? await this.limit.run(() => getter.get(this.chunkKey(hex), signal)) : await this.get(this.chunkKey(hex), signal);
+      b = await this.read(this.packKey(id), signal, [offset, offset + length]);
     } catch (e) {
-      throw this.fail(`chunk ${hex} cannot be read`, e);
+      throw this.fail(`${what} cannot be read (pack ${id})`, e);
     }
-    if (b === null) throw new StoreError(this.root, `chunk ${hex} is missing`);
+    if (b === null) throw new StoreError(this.root, `${what} is missing (pack ${id} is gone)`);
+    // A pack shorter than the manifest says answers with fewer bytes (or 416): never taken for the chunk.
+    if (b.length !== length) throw new StoreError(this.root, `${what} came back ${b.length} bytes of ${length} (pack ${id} is damaged)`);
     return b;
   }
 
-  async chunkExists(hex: string): Promise<boolean> {
+  /** A GET for serving goes through the lean getter when there is one. */
+  private async read(key: string, signal?: AbortSignal, range?: [number, number]): Promise<Buffer | null> {
+    const getter = this.chunkGetter;
+    return getter ? this.limit.run(() => getter.get(key, signal, range)) : this.get(key, signal, range);
+  }
+
+  async chunkExists(at: ChunkAt): Promise<boolean> {
+    const { hex, pack } = at;
     try {
-      return (await this.head(this.chunkKey(hex))) !== null;
+      if (pack === null) return (await this.head(this.chunkKey(hex))) !== null;
+      let lookup = this.packLookups.get(pack);
+      if (!lookup) {
+        lookup = this.head(this.packKey(pack)).then((t) => t !== null).finally(() => this.packLookups.delete(pack));
+        this.packLookups.set(pack, lookup);
+      }
+      return await lookup;
     } catch (e) {
-      throw this.fail(`chunk ${hex} cannot be looked up`, e);
+      throw this.fail(`chunk ${hex}${pack === null ? '' : ` (pack ${pack})`} cannot be looked up`, e);
+    }
+  }
+
+  async listPacks(): Promise<ChunkFile[]> {
+    try {
+      return (await this.list('packs'))
+        .filter((o) => /^[0-9a-f]{32}$/.test(this.base(o)))
+        .map((o) => ({ hex: this.base(o), bytes: o.Size ?? 0, mtimeMs: o.LastModified?.getTime() ?? 0 }));
+    } catch (e) {
+      throw this.fail('the packs cannot be listed', e);
+    }
+  }
+
+  /** As deleteChunkIfUntouched, for a pack. */
+  async deletePackIfUntouched(id: string, cutoffMs: number): Promise<boolean> {
+    try {
+      return await this.deleteIfUntouched(this.packKey(id), cutoffMs);
+    } catch (e) {
+      throw this.fail(`pack ${id} cannot be deleted`, e);
     }
   }
 
@@ -280,18 +379,21 @@ export class S3Store implements Store {
    * committed, and fails saying so.
    */
   async deleteChunkIfUntouched(hex: string, _listedMtimeMs: number, cutoffMs: number): Promise<boolean> {
-    const key = this.chunkKey(hex);
     try {
-      return await this.limit.run(async () => {
-        const now = await this.sendHead(key);
-        // Times from S3 have whole seconds (HEAD's Last-Modified is an HTTP date): a second's slack keeps a touch just after the cutoff from reading as before it.
-        if (now === null || now >= cutoffMs - 1000) return false;
-        await this.sendDelete(key);
-        return true;
-      });
+      return await this.deleteIfUntouched(this.chunkKey(hex), cutoffMs);
     } catch (e) {
       throw this.fail(`chunk ${hex} cannot be deleted`, e);
     }
+  }
+
+  private async deleteIfUntouched(key: string, cutoffMs: number): Promise<boolean> {
+    return this.limit.run(async () => {
+      const now = await this.sendHead(key);
+      // Times from S3 have whole seconds (HEAD's Last-Modified is an HTTP date): a second's slack keeps a touch just after the cutoff from reading as before it.
+      if (now === null || now >= cutoffMs - 1000) return false;
+      await this.sendDelete(key);
+      return true;
+    });
   }
 
   /** Nothing is ever moved aside in a bucket (see deleteChunkIfUntouched): no trash to recover. */
@@ -491,13 +593,14 @@ export class S3Store implements Store {
 
   async usage(): Promise<StoreUsage> {
     const chunks = await this.listChunks();
+    const packs = await this.listPacks();
     let metadataBytes = 0;
     try {
       for (const d of ['snapshots', 'digests', 'removed']) for (const o of await this.list(d)) metadataBytes += o.Size ?? 0;
     } catch (e) {
       throw this.fail('the store cannot be listed', e);
     }
-    return { chunks: chunks.length, chunkBytes: chunks.reduce((n, c) => n + c.bytes, 0), metadataBytes };
+    return { chunks: chunks.length, packs: packs.length, chunkBytes: [...chunks, ...packs].reduce((n, c) => n + c.bytes, 0), metadataBytes };
   }
 
   async close(): Promise<void> {

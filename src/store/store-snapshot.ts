@@ -7,7 +7,7 @@ import { StoreError } from '../errors.js';
 import { layOutDescriptor, CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import { CODEC_LZ4, FORMAT_VERSION, PAGE_BYTES, CHUNK_ENTRY_BYTES, type Header } from '../compressed/format.js';
 import { NAME_BYTES } from './manifest.js';
-import { readChain, flattenChain, type Layer } from './chain.js';
+import { readChain, flattenChain, type Layer, type FlatView } from './chain.js';
 import type { FolderStore } from './folder-store.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
@@ -30,10 +30,9 @@ export interface ChunkFolder {
   label: string;
 }
 
-/** A chain read already, laid out for serving with its chunks read by name under `at.chunksDir`. */
-export function openChainSnapshot(chain: Layer[], at: ChunkFolder, core: Core, arena: Arena, cacheBytes: number): CompressedSnapshot {
+/** A chain read already (and laid flat: `view`), laid out for serving with its chunks read by name under `at.chunksDir`. */
+export function openChainSnapshot(chain: Layer[], at: ChunkFolder, core: Core, arena: Arena, cacheBytes: number, view: FlatView = flattenChain(chain)): CompressedSnapshot {
   const name = chain[0].name;
-  const view = flattenChain(chain);
   const { label } = at;
   const store = { root: at.root };
   const blocks: number[] = [];

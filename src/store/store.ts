@@ -42,9 +42,31 @@ export interface Held {
 }
 
 export interface StoreUsage {
+  /** Chunks kept as objects (files) of their own, and pack objects (a bucket's). */
   chunks: number;
+  packs: number;
+  /** Bytes of both. */
   chunkBytes: number;
   metadataBytes: number;
+}
+
+/** Where a chunk is: its name, and the pack object holding it (null: an object or file of its own) with its place and stored length there. */
+export interface ChunkAt {
+  hex: string;
+  pack: string | null;
+  offset: number;
+  length: number;
+}
+
+/** Where a chunk just written went (its pack is stored once flushChunks resolves). */
+export interface ChunkPlace {
+  pack: string | null;
+  offset: number;
+}
+
+/** A manifest's (or digest pack's) chunk record as a place to read, touch or look up. */
+export function chunkAt(r: { name: Buffer; stored: number; pack: string | null; offset: number }): ChunkAt {
+  return { hex: r.name.toString('hex'), pack: r.pack, offset: r.offset, length: (r.stored & 0x7fffffff) >>> 0 };
 }
 
 export interface Store {
@@ -52,14 +74,25 @@ export interface Store {
   readonly root: string;
   readonly info: StoreInfo;
 
-  /** Marks a chunk as in use now (gc spares chunks touched within its grace period); false when it does not exist. */
-  touchChunk(hex: string): Promise<boolean>;
-  /** Writes a chunk unless it is there already (then touches it): true when written. */
-  writeChunk(hex: string, bytes: Uint8Array): Promise<boolean>;
+  /** Marks a chunk (a packed one: its pack) as in use now (gc spares what was touched within its grace period); false when it does not exist. */
+  touchChunk(at: ChunkAt): Promise<boolean>;
+  /**
+   * Writes a chunk: where it went, or null when one of that name was there
+   * already (then touched). A bucket that packs chunks (s3-packs.ts) places
+   * it at once and stores it with its pack: flushChunks before committing.
+   */
+  writeChunk(hex: string, bytes: Uint8Array): Promise<ChunkPlace | null>;
+  /** Resolves once every chunk writeChunk placed is stored; rejects with the first write that failed. */
+  flushChunks(): Promise<void>;
   /** `signal`: abandons the read (a hedge that lost, a deadline passed). */
-  readChunk(hex: string, signal?: AbortSignal): Promise<Buffer>;
-  chunkExists(hex: string): Promise<boolean>;
+  readChunk(at: ChunkAt, signal?: AbortSignal): Promise<Buffer>;
+  chunkExists(at: ChunkAt): Promise<boolean>;
+  /** Chunks kept as objects (files) of their own. */
   listChunks(): Promise<ChunkFile[]>;
+  /** Pack objects (hex: the pack's id); a folder store has none. */
+  listPacks(): Promise<ChunkFile[]>;
+  /** Deletes a pack gc found unused unless it was touched since `cutoffMs`: true when deleted. */
+  deletePackIfUntouched(id: string, cutoffMs: number): Promise<boolean>;
 
   /** Leftovers of killed puts and gcs (temporary files, manifest claims), with their age. */
   listTemporary(): Promise<Array<{ key: string; mtimeMs: number }>>;

@@ -8,7 +8,7 @@ import { Arena } from '../core/arena.js';
 import { StoreError, SnapshotError } from '../errors.js';
 import { readChainOf, flattenChain } from './chain.js';
 import { PAGE_IS_ZERO } from './manifest.js';
-import type { Store } from './store.js';
+import { chunkAt, type Store } from './store.js';
 
 export interface VerifyStats {
   layers: number;
@@ -63,7 +63,7 @@ export async function verifySnapshot(store: Store, name: string, against: string
     // Chunks are read READ_AHEAD ahead of the one being checked: from a bucket each read is a round trip.
     const reads: Array<Promise<Buffer | Error>> = [];
     const startRead = (i: number): void => {
-      if (i < view.chunks.length) reads[i] = store.readChunk(view.chunks[i].name.toString('hex')).catch((e: Error) => e);
+      if (i < view.chunks.length) reads[i] = store.readChunk(chunkAt(view.chunks[i])).catch((e: Error) => e);
     };
     for (let i = 0; i < READ_AHEAD; i++) startRead(i);
     for (let i = 0; i < view.chunks.length; i++) {
@@ -75,7 +75,8 @@ export async function verifySnapshot(store: Store, name: string, against: string
       if (got instanceof Error) {
         // A store that cannot be reached, or refuses us, is an error like any other (exit 2), not damage.
         if (/cannot be reached|refused the credentials|no credentials/.test(got.message)) throw got;
-        return fault(`chunk ${hex} ${got.message.includes('is missing') ? 'is missing' : 'cannot be read'}`);
+        const packed = c.pack === null ? '' : ` (pack ${c.pack})`;
+        return fault(`chunk ${hex}${packed} ${got.message.includes('is missing') ? 'is missing' : got.message.includes('is damaged') ? 'is damaged: its pack is shorter than the manifest says' : 'cannot be read'}`);
       }
       const stored = got;
       bytesRead += stored.length;

@@ -37,7 +37,7 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     this.timeout(900_000); // a clean machine installs Swift first
     os = await ensureObjectStore();
     proxy = await CountingProxy.start(os.endpoint);
-    snapshot = BucketSnapshot.put(tmp, os, proxy, await os.newBucket('prefetch'), 32, 'serve-s3-prefetch');
+    snapshot = await BucketSnapshot.put(tmp, os, proxy, await os.newBucket('prefetch'), 32, 'serve-s3-prefetch');
     ({ img, chunks } = snapshot);
     expect(chunks, 'enough chunks to see an order').to.be.at.least(8);
   });
@@ -206,5 +206,12 @@ describe('prefetching from a store in a bucket (S3 API, on Swift)', function () 
     expect(gets.length, 'none twice').to.equal(chunks);
     expect(cachedCount(cache)).to.equal(chunks);
     expect(prefetched(log), log).to.be.above(0);
+    // Chunks side by side in a pack that the prefetch wants come in one ranged GET (up to 2 MiB): far fewer GETs than chunks.
+    const requests = snapshot.chunkRequests();
+    expect(requests.length, 'GETs').to.be.at.most(chunks / 4);
+    const m = /(\d+) GETs \([\d.]+ MiB, [\d.]+ ms each on average\), (\d+) of them ranged over (\d+) chunks side by side/.exec(log);
+    expect(m, log).not.to.equal(null);
+    expect(Number(m![1])).to.equal(requests.length);
+    expect(Number(m![1]) - Number(m![2]) + Number(m![3]), 'single GETs and the chunks of ranged ones').to.equal(chunks);
   });
 });

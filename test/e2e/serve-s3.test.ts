@@ -16,7 +16,8 @@ import { TempDir, makeImage } from '../helpers/images.js';
 import { BucketSnapshot, cachedChunks } from '../helpers/bucket-serving.js';
 import { startSnapfault, runSim, startSim, type Proc } from '../helpers/processes.js';
 import { ensureObjectStore, type ObjectStore } from '../helpers/object-store.js';
-import { CountingProxy } from '../helpers/counting-proxy.js';
+import { CountingProxy, isChunkGet } from '../helpers/counting-proxy.js';
+import { decodeManifest } from '../../src/store/manifest.js';
 
 const MiB = 1 << 20;
 
@@ -38,7 +39,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     os = await ensureObjectStore();
     proxy = await CountingProxy.start(os.endpoint);
     bucket = await os.newBucket('serve');
-    snapshot = BucketSnapshot.put(tmp, os, proxy, bucket, 16, 'serve-s3');
+    snapshot = await BucketSnapshot.put(tmp, os, proxy, bucket, 16, 'serve-s3');
     ({ store, img, chunks } = snapshot);
   });
   afterEach(async () => snapshot?.stopHandlers());
@@ -47,11 +48,6 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     os?.release();
     tmp.remove();
   });
-
-  async function listChunkKeys(bucket: string): Promise<string[]> {
-    const r = await os.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'chunks/' }));
-    return (r.Contents ?? []).map((o) => o.Key ?? '').sort();
-  }
 
   /** A drop-in handler of a store of the test's own, straight to Swift. */
   async function ownHandler(location: string, cache: string, extra: string[] = []): Promise<{ h: Proc; sock: string }> {
@@ -68,7 +64,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const gets = snapshot.chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
     // Serving reads chunks with its lean signed GET (src/store/s3-chunk-get.ts), not through the SDK (which names itself).
-    const agents = new Set(proxy.gets('/chunks/').map((s) => s.agent));
+    const agents = new Set(proxy.seen.filter(isChunkGet).map((s) => s.agent));
     expect([...agents].some((a) => a.includes('aws-sdk')), [...agents].join(', ')).to.equal(false);
     expect(proxy.gets('/snapshots/').every((s) => s.agent.includes('aws-sdk')), 'the manifest through the SDK').to.equal(true);
     const files = cachedChunks(cache);
@@ -144,7 +140,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     proxy.gate = async (s) => {
-      if (s.method === 'GET' && s.path.includes('/chunks/')) await held;
+      if (isChunkGet(s)) await held;
       return 'pass';
     };
     const { h, sock } = await snapshot.handler(cache, ['--workers', '1'], true);
@@ -189,7 +185,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('an answer cut off halfway (the connection dropped) is never served: that chunk is fetched again and every byte is right', async () => {
     let cutPath = '';
     proxy.gate = async (s) => {
-      if (s.method !== 'GET' || !s.path.includes('/chunks/') || (cutPath && s.path !== cutPath)) return 'pass';
+      if (!isChunkGet(s) || (cutPath && s.path !== cutPath)) return 'pass';
       if (cutPath) return 'pass';
       cutPath = s.path;
       return 'cut';
@@ -204,7 +200,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('a store that stops answering: the fault waits --fetch-timeout, then --on-fatal names snapshot, chunk and last error; a bystander with cached chunks goes on', async () => {
     const cache = tmp.file('cache-down');
     await snapshot.restore(cache, ['--pattern', 'seq', '--touches', '2048']);
-    proxy.gate = async (s) => (s.method === 'GET' && s.path.includes('/chunks/') ? 'refuse' : 'pass');
+    proxy.gate = async (s) => (isChunkGet(s) ? 'refuse' : 'pass');
     const { h, sock } = await snapshot.handler(cache, ['--fetch-timeout', '3'], true);
     const started = Date.now();
     const doomed = startSim(['--socket', sock, '--mem', img, '--verify', '--pattern', 'seq']);
@@ -227,12 +223,15 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     const small = tmp.file('small.img', makeImage(2 * MiB, { seed: 'serve-s3-damage', zeroFraction: 0 }));
     const put = spawnSync(SNAPFAULT, ['store', 'put', small, 'snap', '--store', own, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env: { ...process.env, ...os.env } });
     expect(put.status, put.stderr).to.equal(0);
-    const keys = await listChunkKeys(bucket);
-    const victim = keys[0];
-    const hex = victim.slice(victim.lastIndexOf('/') + 1);
-    const body = Buffer.from(await (await os.client.send(new GetObjectCommand({ Bucket: bucket, Key: victim }))).Body!.transformToByteArray());
+    // One chunk damaged inside its pack.
+    const read = async (key: string): Promise<Buffer> => Buffer.from(await (await os.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray());
+    const chunk = decodeManifest(await read('snapshots/snap')).chunks[0];
+    const hex = chunk.name.toString('hex');
+    const victim = `packs/${chunk.pack}`;
+    const body = await read(victim);
+    const stored = body.subarray(chunk.offset, chunk.offset + (chunk.stored & 0x7fffffff));
     const bad = Buffer.from(body);
-    bad[bad.length >> 1] ^= 0x20;
+    bad[chunk.offset + (stored.length >> 1)] ^= 0x20;
     await os.client.send(new PutObjectCommand({ Bucket: bucket, Key: victim, Body: bad }));
 
     const cache = tmp.file('cache-damage');
@@ -258,7 +257,7 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(mended.code, again.h.stderr).to.equal(0);
     expect(mended.json?.mismatches).to.equal(0);
     expect((await again.h.waitExit()).code).to.equal(0);
-    expect(readFileSync(file).equals(body), 'the damaged cached chunk was fetched again').to.equal(true);
+    expect(readFileSync(file).equals(stored), 'the damaged cached chunk was fetched again').to.equal(true);
     expect(again.h.stderr).to.match(new RegExp(`warn: chunk ${hex} in the disk cache fails its checks: deleted, fetched again\\n`));
   });
 

@@ -3,7 +3,8 @@
 // verify byte for byte (a folder store of the same files is the reference),
 // dedup counted in PUTs seen on the wire, layers, rm and gc, a name never
 // clobbered by racing puts, damage, and the one-line errors of an
-// unreachable store, wrong credentials and a missing bucket.
+// unreachable store, wrong credentials and a missing bucket. New chunks go
+// into pack objects by default; --pack-mib 0 keeps each as an object.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
@@ -34,6 +35,7 @@ interface PutJson {
   parentPages: number;
   chunksAdded: number;
   chunksReused: number;
+  packsAdded: number;
   identity: string;
 }
 
@@ -92,12 +94,32 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     return Buffer.from(await r.Body!.transformToByteArray());
   }
 
-  const chunkNames = async (bucket: string, prefix: string): Promise<Set<string>> => new Set((await list(bucket, `${prefix}chunks/`)).map((k) => k.slice(k.lastIndexOf('/') + 1)));
+  const base = (k: string): string => k.slice(k.lastIndexOf('/') + 1);
+  const chunkNames = async (bucket: string, prefix: string): Promise<Set<string>> => new Set((await list(bucket, `${prefix}chunks/`)).map(base));
+  const packNames = async (bucket: string, prefix: string): Promise<Set<string>> => new Set((await list(bucket, `${prefix}packs/`)).map(base));
 
-  /** The chunks the store's snapshots refer to, read from their manifests (every layer of a chain is a snapshot here). */
+  /** The packs the store's snapshots' chunks lie in, read from their manifests (every layer of a chain is a snapshot here). */
   async function referenced(bucket: string, prefix: string): Promise<Set<string>> {
     const out = new Set<string>();
-    for (const key of await list(bucket, `${prefix}snapshots/`)) for (const c of decodeManifest(await get(bucket, key)).chunks) out.add(c.name.toString('hex'));
+    for (const key of await list(bucket, `${prefix}snapshots/`)) for (const c of decodeManifest(await get(bucket, key)).chunks) out.add(c.pack ?? `chunk ${c.name.toString('hex')}`);
+    return out;
+  }
+
+  /** Every chunk the snapshots use, as stored: cut out of its pack, or its own object. */
+  async function storedChunks(bucket: string, prefix: string): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>();
+    const packs = new Map<string, Buffer>();
+    for (const key of await list(bucket, `${prefix}snapshots/`)) {
+      for (const c of decodeManifest(await get(bucket, key)).chunks) {
+        const hex = c.name.toString('hex');
+        if (c.pack === null) {
+          out.set(hex, await get(bucket, `${prefix}chunks/${hex.slice(0, 2)}/${hex}`));
+          continue;
+        }
+        if (!packs.has(c.pack)) packs.set(c.pack, await get(bucket, `${prefix}packs/${c.pack}`));
+        out.set(hex, packs.get(c.pack)!.subarray(c.offset, c.offset + (c.stored & 0x7fffffff)));
+      }
+    }
     return out;
   }
 
@@ -123,28 +145,46 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     await putJson(tmp.file('rt-default-folder'), img, 'one');
     expect(await chunkSize(tmp.file('rt-default-folder'))).to.equal(32 * 1024);
     const inFolder = await putJson(folder, img, 'one', ['--chunk-kib', '512']);
-    for (const k of ['pages', 'zeroPages', 'newPages', 'reusedPages', 'chunksAdded', 'bytesAdded', 'manifestBytes'] as const) expect(inS3[k], k).to.equal(inFolder[k]);
+    for (const k of ['pages', 'zeroPages', 'newPages', 'reusedPages', 'chunksAdded', 'bytesAdded'] as const) expect(inS3[k], k).to.equal(inFolder[k]);
+    // 4 MiB packs: 16 MiB of which 70% is data, compressing to about half, fills one or two.
+    expect(inS3.packsAdded).to.be.within(1, 3);
+    expect(inS3.manifestBytes - inFolder.manifestBytes).to.equal(inS3.chunksAdded * 8 + inS3.packsAdded * 16); // each chunk's place
 
     const v = await s3(['verify', 'one', '--against', img], store);
     expect(v.code, v.stderr).to.equal(0);
     expect(v.stdout).to.match(/^one: ok: 1 layer\(s\), \d+ chunks .* match their checksums and names; all 4096 pages match/);
 
-    // Every object under the prefix, each chunk byte for byte the folder's.
+    // Every object under the prefix, each chunk byte for byte the folder's, packed side by side with no gap.
     const keys = await list(bucket, '');
     expect(keys.every((k) => k.startsWith('stores/one/')), keys.join(' ')).to.equal(true);
-    const names = await chunkNames(bucket, 'stores/one/');
-    expect(names.size).to.equal(inFolder.chunksAdded);
-    for (const hex of names) expect((await get(bucket, `stores/one/chunks/${hex.slice(0, 2)}/${hex}`)).equals(readFileSync(join(folder, 'chunks', hex.slice(0, 2), hex))), hex).to.equal(true);
+    expect(await chunkNames(bucket, 'stores/one/')).to.deep.equal(new Set());
+    const chunks = await storedChunks(bucket, 'stores/one/');
+    expect(chunks.size).to.equal(inFolder.chunksAdded);
+    for (const [hex, bytes] of chunks) expect(bytes.equals(readFileSync(join(folder, 'chunks', hex.slice(0, 2), hex))), hex).to.equal(true);
+    const packBytes = await Promise.all([...await packNames(bucket, 'stores/one/')].map(async (id) => (await get(bucket, `stores/one/packs/${id}`)).length));
+    expect(packBytes.length).to.equal(inS3.packsAdded);
+    expect(packBytes.reduce((a, b) => a + b, 0)).to.equal(inS3.bytesAdded);
     expect(keys.filter((k) => /\/(pending|leases|claims)\//.test(k))).to.deep.equal([]); // registrations and claims released
 
-    const ls = JSON.parse((await s3(['ls', '--json'], store)).stdout) as { snapshots: Array<{ name: string; bytes: number }>; usage: { chunks: number } };
+    const ls = JSON.parse((await s3(['ls', '--json'], store)).stdout) as { snapshots: Array<{ name: string; bytes: number }>; usage: { chunks: number; packs: number } };
     expect(ls.snapshots.map((s) => [s.name, s.bytes])).to.deep.equal([['one', 16 * MiB]]);
-    expect(ls.usage.chunks).to.equal(names.size);
+    expect([ls.usage.chunks, ls.usage.packs]).to.deep.equal([0, inS3.packsAdded]);
     const i3 = JSON.parse((await s3(['inspect', 'one', '--json'], store)).stdout) as Record<string, unknown>;
     const iF = JSON.parse((await cli(['store', 'inspect', 'one', '--store', folder, '--json'])).stdout) as Record<string, unknown>;
     for (const k of ['pages', 'zeroPages', 'ownPages', 'parentPages', 'chunksUsed', 'chunkStoredBytes', 'layers']) expect(i3[k], k).to.deep.equal(iF[k]);
     const text = await s3(['ls'], store);
     expect(text.stdout).to.match(/^NAME +SIZE +CREATED +PARENT\none +16\.0 MiB/);
+
+    // --pack-mib 0: each chunk an object of its own, the folder's bytes again.
+    const loose = await putJson(`s3://${bucket}/stores/loose`, img, 'one', ['--pack-mib', '0']);
+    expect(loose.packsAdded).to.equal(0);
+    expect(loose.manifestBytes).to.equal(inFolder.manifestBytes);
+    const names = await chunkNames(bucket, 'stores/loose/');
+    expect(names.size).to.equal(inFolder.chunksAdded);
+    for (const hex of names) expect((await get(bucket, `stores/loose/chunks/${hex.slice(0, 2)}/${hex}`)).equals(readFileSync(join(folder, 'chunks', hex.slice(0, 2), hex))), hex).to.equal(true);
+    expect((await s3(['verify', 'one', '--against', img], `s3://${bucket}/stores/loose`)).code).to.equal(0);
+    const refused = await cli(['store', 'put', img, 'x', '--store', folder, '--pack-mib', '4']);
+    expect([refused.code, refused.stderr]).to.deep.equal([2, 'snapfault: --pack-mib is for a store in object storage (--store s3://BUCKET/PREFIX); a folder store keeps each chunk in a file of its own\n']);
   });
 
   it('dedup: a second snapshot uploads only its new chunks (PUTs counted on the wire); the same file again uploads none', async () => {
@@ -153,22 +193,29 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     const base = makeImage(16 * MiB, { seed: 's3-dedup', zeroFraction: 0.2 });
     proxy.reset();
     const first = await putJson(store, tmp.file('d0.img', base), 'd0', ['--chunk-kib', '32']);
-    expect(proxy.uploads('/chunks/')).to.equal(first.chunksAdded);
+    // 200-odd new chunks, in a few 4 MiB packs: one PUT a pack, none a chunk.
     expect(first.chunksAdded).to.be.above(200);
+    expect(first.packsAdded).to.be.within(1, 4);
+    expect(proxy.uploads('/packs/')).to.equal(first.packsAdded);
+    expect(proxy.uploads('/chunks/')).to.equal(0);
 
     const { img, pages } = changed(base, 0.02, 's3-d1');
     proxy.reset();
     const second = await putJson(store, tmp.file('d1.img', img), 'd1');
     expect(second.newPages).to.equal(pages);
     expect(second.chunksAdded).to.equal(Math.ceil(pages / 8)); // 32 KiB chunks: new pages gathered 8 to a chunk
-    expect(proxy.uploads('/chunks/')).to.equal(second.chunksAdded);
+    expect(second.packsAdded).to.equal(1);
+    expect(proxy.uploads('/packs/')).to.equal(1);
     expect(proxy.uploads('/snapshots/')).to.equal(1);
 
     proxy.reset();
     const again = await putJson(store, tmp.file('d1.img'), 'd1-again');
     expect(again.chunksAdded).to.equal(0);
-    expect(proxy.uploads('/chunks/')).to.equal(0);
-    expect(proxy.seen.filter((s) => s.copy && s.path.includes('/chunks/')).length, 'each reused chunk touched').to.equal(again.chunksReused);
+    expect(proxy.uploads('/packs/') + proxy.uploads('/chunks/')).to.equal(0);
+    // A reused chunk's pack is touched once, however many of its chunks the put uses.
+    const touched = proxy.seen.filter((s) => s.copy && s.path.includes('/packs/')).map((s) => s.path);
+    expect(new Set(touched).size, 'each pack touched once').to.equal(touched.length);
+    expect(touched.length).to.equal(first.packsAdded + second.packsAdded);
     for (const [n, f] of [['d0', 'd0.img'], ['d1', 'd1.img'], ['d1-again', 'd1.img']]) {
       const v = await s3(['verify', n, '--against', tmp.file(f)], store);
       expect(v.code, v.stderr).to.equal(0);
@@ -217,32 +264,35 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     await putJson(store, tmp.file('ga.img', a), 'a');
     await putJson(store, tmp.file('gb.img', b), 'b');
     await putJson(store, tmp.file('gc.img', c), 'c');
-    const all = await chunkNames(bucket, 'g/');
+    const all = await packNames(bucket, 'g/');
+    expect(await chunkNames(bucket, 'g/')).to.deep.equal(new Set());
 
     for (const n of ['b', 'c']) expect((await s3(['rm', n], store)).code).to.equal(0);
     expect((await s3(['ls', '--json'], store)).stdout).to.include('"name":"a"').and.not.include('"name":"b"');
     // Within the grace period nothing is deleted.
-    const spared = JSON.parse((await s3(['gc', '--json'], store)).stdout) as { chunksDeleted: number; chunksSpared: number; removedManifestsDeleted: number };
-    expect(spared.chunksDeleted).to.equal(0);
-    expect(spared.chunksSpared).to.equal(all.size - (await referenced(bucket, 'g/')).size);
+    const spared = JSON.parse((await s3(['gc', '--json'], store)).stdout) as { packsDeleted: number; packsSpared: number; removedManifestsDeleted: number };
+    expect(spared.packsDeleted).to.equal(0);
+    // c's packs hold only c's chunks; b's new pages went into packs of their own.
+    expect(spared.packsSpared).to.equal(all.size - (await referenced(bucket, 'g/')).size);
+    expect(spared.packsSpared).to.be.above(0);
     expect(spared.removedManifestsDeleted).to.equal(2); // no restore leases them
-    expect(await chunkNames(bucket, 'g/')).to.deep.equal(all);
+    expect(await packNames(bucket, 'g/')).to.deep.equal(all);
 
     const r = await s3(['gc', '--grace', '0', '--json'], store);
     expect(r.code, r.stderr).to.equal(0);
-    const s = JSON.parse(r.stdout) as { chunksDeleted: number; chunksKept: number };
-    const left = await chunkNames(bucket, 'g/');
+    const s = JSON.parse(r.stdout) as { packsDeleted: number; packsKept: number };
+    const left = await packNames(bucket, 'g/');
     const want = await referenced(bucket, 'g/');
     expect(left).to.deep.equal(want);
-    expect(s.chunksKept).to.equal(want.size);
-    expect(s.chunksDeleted).to.equal(all.size - want.size);
+    expect(s.packsKept).to.equal(want.size);
+    expect(s.packsDeleted).to.equal(all.size - want.size);
     expect(await list(bucket, 'g/removed/')).to.deep.equal([]);
     const v = await s3(['verify', 'a', '--against', tmp.file('ga.img')], store);
     expect(v.code, v.stderr).to.equal(0);
 
     expect((await s3(['rm', 'a'], store)).code).to.equal(0);
     expect((await s3(['gc', '--grace', '0'], store)).code).to.equal(0);
-    expect(await list(bucket, 'g/chunks/')).to.deep.equal([]);
+    expect(await list(bucket, 'g/packs/')).to.deep.equal([]);
     expect(await list(bucket, 'g/digests/')).to.deep.equal([]); // the dedup index forgets deleted chunks
   });
 
@@ -291,7 +341,7 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     const bucket = await os.newBucket('damage');
     const store = `s3://${bucket}/x`;
     const img = tmp.file('dmg.img', makeImage(4 * MiB, { seed: 's3-damage', zeroFraction: 0.1 }));
-    await putJson(store, img, 'snap');
+    await putJson(store, img, 'snap', ['--pack-mib', '0']);
     const keys = await list(bucket, 'x/chunks/');
     const victim = keys[3];
     const hex = victim.slice(victim.lastIndexOf('/') + 1);
@@ -306,6 +356,38 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     const gone = await s3(['verify', 'snap'], store);
     expect(gone.code).to.equal(1);
     expect(gone.stderr).to.equal(`snapfault: store ${store}: snapshot "snap": chunk ${hex} is missing\n`);
+  });
+
+  it('a damaged, cut or missing pack is caught by verify, naming the chunk and its pack, exit 1', async () => {
+    const bucket = await os.newBucket('packdamage');
+    const store = `s3://${bucket}/x`;
+    const img = tmp.file('pdmg.img', makeImage(4 * MiB, { seed: 's3-pack-damage', zeroFraction: 0.1 }));
+    await putJson(store, img, 'snap', ['--chunk-kib', '64', '--pack-mib', '1']);
+    const chunks = decodeManifest(await get(bucket, 'x/snapshots/snap')).chunks;
+    const victim = chunks[3];
+    const key = `x/packs/${victim.pack}`;
+    const hex = victim.name.toString('hex');
+    const pack = await get(bucket, key);
+    const bad = Buffer.from(pack);
+    bad[victim.offset + 10] ^= 0x40;
+    await os.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bad }));
+    const v = await s3(['verify', 'snap'], store);
+    expect(v.code).to.equal(1);
+    expect(v.stderr).to.match(new RegExp(`^snapfault: store ${store}: snapshot "snap": chunk ${hex} (fails its checksum|does not decode|is not what its name says)\\n$`));
+
+    // Cut short just inside the last chunk of the pack.
+    const inPack = chunks.filter((c) => c.pack === victim.pack);
+    const last = inPack.reduce((a, b) => (b.offset > a.offset ? b : a));
+    await os.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: pack.subarray(0, pack.length - 1) }));
+    const cut = await s3(['verify', 'snap'], store);
+    expect(cut.code).to.equal(1);
+    expect(cut.stderr).to.equal(`snapfault: store ${store}: snapshot "snap": chunk ${last.name.toString('hex')} (pack ${victim.pack}) is damaged: its pack is shorter than the manifest says\n`);
+
+    await os.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+    const gone = await s3(['verify', 'snap'], store);
+    expect(gone.code).to.equal(1);
+    const firstInPack = chunks.find((c) => c.pack === victim.pack)!;
+    expect(gone.stderr).to.equal(`snapfault: store ${store}: snapshot "snap": chunk ${firstInPack.name.toString('hex')} (pack ${victim.pack}) is missing\n`);
   });
 
   it('an unreachable endpoint, wrong credentials, a missing bucket, a bad location: one line each naming the store and what to do, exit 2', async () => {

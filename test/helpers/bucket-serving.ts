@@ -8,8 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { SNAPFAULT } from './paths.js';
 import { makeImage, type TempDir } from './images.js';
 import { startSnapfault, runSim, type Proc } from './processes.js';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { decodeManifest } from '../../src/store/manifest.js';
 import type { ObjectStore } from './object-store.js';
-import type { CountingProxy } from './counting-proxy.js';
+import { isChunkGet, type CountingProxy } from './counting-proxy.js';
 
 const MiB = 1 << 20;
 
@@ -39,17 +41,28 @@ export class BucketSnapshot {
     readonly img: string,
     /** The chunks the snapshot uses. */
     readonly chunks: number,
+    /** Per pack, where its chunks start and their stored lengths, in order. */
+    private readonly packs: Map<string, Array<[number, number]>>,
   ) {}
 
   /** A `mib` MiB image put as `snap` into s3://`bucket`/p with 32 KiB chunks (many: enough to see order and sharing). */
-  static put(tmp: TempDir, os: ObjectStore, proxy: CountingProxy, bucket: string, mib: number, seed: string): BucketSnapshot {
+  static async put(tmp: TempDir, os: ObjectStore, proxy: CountingProxy, bucket: string, mib: number, seed: string): Promise<BucketSnapshot> {
     const store = `s3://${bucket}/p`;
     const img = tmp.file('mem.img', makeImage(mib * MiB, { seed, zeroFraction: 0.3 }));
     const env = { ...process.env, ...os.env };
-    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
+    // Packs of 1 MiB: a few dozen 32 KiB chunks each, and several packs.
+    const put = spawnSync(SNAPFAULT, ['store', 'put', img, 'snap', '--chunk-kib', '32', '--pack-mib', '1', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
     expect(put.status, put.stderr).to.equal(0);
     const inspect = spawnSync(SNAPFAULT, ['store', 'inspect', 'snap', '--json', '--store', store, '--s3-endpoint', os.endpoint], { encoding: 'utf8', env });
-    return new BucketSnapshot(tmp, os, proxy, store, img, (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed);
+    const manifest = await os.client.send(new GetObjectCommand({ Bucket: bucket, Key: 'p/snapshots/snap' }));
+    const packs = new Map<string, Array<[number, number]>>();
+    for (const c of decodeManifest(Buffer.from(await manifest.Body!.transformToByteArray())).chunks) {
+      if (c.pack === null) continue;
+      if (!packs.has(c.pack)) packs.set(c.pack, []);
+      packs.get(c.pack)!.push([c.offset, c.stored & 0x7fffffff]);
+    }
+    expect(packs.size, 'chunks in packs').to.be.above(1);
+    return new BucketSnapshot(tmp, os, proxy, store, img, (JSON.parse(inspect.stdout) as { chunksUsed: number }).chunksUsed, packs);
   }
 
   /** A handler serving `snap` through the counting proxy with the disk cache `cache`: the drop-in form, or `serve`. */
@@ -73,9 +86,24 @@ export class BucketSnapshot {
     return h.stderr;
   }
 
-  /** The paths of the chunk GETs the proxy has seen since its last reset. */
+  /**
+   * The chunks GETs brought since the proxy's last reset, one entry a chunk
+   * a GET brought: its pack's path and its range ('/bucket/p/packs/ID
+   * bytes=A-B', as the proxy sees a GET of it alone). A ranged GET of
+   * chunks side by side counts once for each.
+   */
   chunkGets(): string[] {
-    return this.proxy.gets('/chunks/').map((s) => s.path);
+    return this.proxy.seen.filter(isChunkGet).flatMap((s) => {
+      const m = /^(\S+\/packs\/([0-9a-f]{32})) bytes=(\d+)-(\d+)$/.exec(s.path);
+      if (!m) return [s.path];
+      const [from, to] = [Number(m[3]), Number(m[4])];
+      return (this.packs.get(m[2]) ?? []).filter(([o, n]) => o >= from && o + n - 1 <= to).map(([o, n]) => `${m[1]} bytes=${o}-${o + n - 1}`);
+    });
+  }
+
+  /** GETs of chunks since the proxy's last reset, each one request (a run of chunks side by side is one). */
+  chunkRequests(): string[] {
+    return this.proxy.seen.filter(isChunkGet).map((s) => s.path);
   }
 
   /** After each test: the proxy lets everything through again, and every handler still running is killed and waited for. */

@@ -9,11 +9,17 @@ import type { AddressInfo } from 'node:net';
 
 export interface Seen {
   method: string;
+  /** The key's path, and for a ranged GET its range after a space ('/b/p/packs/ab.. bytes=0-4095'): one chunk's GET, in a pack. */
   path: string;
   /** A server-side copy (a PUT with x-amz-copy-source): a touch, not an upload. */
   copy: boolean;
   /** Its User-Agent header ('' without one): the SDK names itself there. */
   agent: string;
+}
+
+/** A GET of a chunk: an object of its own, or its place in a pack (a ranged GET). */
+export function isChunkGet(s: Seen): boolean {
+  return s.method === 'GET' && (s.path.includes('/chunks/') || s.path.includes('/packs/'));
 }
 
 /** What the gate does with a request: pass it on (perhaps after a wait), answer 503 itself, or pass it on and cut the answer off halfway (the connection dropped). */
@@ -35,7 +41,7 @@ export class CountingProxy {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     this.gate = async (s) => {
-      if (s.method !== 'GET' || !s.path.includes('/chunks/')) return 'pass';
+      if (!isChunkGet(s)) return 'pass';
       if (heldPath && onlyTheFirstRequest) return 'pass';
       heldPath ||= s.path;
       if (s.path === heldPath) await held;
@@ -51,7 +57,10 @@ export class CountingProxy {
     const closedEarly: string[] = [];
     let proxy: CountingProxy | null = null;
     const server = createServer((req, res) => {
-      const s: Seen = { method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]), copy: req.headers['x-amz-copy-source'] !== undefined, agent: req.headers['user-agent'] ?? '' };
+      const range = req.headers.range === undefined ? '' : ` ${req.headers.range}`;
+      const s: Seen = {
+        method: req.method ?? '', path: decodeURIComponent((req.url ?? '').split('?')[0]) + range, copy: req.headers['x-amz-copy-source'] !== undefined, agent: req.headers['user-agent'] ?? '',
+      };
       seen.push(s);
       // A client that gave up on a held request (a hedge won, a deadline passed) has closed it: nothing to send it.
       res.on('error', () => undefined);
