@@ -148,21 +148,23 @@ export class ChunkFetcher {
     const last = run[run.length - 1];
     const length = last.offset + last.length - first.offset;
     const what = `chunks ${first.hex.slice(0, 12)}..${last.hex.slice(0, 12)}`;
-    // Each chunk cached (or not) before the locks go: another process finds it there, or fetches it.
     // A run takes longer than one chunk's GET: hedged later in proportion (RUN_HEDGE_UNIT), and kept out of the p99 that hedges single GETs.
     const scale = Math.max(1, length / RUN_HEDGE_UNIT);
     const read = (signal: AbortSignal): Promise<Buffer> => this.source.readPacked(first.pack as string, first.offset, length, signal, what);
+    // Each chunk is cached (or not) before the locks go: another process then finds it there, or fetches it. -1: fetch it again alone.
     const landed = beforeDeadline(this.hedgedRead(read, deadline, scale), deadline).then((body) => {
       this.stats.runs++;
       this.stats.runChunks += run.length;
       return run.map((at) => {
         const stored = body.subarray(at.offset - first.offset, at.offset - first.offset + at.length);
-        if (check(at, stored) !== null) {
-          this.stats.failures++;
-          return -1;
-        }
-        this.cache.insert(at.hex, stored);
-        return stored.length;
+        try {
+          if (check(at, stored) === null) {
+            this.cache.insert(at.hex, stored);
+            return stored.length;
+          }
+        } catch { /* the cache could not take it (a full disk): told by the fetch alone, which tries until the timeout */ }
+        this.stats.failures++;
+        return -1;
       });
     }, () => {
       this.stats.failures++;
