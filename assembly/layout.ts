@@ -141,7 +141,8 @@ export const SLOT_TAG: u32 = 4; // u32 chunk + 1 (TAG_LOADING set while it is de
 export const SLOT_USED: u32 = 8; // u32 clock value of the last use
 export const SLOT_SET_LOCK: u32 = 12; // u32, in a set's first slot: held while a miss claims a way of the set
 export const TAG_LOADING: u32 = 0x80000000;
-// Lock owners: fault workers 1..OWNER_PREFETCH-1, and the prefetch worker.
+// Lock owners: fault workers 1..OWNER_DECODE_AHEAD-1, the main thread decoding ahead (src/snapshot/decode-ahead.ts), and the prefetch worker.
+export const OWNER_DECODE_AHEAD: u32 = 0xfffd;
 export const OWNER_PREFETCH: u32 = 0xfffe;
 
 // Errors of chunk loading (negative results).

@@ -49,6 +49,7 @@ import type { RemoteOptions, RemoteServing } from './store/remote-serving.js';
 import type { FetchStats } from './store/chunk-fetcher.js';
 import { PrefetchFetches } from './store/prefetch-fetches.js';
 import { prefetchChunkOrder } from './store/prefetch-order.js';
+import { DecodeAhead } from './snapshot/decode-ahead.js';
 
 /** A snapshot's identity by content, the same on every host: a store's snapshot has one (its manifest's SHA-256), a file none. */
 function contentIdentity(snap: ServedSnapshot): string | null {
@@ -254,6 +255,8 @@ export class SnapfaultServer {
   private remote: RemoteServing | null = null;
   /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
   private ahead: PrefetchFetches | null = null;
+  /** Until the first VM: the policy's first chunks decoded on this thread (src/snapshot/decode-ahead.ts). */
+  private decodeAhead: DecodeAhead | null = null;
   private readonly aheadPlanned = new WeakSet<CompressedSnapshot>();
   /** The fetcher's counts when the chunks were first queued at start: a drop-in VM's end line counts its GETs from there. */
   private fetchesAtOpen: FetchStats | null = null;
@@ -330,6 +333,10 @@ export class SnapfaultServer {
         // loads: a drop-in handler is started just before its Firecracker. A standby may never serve.
         if (!opts.standby && first instanceof CompressedSnapshot) server.planAhead(first, 'start');
       }
+      // The policy's first chunks decoded while the workers start and Firecracker starts and loads (a standby may never serve).
+      if (prepared && prepared.policy.kind !== 'wasm' && !opts.standby && first instanceof CompressedSnapshot) {
+        server.decodeAhead = new DecodeAhead(core, arena, first, prefetchChunkOrder(core, first.descriptor, prepared.policy.ranges, prepared.policy.kind === 'all'));
+      }
       // Each worker's own buffers: one stored chunk as read from disk, one 2 MiB page being assembled.
       const scratchBytes = core.fn.lz4Bound(MAX_CHUNK_BYTES);
       const buffers = (): WorkerBuffers => {
@@ -377,6 +384,7 @@ export class SnapfaultServer {
       replay = unsettled;
     } catch (e) {
       server.ahead?.close();
+      server.decodeAhead?.stop();
       await server.pool?.stop();
       await server.prefetcher?.stop();
       await cache.close();
@@ -641,6 +649,7 @@ export class SnapfaultServer {
    */
   private admit(v: AdmitVm, blocks: number[]): number {
     const { pid, uffd, regions, snap, t0 } = v;
+    this.stopDecodingAhead();
     const zeroSrc = regions.some((r) => r.pageSize === HUGE_PAGE) ? this.hugeZeroPage() : 0;
     // Recording turns fill-around off: every page the guest touches must fault to be recorded.
     const compressed = snap instanceof CompressedSnapshot ? { descriptor: snap.descriptor, fillAround: this.opts.fillAround && !this.opts.record } : null;
@@ -897,9 +906,21 @@ export class SnapfaultServer {
     this.following.unref();
   }
 
+  /** Decoding ahead ends at the first VM: said once, with what it did. */
+  private stopDecodingAhead(): void {
+    const d = this.decodeAhead;
+    if (!d?.active) return;
+    d.stop();
+    if (d.decoded > 0) {
+      this.opts.log.info(`decoded ${count(d.decoded, 'chunk')} of the prefetch policy's ahead, before the first VM (${(d.lastAt - d.firstAt).toFixed(0)} ms from the first to the last)`,
+        { event: 'decode_ahead', chunks: d.decoded });
+    }
+  }
+
   /** A chunk fetched ahead has landed (or could not be fetched): the prefetch worker installs (or drops) the ranges waiting for it. */
   private fetchedAhead(snap: number, chunk: number, error: string | null): void {
     if (error !== null) this.opts.log.debug(`chunk ${chunk} not fetched ahead: ${error}`, { event: 'chunk_prefetch', chunk, ok: false });
+    else this.decodeAhead?.landed(snap, chunk);
     this.prefetcher?.chunkLanded(snap, chunk, error === null);
   }
 
@@ -1022,6 +1043,7 @@ export class SnapfaultServer {
 
   private async stopOnce(): Promise<void> {
     this.stopped = true;
+    this.decodeAhead?.stop();
     if (this.following) clearInterval(this.following);
     if (this.handingOver) {
       this.listener?.detach();

@@ -100,6 +100,11 @@ export class CompressedSnapshot {
   private readonly blocks: number[];
   private closed = false;
 
+  /** Closed: its descriptor is freed, nothing may read through it. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** A snapshot laid out by its opener (a store's, src/store/store-snapshot.ts): its blocks and fd are this object's to free. */
   static assembled(path: string, fd: number, header: Header, identity: string, arena: Arena, descriptor: number, blocks: number[]): CompressedSnapshot {
     const snap = new CompressedSnapshot(path, fd, header, identity, arena, descriptor, blocks);
