@@ -4,7 +4,7 @@
 // call in here). A chunk is read with the host's pread, decoded and checked
 // against its checksum before anyone may copy from it.
 import {
-  SNAP_FD, SNAP_NAMES, CHUNK_NAME_BYTES, CHUNK_ERR_NAME, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
+  SNAP_FD, SNAP_NAMES, SNAP_NAMED_READS, SNAP_NAMED_ABSENT, CHUNK_NAME_BYTES, CHUNK_ERR_NAME, SNAP_PAGES_PER_CHUNK, SNAP_CHUNKS, SNAP_STORED, SNAP_CHUNK_TABLE, SNAP_CACHE,
   CHUNK_ENTRY, CHUNK_OFFSET, CHUNK_LENGTH, CHUNK_CHECKSUM, CHUNK_RAW_FLAG,
   CACHE_SETS, CACHE_WAYS, CACHE_SLOT_BYTES, CACHE_DATA, CACHE_CLOCK, CACHE_SLOTS, SLOT_STRIDE, SLOT_LOCK, SLOT_TAG, SLOT_USED, SLOT_SET_LOCK, TAG_LOADING,
   CHUNK_ERR_IO, CHUNK_ERR_CHECKSUM, CHUNK_ERR_DECODE, CHUNK_ERR_RANGE, CHUNK_ERR_ABSENT, ERRNO_NOENT,
@@ -30,7 +30,11 @@ declare function hostCheckNamed(name: usize, at: usize, len: u32): i32;
   const names = <usize>load<u32>(snap + SNAP_NAMES);
   const fd = load<i32>(snap + SNAP_FD);
   if (names == 0) return hostPread(fd, dst, len, offset);
-  return hostReadNamed(fd, names + <usize>c * CHUNK_NAME_BYTES, dst, len);
+  const n = hostReadNamed(fd, names + <usize>c * CHUNK_NAME_BYTES, dst, len);
+  // The disk cache's hits and misses, for the metrics: counted where every thread's reads pass.
+  if (n == ERRNO_NOENT) atomic.add<u32>(snap + SNAP_NAMED_ABSENT, 1);
+  else if (n >= 0) atomic.add<u32>(snap + SNAP_NAMED_READS, 1);
+  return n;
 }
 
 /** A store chunk with no file is absent (a disk cache fetches it; the host decides); any other short read is an I/O error. */

@@ -118,6 +118,8 @@ export const SNAP_CACHE: u32 = 32; // u32 offset of the decoded-chunk cache
 export const SNAP_CODEC: u32 = 36; // u32
 export const SNAP_MEM_BASE: u32 = 40; // u64 where shared memory starts in the handler's address space: UFFDIO_COPY takes real addresses
 export const SNAP_NAMES: u32 = 48; // u32 offset of the chunks' names (CHUNK_NAME_BYTES each) of a snapshot in a store, 0 for a compressed file
+export const SNAP_NAMED_READS: u32 = 52; // u32, atomic: a store's chunks read from their files (from a bucket: disk cache hits), by any thread
+export const SNAP_NAMED_ABSENT: u32 = 56; // u32, atomic: reads that found no file (from a bucket: disk cache misses, each then fetched)
 export const SNAP_SIZE: u32 = 64;
 // A store's chunk is named by the SHA-256 of its decoded bytes (src/store/): its file is found and checked by name.
 export const CHUNK_NAME_BYTES: u32 = 32;

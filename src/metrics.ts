@@ -13,7 +13,7 @@ import { GET_LATENCY_BOUNDS_S } from './store/chunk-fetcher.js';
 
 /** Serving from a bucket: the disk cache tier and the fetches behind it (present only then). */
 function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']): void {
-  const counter = (name: string, help: string, k: 'gets' | 'runs' | 'runChunks' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon'): void => computedCounter(registry, name, help, [], (set) => {
+  const counter = (name: string, help: string, k: 'gets' | 'runs' | 'runChunks' | 'bytes' | 'seconds' | 'failures' | 'cached' | 'hedges' | 'hedgesWon' | 'diskHits' | 'diskMisses'): void => computedCounter(registry, name, help, [], (set) => {
     const f = read();
     if (f) set(f[k]);
   });
@@ -25,6 +25,8 @@ function storeMetrics(registry: Registry, read: () => MetricsSnapshot['fetch']):
   counter('snapfault_store_get_failures_total', 'Serving from a bucket: GETs that failed or did not return the chunk (retried until --fetch-timeout).', 'failures');
   counter('snapfault_store_get_hedges_total', 'Serving from a bucket: GETs started beside one still unanswered past the recent p99 (counted in gets_total once answered; one abandoned when the first answered may never have reached the store).', 'hedges');
   counter('snapfault_store_get_hedges_won_total', 'Serving from a bucket: hedged GETs answered before the GET they were sent beside.', 'hedgesWon');
+  counter('snapfault_store_disk_cache_hits_total', 'Serving from a bucket: chunks read from the disk cache (by any thread: faults, prefetch, decoding ahead).', 'diskHits');
+  counter('snapfault_store_disk_cache_misses_total', 'Serving from a bucket: chunk reads that found the disk cache without the chunk (each then fetched, or joined to a fetch under way).', 'diskMisses');
   counter('snapfault_store_disk_cache_joins_total', 'Serving from a bucket: fetches found in the disk cache after all (landed meanwhile, or fetched by another handler).', 'cached');
   const gauge = (name: string, help: string, k: 'inFlight' | 'cacheBytes'): void => {
     new Gauge({

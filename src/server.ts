@@ -45,7 +45,7 @@ import { SIGUSR2 } from '../native/pidfd.js';
 import { StateError } from './errors.js';
 import type { FolderStore } from './store/folder-store.js';
 import { storeSnapshotLabel } from './store/store-snapshot.js';
-import type { RemoteOptions, RemoteServing } from './store/remote-serving.js';
+import type { RemoteOptions, RemoteServing, RemoteStats } from './store/remote-serving.js';
 import type { FetchStats } from './store/chunk-fetcher.js';
 import { PrefetchFetches } from './store/prefetch-fetches.js';
 import { prefetchChunkOrder } from './store/prefetch-order.js';
@@ -170,7 +170,7 @@ export interface MetricsSnapshot {
   /** VMs found in the state directory at start, by outcome: taken, gone, refused, failed. */
   takeovers: ReadonlyMap<string, number>;
   /** Serving from a bucket: its fetches and disk cache; null otherwise. */
-  fetch: (FetchStats & { cacheBytes: number }) | null;
+  fetch: RemoteStats | null;
 }
 
 /** ms with µs precision: enough for a log field. */

@@ -37,6 +37,9 @@ export interface RemoteOptions {
   followMs: number;
 }
 
+/** What serving from a bucket did: its fetches, the bytes its disk cache holds, and the disk cache's hits and misses (chunk files read, or found absent). */
+export type RemoteStats = FetchStats & { cacheBytes: number; diskHits: number; diskMisses: number };
+
 /** Requests kept free for faults' own GETs beside the prefetch ones. */
 const DEMAND_REQUESTS = 16;
 /**
@@ -61,6 +64,8 @@ interface HeldSnapshot {
 
 export class RemoteServing implements PinnedSnapshots {
   private closed = false;
+  /** Disk cache reads of the snapshots closed so far (their descriptors' counts). */
+  private readonly closedReads = { hits: 0, misses: 0 };
   /** What the name holds now: new VMs get it. */
   private current: HeldSnapshot;
   /** Snapshots the name held before it was put again, kept (and leased) until their last VM ends. */
@@ -153,8 +158,14 @@ export class RemoteServing implements PinnedSnapshots {
   }
 
   /** What the fetcher did, and the bytes the disk cache holds (as this process counts them). */
-  get stats(): FetchStats & { cacheBytes: number } {
-    return { ...this.fetcher.stats, latency: [...this.fetcher.stats.latency], cacheBytes: this.cache.size };
+  get stats(): RemoteStats {
+    const disk = { ...this.closedReads };
+    for (const h of [this.current, ...this.retired]) {
+      const r = namedReads(this.core, h.snap.descriptor);
+      disk.hits += r.hits;
+      disk.misses += r.misses;
+    }
+    return { ...this.fetcher.stats, latency: [...this.fetcher.stats.latency], cacheBytes: this.cache.size, diskHits: disk.hits, diskMisses: disk.misses };
   }
 
   /** The name (SHA-256, hex) of chunk `chunk` of the snapshot with descriptor `snap`. */
@@ -240,6 +251,10 @@ export class RemoteServing implements PinnedSnapshots {
 
   private async closeHeld(h: HeldSnapshot): Promise<void> {
     this.retired.delete(h);
+    // Its reads stay counted (the metrics are counters) once its descriptor is freed.
+    const r = namedReads(this.core, h.snap.descriptor);
+    this.closedReads.hits += r.hits;
+    this.closedReads.misses += r.misses;
     h.snap.close();
     await h.lease.release();
   }
@@ -267,6 +282,13 @@ async function openHeld(
     await lease.release();
     throw e;
   }
+}
+
+/** The disk cache's hits and misses for a snapshot: the reads of its chunk files every thread's core counted (assembly/chunk_cache.ts). */
+function namedReads(core: Core, descriptor: number): { hits: number; misses: number } {
+  const L = core.layout;
+  const words = new Uint32Array(core.memory.buffer);
+  return { hits: Atomics.load(words, (descriptor + L.SNAP_NAMED_READS) >> 2), misses: Atomics.load(words, (descriptor + L.SNAP_NAMED_ABSENT) >> 2) };
 }
 
 /** For each chunk, the one stored right after it in the same pack (-1: none, or not packed). */

@@ -111,11 +111,15 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(gets.length).to.equal(cachedChunks(cache).size);
     // Each handler's metrics count its own GETs: together, every GET seen on the wire.
     let total = 0;
+    let misses = 0;
     for (const x of [a, b]) {
       const url = (await x.h.waitForStderr(/metrics on (http:\/\/\S+)/))[1];
       const text = await (await fetch(url)).text();
       const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
       total += value('snapfault_store_gets_total');
+      // The disk cache tier: every chunk some VM of it read was read from the cache file (a hit), some found absent first (a miss).
+      expect(value('snapfault_store_disk_cache_hits_total')).to.be.at.least(1);
+      misses += value('snapfault_store_disk_cache_misses_total');
       expect(value('snapfault_store_fetches_in_flight')).to.equal(0);
       expect(value('snapfault_store_disk_cache_bytes')).to.be.above(0);
       expect(value('snapfault_store_get_seconds_total')).to.be.above(0);
@@ -125,6 +129,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
       expect(value('snapfault_store_get_latency_seconds_sum')).to.equal(value('snapfault_store_get_seconds_total'));
     }
     expect(total).to.equal(gets.length);
+    // Every chunk fetched was first a miss of one of the handlers (more: several threads may find one chunk absent before it lands).
+    expect(misses).to.be.at.least(gets.length);
     // Each chunk is counted for the one VM whose fault asked for it first: over the five VMs, every GET once.
     await a.h.waitForStderr(/(ended[^]*){3}/);
     await b.h.waitForStderr(/(ended[^]*){2}/);
