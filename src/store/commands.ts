@@ -265,7 +265,8 @@ const COMMANDS: Record<string, Tool> = {
       }
       const packs = (n: number): string => (s.packsKept + s.packsDeleted + s.packsSpared > 0 ? ` and ${n} packs` : '');
       process.stdout.write(`gc: ${s.snapshots} snapshot(s) keep ${s.chunksKept} chunks${packs(s.packsKept)}; deleted ${s.chunksDeleted} chunks${packs(s.packsDeleted)} (${mib(s.bytesDeleted)})` +
-        `${s.chunksSpared + s.packsSpared > 0 ? `; spared ${s.chunksSpared} chunks${packs(s.packsSpared)} unused but touched within ${grace} s or by a put under way` : ''} in ${s.seconds.toFixed(1)} s\n`);
+        `${s.chunksSpared + s.packsSpared > 0 ? `; spared ${s.chunksSpared} chunks${packs(s.packsSpared)} unused but touched within ${grace} s or by a put under way` : ''}` +
+        `${s.packBytesUnused > 0 ? `; ${mib(s.packBytesUnused)} inside the packs kept is no snapshot's (kept with their other chunks)` : ''} in ${s.seconds.toFixed(1)} s\n`);
       return 0;
     });
   },

@@ -23,6 +23,8 @@ export interface GcStats {
   packsKept: number;
   packsDeleted: number;
   packsSpared: number;
+  /** Bytes inside the packs kept that no snapshot uses (kept for the other chunks there: nothing repacks them yet). */
+  packBytesUnused: number;
   removedManifestsDeleted: number;
   seconds: number;
 }
@@ -62,11 +64,17 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   }
 
   const marked = new Set<string>();
-  const markedPacks = new Set<string>();
+  /** Each pack some snapshot uses, with the bytes of it used (each chunk once, by its offset). */
+  const markedPacks = new Map<string, Map<number, number>>();
   const mark = (bytes: Buffer): void => {
     for (const c of decodeManifest(bytes).chunks) {
-      if (c.pack === null) marked.add(c.name.toString('hex'));
-      else markedPacks.add(c.pack);
+      if (c.pack === null) {
+        marked.add(c.name.toString('hex'));
+        continue;
+      }
+      let used = markedPacks.get(c.pack);
+      if (!used) markedPacks.set(c.pack, (used = new Map()));
+      used.set(c.offset, (c.stored & 0x7fffffff) >>> 0);
     }
   };
   const snapshots = await store.listSnapshots();
@@ -104,11 +112,14 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
     chunksDeleted++;
     bytesDeleted += c.bytes;
   }));
-  const packs = { kept: 0, deleted: 0, spared: 0 };
+  const packs = { kept: 0, deleted: 0, spared: 0, unused: 0 };
   const deletedPacks = new Set<string>();
   await Promise.all((await store.listPacks()).map(async (p) => {
-    if (markedPacks.has(p.hex)) packs.kept++;
-    else if (touchedSince(p.mtimeMs, cutoff) || !(await store.deletePackIfUntouched(p.hex, cutoff))) packs.spared++;
+    const used = markedPacks.get(p.hex);
+    if (used) {
+      packs.kept++;
+      packs.unused += Math.max(0, p.bytes - [...used.values()].reduce((a, b) => a + b, 0));
+    } else if (touchedSince(p.mtimeMs, cutoff) || !(await store.deletePackIfUntouched(p.hex, cutoff))) packs.spared++;
     else {
       deletedPacks.add(p.hex);
       packs.deleted++;
@@ -120,7 +131,7 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
   }
   if (deleted.size > 0 || deletedPacks.size > 0) await pruneDigestPacks(store, deleted, deletedPacks);
   return {
-    snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, packsKept: packs.kept, packsDeleted: packs.deleted, packsSpared: packs.spared,
+    snapshots: snapshots.length, chunksKept, chunksDeleted, bytesDeleted, chunksSpared, packsKept: packs.kept, packsDeleted: packs.deleted, packsSpared: packs.spared, packBytesUnused: packs.unused,
     removedManifestsDeleted, seconds: (Date.now() - started) / 1000,
   };
 }

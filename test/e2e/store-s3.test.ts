@@ -294,6 +294,22 @@ describe('snapshot store in object storage (S3 API, on Swift)', function () {
     expect((await s3(['gc', '--grace', '0'], store)).code).to.equal(0);
     expect(await list(bucket, 'g/packs/')).to.deep.equal([]);
     expect(await list(bucket, 'g/digests/')).to.deep.equal([]); // the dedup index forgets deleted chunks
+
+    // A pack kept for some of its chunks: gc says how much of it no snapshot uses.
+    const x = prng('s3-gc-x', 4 * MiB); // no page twice: each chunk's pages are its own
+    const y = Buffer.from(x);
+    prng('s3-gc-y', MiB).copy(y, 0); // its first MiB (two 512 KiB chunks) new, the rest x's
+    await putJson(store, tmp.file('gx.img', x), 'x');
+    const xChunks = decodeManifest(await get(bucket, 'g/snapshots/x')).chunks;
+    await putJson(store, tmp.file('gy.img', y), 'y');
+    const yNames = new Set(decodeManifest(await get(bucket, 'g/snapshots/y')).chunks.map((c) => c.name.toString('hex')));
+    expect((await s3(['rm', 'x'], store)).code).to.equal(0);
+    const onlyX = xChunks.filter((c) => !yNames.has(c.name.toString('hex')));
+    expect(onlyX.length).to.equal(2);
+    const partly = JSON.parse((await s3(['gc', '--grace', '0', '--json'], store)).stdout) as { packsDeleted: number; packBytesUnused: number };
+    expect(partly.packsDeleted).to.equal(0);
+    expect(partly.packBytesUnused).to.equal(onlyX.reduce((n, c) => n + (c.stored & 0x7fffffff), 0));
+    expect((await s3(['gc', '--grace', '0'], store)).stdout).to.match(/; [\d.]+ MiB inside the packs kept is no snapshot's \(kept with their other chunks\)/);
   });
 
   it('gc racing puts that reuse its unreferenced chunks: every snapshot a put reports stored verifies', async () => {
