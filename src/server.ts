@@ -868,7 +868,7 @@ export class SnapfaultServer {
     this.aheadPlanned.add(snap);
     if (when === 'start') this.fetchesAtOpen = this.remote?.stats ?? null;
     const chunks = prefetchChunkOrder(this.core, snap.descriptor, policy.ranges, policy.kind === 'all');
-    for (const chunk of chunks) this.ahead.want(snap.descriptor, chunk);
+    this.ahead.wantAll(snap.descriptor, chunks);
     const from = when === 'start' ? 'from the start on' : when === 'first VM' ? 'from its first VM on' : 'its name was put again';
     this.opts.log.info(`prefetch ${policy.name}: fetching ${count(chunks.length, 'chunk')} from the bucket ahead, ${from}`, { event: 'fetch_ahead', chunks: chunks.length, when });
   }

@@ -4,7 +4,10 @@
 // at once. A fault's own chunk is fetched at once, outside this queue, and
 // taken out of it (demand first); a chunk asked for twice is fetched once.
 // Queued chunks stored right after the one whose turn it is (in one pack)
-// come with it in one GET, whatever their place in the queue.
+// come with it in one GET, whatever their place in the queue; but the first
+// `concurrency` GETs go alone: what the guest needs first comes soonest (a
+// 2 MiB GET lands later than a chunk's), measured in docs/benchmarks.md
+// ("the first GETs alone").
 // A chunk is named by its snapshot's descriptor and its number there (a name
 // put again while served has a second snapshot).
 export interface PrefetchFetchSeams {
@@ -36,11 +39,21 @@ export class PrefetchFetches {
 
   /** Fetch chunk `chunk` of snapshot `snap` when its turn comes (after the chunks asked for before it). */
   want(snap: number, chunk: number): void {
+    this.enqueue(snap, chunk);
+    this.pump();
+  }
+
+  /** Fetch these, in this order: all queued before the first GET starts, so that even the first GETs take their queued neighbours. */
+  wantAll(snap: number, chunks: number[]): void {
+    for (const chunk of chunks) this.enqueue(snap, chunk);
+    this.pump();
+  }
+
+  private enqueue(snap: number, chunk: number): void {
     const key = keyOf(snap, chunk);
     if (this.closed || this.queued.has(key) || this.running.has(key)) return;
     this.queued.add(key);
     this.queue.push({ snap, chunk });
-    this.pump();
   }
 
   /** A fault needs the chunk and fetches it itself, now: it leaves the queue. */
@@ -67,7 +80,7 @@ export class PrefetchFetches {
         continue;
       }
       const run = [chunk];
-      for (let next = this.seams.extend(snap, run); next >= 0; next = this.seams.extend(snap, run)) {
+      for (let next = this.started < this.concurrency ? -1 : this.seams.extend(snap, run); next >= 0; next = this.seams.extend(snap, run)) {
         if (!this.queued.delete(keyOf(snap, next))) break; // not wanted, or a fault's now
         run.push(next);
       }
