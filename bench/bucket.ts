@@ -24,6 +24,7 @@ import { pack } from '../src/compressed/pack.js';
 import { S3Store } from '../src/store/s3-store.js';
 import { readChainOf, flattenChain } from '../src/store/chain.js';
 import { PAGE_IS_ZERO } from '../src/store/manifest.js';
+import { storedLength } from '../src/compressed/format.js';
 import { readTrace } from '../src/trace/trace-file.js';
 import { workingSet } from '../src/trace/working-set.js';
 import { median, tmpPath } from './harness.js';
@@ -98,7 +99,7 @@ async function touchedCompressedBytes(store: string, endpoint: string, trace: st
     for (const p of workingSet(readTrace(trace))) {
       const v = view.index[p];
       if (v === PAGE_IS_ZERO) continue;
-      bytes += (view.chunks[Math.floor(v / ppc)].stored & 0x7fffffff) / ppc;
+      bytes += storedLength(view.chunks[Math.floor(v / ppc)].stored) / ppc;
     }
     return bytes;
   } finally {

@@ -7,7 +7,7 @@ import { addressOf } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 import {
-  HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CHUNK_ENTRY_BYTES, CHUNK_RAW_FLAG, decodeHeader, type Header,
+  HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CHUNK_ENTRY_BYTES, storedLength, storedRaw, decodeHeader, type Header,
 } from './format.js';
 
 const CACHE_WAYS = 4;
@@ -176,8 +176,8 @@ export class CompressedSnapshot {
         const e = table + c * CHUNK_ENTRY_BYTES;
         const off = Number(dv.getBigUint64(e, true));
         const stored = dv.getUint32(e + 8, true);
-        const len = (stored & ~CHUNK_RAW_FLAG) >>> 0;
-        const raw = (stored & CHUNK_RAW_FLAG) !== 0;
+        const len = storedLength(stored);
+        const raw = storedRaw(stored);
         const want = Math.min(ppc, h.storedPages - c * ppc) * PAGE_BYTES;
         if (off < h.dataOffset || off + len > h.fileSize || len === 0 || (raw ? len !== want : len > scratchMax)) fail(`chunk ${c} has an invalid location`);
       }

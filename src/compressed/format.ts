@@ -8,6 +8,16 @@ export const CODEC_LZ4 = 1;
 export const PAGE_ZERO = 0xffffffff;
 export const CHUNK_ENTRY_BYTES = 16;
 export const CHUNK_RAW_FLAG = 0x80000000;
+
+/** A chunk's stored length, from its stored field (CHUNK_RAW_FLAG set: stored raw). */
+export function storedLength(field: number): number {
+  return (field & ~CHUNK_RAW_FLAG) >>> 0;
+}
+
+/** The chunk was stored raw (incompressible), not LZ4. */
+export function storedRaw(field: number): boolean {
+  return (field & CHUNK_RAW_FLAG) !== 0;
+}
 export const MAX_CHUNK_BYTES = 1 << 20;
 /** Chunk size chosen by measurement: see docs/format.md. */
 export const DEFAULT_CHUNK_BYTES = 32 << 10;

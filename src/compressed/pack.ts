@@ -14,7 +14,7 @@ import { openSnapshotFile, firstBytes, readExactlyAt, endedEarly } from '../snap
 import { AtomicFile } from '../output-file.js';
 import {
   FORMAT_VERSION, HEADER_BYTES, HEADER_CHECKSUM_OFFSET, PAGE_BYTES, PAGE_ZERO, CODEC_LZ4, CHUNK_ENTRY_BYTES, MAX_CHUNK_BYTES,
-  DEFAULT_CHUNK_BYTES, encodeHeader, isCompressed, type Header,
+  DEFAULT_CHUNK_BYTES, encodeHeader, isCompressed, storedLength, storedRaw, type Header,
 } from './format.js';
 import type { PackJob, PackResult, PackWorkerData } from './pack-worker.js';
 
@@ -98,7 +98,7 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
         let o = 0;
         const out = Buffer.from(r.out);
         for (let i = 0; i < r.stored.length; i++) {
-          const len = (r.stored[i] & 0x7fffffff) >>> 0;
+          const len = storedLength(r.stored[i]);
           chunkOffsets.push(writeAt);
           chunkStored.push(r.stored[i]);
           chunkChecksums.push(r.checksums[i]);
@@ -221,7 +221,7 @@ export async function pack(inputPath: string, outputPath: string, opts: PackOpti
     file.commit();
     return {
       originalSize: size, fileSize: h.fileSize, pages, zeroPages, duplicatePages, storedPages, chunks,
-      rawChunks: chunkStored.filter((s) => (s & 0x80000000) !== 0).length,
+      rawChunks: chunkStored.filter(storedRaw).length,
     };
   } catch (e) {
     file.discard();

@@ -3,6 +3,7 @@
 // Run on every response before it is cached: a truncated or wrong object is
 // refused here, and the core checks the chunk again each time it reads it back.
 import { createHash } from 'node:crypto';
+import { storedLength, storedRaw } from '../compressed/format.js';
 import type { Core } from '../core/wasm-core.js';
 import type { Arena } from '../core/arena.js';
 
@@ -17,8 +18,8 @@ export class ChunkCheck {
 
   /** null when `stored` is the chunk named `hex`, stored as the manifest says (`storedField`: length, bit 31 raw); else why not. */
   check(hex: string, storedField: number, stored: Buffer): string | null {
-    const len = (storedField & 0x7fffffff) >>> 0;
-    const raw = (storedField & 0x80000000) !== 0;
+    const len = storedLength(storedField);
+    const raw = storedRaw(storedField);
     if (stored.length !== len) return `the bucket returned ${stored.length} bytes for chunk ${hex}, its manifest says ${len}`;
     let decoded: Uint8Array = stored;
     if (!raw) {

@@ -4,7 +4,7 @@
 import { UsageError, StoreError } from '../errors.js';
 import { parseTool, onePositional, intOption, nearest } from '../tool-args.js';
 import { progressBar } from '../progress.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES } from '../compressed/format.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, storedLength } from '../compressed/format.js';
 import { checkSnapshotName, type Store } from './store.js';
 import { openStore as openAt } from './open-store.js';
 import { isS3Location } from './s3-location.js';
@@ -178,7 +178,7 @@ const COMMANDS: Record<string, Tool> = {
         else if (v === PAGE_IN_PARENT) parent++;
       }
       const view = flattenChain(chain);
-      const storedBytes = view.chunks.reduce((s, c) => s + ((c.stored & 0x7fffffff) >>> 0), 0);
+      const storedBytes = view.chunks.reduce((s, c) => s + storedLength(c.stored), 0);
       const info = {
         name: n, identity: chain[0].identity, bytes: top.originalSize, pages: top.pages, created: new Date(top.createdMs).toISOString(),
         layers: chain.map((l) => l.name), zeroPages: zero, parentPages: parent, ownPages: top.pages - zero - parent,

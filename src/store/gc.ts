@@ -9,6 +9,7 @@
 // A bucket's pack object (s3-packs.ts) is marked by any chunk in it that a
 // snapshot uses: kept whole while one is, deleted once none is.
 import { decodeManifest } from './manifest.js';
+import { storedLength } from '../compressed/format.js';
 import { decodeDigestPack, encodeDigestPack } from './digest-pack.js';
 import { REGISTRATION_LIVE_MS, registrationLive, type Store } from './store.js';
 
@@ -74,7 +75,7 @@ export async function gc(store: Store, graceMs: number): Promise<GcStats> {
       }
       let used = markedPacks.get(c.pack);
       if (!used) markedPacks.set(c.pack, (used = new Map()));
-      used.set(c.offset, (c.stored & 0x7fffffff) >>> 0);
+      used.set(c.offset, storedLength(c.stored));
     }
   };
   const snapshots = await store.listSnapshots();

@@ -5,7 +5,7 @@
 import { openSync, closeSync } from 'node:fs';
 import { StoreError } from '../errors.js';
 import { layOutDescriptor, CompressedSnapshot } from '../compressed/compressed-snapshot.js';
-import { CODEC_LZ4, FORMAT_VERSION, PAGE_BYTES, CHUNK_ENTRY_BYTES, type Header } from '../compressed/format.js';
+import { CODEC_LZ4, FORMAT_VERSION, PAGE_BYTES, CHUNK_ENTRY_BYTES, storedLength, storedRaw, type Header } from '../compressed/format.js';
 import { NAME_BYTES } from './manifest.js';
 import { readChain, flattenChain, type Layer, type FlatView } from './chain.js';
 import type { FolderStore } from './folder-store.js';
@@ -54,8 +54,8 @@ export function openChainSnapshot(chain: Layer[], at: ChunkFolder, core: Core, a
     const bytes = new Uint8Array(core.memory.buffer);
     const scratchMax = core.fn.lz4Bound(view.chunkBytes);
     view.chunks.forEach((c, i) => {
-      const len = (c.stored & 0x7fffffff) >>> 0;
-      const raw = (c.stored & 0x80000000) !== 0;
+      const len = storedLength(c.stored);
+      const raw = storedRaw(c.stored);
       if (len === 0 || (raw ? len !== view.chunkBytes : len > scratchMax)) throw new StoreError(store.root, `snapshot "${name}": chunk ${c.name.toString('hex')} has an impossible stored length: the manifest is damaged`);
       dv.setBigUint64(table + i * CHUNK_ENTRY_BYTES, 0n, true);
       dv.setUint32(table + i * CHUNK_ENTRY_BYTES + 8, c.stored >>> 0, true);

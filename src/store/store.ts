@@ -6,6 +6,7 @@
 // digest packs, registrations, removed manifests.
 import { hostname } from 'node:os';
 import { StoreError, UsageError } from '../errors.js';
+import { storedLength } from '../compressed/format.js';
 
 export const STORE_FORMAT = 'snapfault-store';
 export const STORE_VERSION = 1;
@@ -66,7 +67,7 @@ export interface ChunkPlace {
 
 /** A manifest's (or digest pack's) chunk record as a place to read, touch or look up. */
 export function chunkAt(r: { name: Buffer; stored: number; pack: string | null; offset: number }): ChunkAt {
-  return { hex: r.name.toString('hex'), pack: r.pack, offset: r.offset, length: (r.stored & 0x7fffffff) >>> 0 };
+  return { hex: r.name.toString('hex'), pack: r.pack, offset: r.offset, length: storedLength(r.stored) };
 }
 
 export interface Store {

@@ -8,6 +8,7 @@ import { Arena } from '../core/arena.js';
 import { StoreError, SnapshotError } from '../errors.js';
 import { readChainOf, flattenChain } from './chain.js';
 import { PAGE_IS_ZERO } from './manifest.js';
+import { storedLength, storedRaw } from '../compressed/format.js';
 import { chunkAt, type Store } from './store.js';
 
 export interface VerifyStats {
@@ -80,8 +81,8 @@ export async function verifySnapshot(store: Store, name: string, against: string
       }
       const stored = got;
       bytesRead += stored.length;
-      const len = (c.stored & 0x7fffffff) >>> 0;
-      const raw = (c.stored & 0x80000000) !== 0;
+      const len = storedLength(c.stored);
+      const raw = storedRaw(c.stored);
       if (stored.length !== len) fault(`chunk ${hex} is ${stored.length} bytes, its manifest says ${len}: it is damaged`);
       const mem = new Uint8Array(core.memory.buffer);
       if (raw) {
