@@ -28,12 +28,14 @@ export class DecodeAhead {
   lastAt = 0;
   /** Chunks at most: half of what the cache holds. */
   private readonly room: number;
+  /** The snapshot's decoded-chunk cache (its address in shared memory). */
+  private readonly cache: number;
 
   constructor(private readonly core: Core, private readonly arena: Arena, private readonly snap: CompressedSnapshot, chunks: number[]) {
     const L = core.layout;
     const dv = new DataView(core.memory.buffer);
-    const cache = dv.getUint32(snap.descriptor + L.SNAP_CACHE, true);
-    this.room = Math.floor((dv.getUint32(cache + L.CACHE_SETS, true) * dv.getUint32(cache + L.CACHE_WAYS, true)) / 2);
+    this.cache = dv.getUint32(snap.descriptor + L.SNAP_CACHE, true);
+    this.room = Math.floor((dv.getUint32(this.cache + L.CACHE_SETS, true) * dv.getUint32(this.cache + L.CACHE_WAYS, true)) / 2);
     this.scratchBytes = core.fn.lz4Bound(snap.header.chunkBytes);
     this.scratch = arena.alloc(this.scratchBytes, 4096);
     for (const c of chunks) this.want(c);
@@ -84,7 +86,7 @@ export class DecodeAhead {
       slot = fn.chunkAcquire(0, this.snap.descriptor, chunk, this.scratch, this.scratchBytes, owner);
     } catch {
       // A trap in the core (it should not happen): whatever lock it left is opened, and decoding ahead ends; the workers decode as ever.
-      fn.cacheReleaseOwner(new DataView(this.core.memory.buffer).getUint32(this.snap.descriptor + this.core.layout.SNAP_CACHE, true), owner);
+      fn.cacheReleaseOwner(this.cache, owner);
       return this.stop();
     }
     if (slot >= 0) {

@@ -194,9 +194,10 @@ export class RemoteServing implements PinnedSnapshots {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     if (chunk >= dv.getUint32(snap + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
-    const at = this.held(snap)!.places[chunk];
+    const h = this.held(snap)!;
+    const at = h.places[chunk];
     if (discard) this.cache.discard(at.hex);
-    return this.outcome(at, this.fetcher.fetch(at, this.checkIn(snap, [chunk])));
+    return this.outcome(at, this.fetcher.fetch(at, this.checkIn(snap, h, [chunk])));
   }
 
   /**
@@ -218,19 +219,18 @@ export class RemoteServing implements PinnedSnapshots {
 
   /** Fetches chunks of snapshot `snap` (one, or a run extendRun made) into the disk cache: as fetch, one answer a chunk. */
   fetchRun(snap: number, run: number[]): Array<Promise<{ error: string | null; bytes: number }>> {
-    if (this.closed || this.held(snap) === null) return run.map((c) => this.fetch(snap, c, false));
-    const h = this.held(snap)!;
+    const h = this.closed ? null : this.held(snap);
+    if (!h) return run.map((c) => this.fetch(snap, c, false));
     const places = run.map((c) => h.places[c]);
-    return this.fetcher.fetchRun(places, this.checkIn(snap, run)).map((p, i) => this.outcome(places[i], p));
+    return this.fetcher.fetchRun(places, this.checkIn(snap, h, run)).map((p, i) => this.outcome(places[i], p));
   }
 
   /** Checks a fetched chunk of `snap` (one of `chunks`) against its manifest record and its name. */
-  private checkIn(snap: number, chunks: number[]): (at: ChunkAt, stored: Buffer) => string | null {
+  private checkIn(snap: number, h: HeldSnapshot, chunks: number[]): (at: ChunkAt, stored: Buffer) => string | null {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const table = dv.getUint32(snap + L.SNAP_CHUNK_TABLE, true);
-    const places = this.held(snap)!.places;
-    const fields = new Map(chunks.map((c) => [places[c].hex, dv.getUint32(table + c * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true)]));
+    const fields = new Map(chunks.map((c) => [h.places[c].hex, dv.getUint32(table + c * L.CHUNK_ENTRY + L.CHUNK_LENGTH, true)]));
     return (at, stored) => this.checker.check(at.hex, fields.get(at.hex)!, stored);
   }
 

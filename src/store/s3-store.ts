@@ -265,11 +265,6 @@ export class S3Store implements Store {
     }
   }
 
-  /** Packs and bytes this store's writes uploaded. */
-  get packsWritten(): { packs: number; bytes: number } {
-    return { packs: this.packs?.packs ?? 0, bytes: this.packs?.bytes ?? 0 };
-  }
-
   async readChunk(at: ChunkAt, signal?: AbortSignal): Promise<Buffer> {
     if (at.pack === null) {
       let b: Buffer | null;
