@@ -151,6 +151,7 @@ export function buildRegistry(server: SnapfaultServer): Registry {
   const worker = (slot: number) => (set: (v: number) => void): void => set(snap().workers.reduce((s, w) => s + w[slot], 0));
   computedCounter(registry, 'snapfault_eagain_total', 'Resolutions deferred by EAGAIN (a remove in progress).', [], worker(S.EAGAIN));
   computedCounter(registry, 'snapfault_eexist_total', 'Resolutions that found the page already present (woken instead).', [], worker(S.EEXIST));
+  computedCounter(registry, 'snapfault_not_registered_faults_total', 'Faults whose page had left the userfaultfd\'s ranges when resolved (ENOENT: an unregister racing the fault): woken, the kernel fills the page.', [], worker(S.NOT_REGISTERED));
   computedCounter(registry, 'snapfault_handshakes_rejected_total', 'Connections refused, by reason.', ['reason'], (set) => {
     for (const [reason, n] of snap().rejected) set(n, { reason });
   });

@@ -188,7 +188,7 @@ function fetchesSince(a: FetchStats, b: FetchStats): Pick<FetchStats, 'gets' | '
 function summaryFields(s: VmStats): LogContext {
   return {
     faults: s.copies + s.zeropages + s.removedZero, faultsCopied: s.copies, faultsZero: s.zeropages, faultsRemovedZero: s.removedZero,
-    bytesCopied: s.bytes, removeEvents: s.removeEvents, otherEvents: s.otherEvents, eagain: s.eagain, eexist: s.eexist, lateFaults: s.late, zeroRanges: s.zeroRanges, zeroRangeBytes: s.zeroRangeBytes,
+    bytesCopied: s.bytes, removeEvents: s.removeEvents, otherEvents: s.otherEvents, eagain: s.eagain, eexist: s.eexist, notRegistered: s.notRegistered, lateFaults: s.late, zeroRanges: s.zeroRanges, zeroRangeBytes: s.zeroRangeBytes,
     prefetchedPages: s.prefetched, prefetchedZeroPages: s.prefetchedZero, prefetchedBytes: s.prefetchBytes,
     chunkHits: s.chunkHits, chunkMisses: s.chunkMisses, filledAroundPages: s.filledAround,
     reads: s.reads, events: s.messages, lastFaultMs: ms(s.lastFaultMs), servedMs: ms(s.servedMs),
@@ -961,6 +961,7 @@ export class SnapfaultServer {
     const fetches = vm?.fetchesAtStart && this.remote ? fetchesSince(vm.fetchesAtStart, this.remote.stats) : null;
     const summary = `${count(s.copies + s.zeropages + s.removedZero, 'fault')} (${s.copies} copied, ${s.zeropages} zero, ${s.removedZero} removed), ` +
       `${bytesText(s.bytes)} copied, ${count(s.removeEvents, 'remove')}, ${s.eagain} EAGAIN, ${s.eexist} EEXIST, ` +
+      (s.notRegistered > 0 ? `${s.notRegistered} on pages no longer registered (woken), ` : '') +
       `last fault at ${s.lastFaultMs.toFixed(1)} ms, served ${s.servedMs.toFixed(1)} ms` +
       (s.zeroRanges > 0 ? `; ${count(s.zeroRanges, 'all-zero range')} (${bytesText(s.zeroRangeBytes)}) ${this.opts.zeroRanges === 'zeropage' ? 'mapped as zero pages after the handshake' : 'left to the kernel'}` : '') +
       (s.chunkMisses + s.chunkHits > 0 ? `; chunks: ${s.chunkMisses} decoded, ${s.chunkHits} from cache, ${s.filledAround} pages filled around` : '') +

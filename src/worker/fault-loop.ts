@@ -48,6 +48,8 @@ interface ServedVm {
   messages: number;
   eagain: number;
   eexist: number;
+  /** Faults whose page had left the uffd's ranges by the time it was resolved (ENOENT): woken only. */
+  notRegistered: number;
   started: number;
   lastFault: number;
   ended: boolean;
@@ -226,7 +228,7 @@ export class FaultLoop {
     if (slot < 0) slot = this.slots.push(null) - 1;
     const t = now();
     const vm: ServedVm = {
-      a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0,
+      a, slot, pending: 0, deferred: false, yields: 0, round: 0, reads: 0, messages: 0, eagain: 0, eexist: 0, notRegistered: 0,
       started: t, lastFault: t, ended: false, fence: a.fenced ? fenceWords(this.L, a.table) : null, rec: a.record ? new Recorder() : null,
       unrung: 0, mirror: a.mirror ? new RemovedMirror(this.core, a.table, a.mirror, (addr, length) => viewOf({ addr, length })) : null,
       zero: a.zeroRanges === 'off' ? null : new ZeroRanges(a.zeroRanges),
@@ -467,12 +469,28 @@ export class FaultLoop {
       return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');
     }
     if (rc === -E.EAGAIN) return AGAIN;
+    if (rc === -E.ENOENT) return this.notRegistered(vm, act);
     return this.ioctlFailed(vm, act, rc, 'resolving the fault');
   }
 
-  /** Ends the VM after a failed ioctl: Firecracker has gone (ESRCH, ENOENT), or the fault cannot be served. */
+  /**
+   * ENOENT: the page is in no range registered with the uffd any more (a
+   * zero range taken out while its fault was on its way in, native/uffd.ts
+   * `unregister`; the previous handler's, after a takeover). It is the
+   * kernel's to fill: the waiting thread is woken and retries without us.
+   * Firecracker's exit is ESRCH, or its socket's end-of-file.
+   */
+  private notRegistered(vm: ServedVm, act: number): number {
+    vm.notRegistered++;
+    this.st[S.NOT_REGISTERED]++;
+    const woke = this.ioctl(vm.a.uffd, UFFDIO.WAKE, this.base + act + this.L.ACTION_WAKE);
+    if (woke >= 0) return EXISTED;
+    return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');
+  }
+
+  /** Ends the VM after a failed ioctl: Firecracker has gone (ESRCH), or the fault cannot be served. */
   private ioctlFailed(vm: ServedVm, act: number, rc: number, what: string): number {
-    if (rc === -E.ESRCH || rc === -E.ENOENT) {
+    if (rc === -E.ESRCH) {
       this.end(vm, 'exited', 'Firecracker exited');
       return GONE;
     }
@@ -617,6 +635,7 @@ export class FaultLoop {
       messages: vm.messages,
       eagain: vm.eagain,
       eexist: vm.eexist,
+      notRegistered: vm.notRegistered,
       zeroRanges: vm.zero?.ranges ?? 0,
       zeroRangeBytes: vm.zero?.bytes ?? 0,
       lastFaultMs: vm.lastFault - vm.started,

@@ -57,6 +57,8 @@ export interface VmStats extends FaultCounts {
   messages: number;
   eagain: number;
   eexist: number;
+  /** Faults whose page had left the uffd's ranges when resolved (ENOENT): woken, the kernel's to fill. */
+  notRegistered: number;
   /** All-zero ranges taken out of the uffd (or mapped ahead, zeropage mode), and their bytes. */
   zeroRanges: number;
   zeroRangeBytes: number;

@@ -8,6 +8,8 @@ export const WORKER_STAT = {
   MESSAGES: 3,
   LATENCY_SUM_S: 4,
   LATENCY_COUNT: 5,
+  /** Faults whose page was in no registered range any more when resolved (ENOENT): woken only. */
+  NOT_REGISTERED: 6,
   /** Faults by handling time, one slot per bound in LATENCY_BOUNDS_S plus +Inf. */
   LATENCY_BUCKETS: 8,
   /** Reads by messages returned, one slot per bound in READ_BOUNDS plus +Inf. */

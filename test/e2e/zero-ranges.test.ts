@@ -6,7 +6,8 @@ import { expect } from 'chai';
 import { openSync, closeSync, ftruncateSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { TempDir } from '../helpers/images.js';
-import { startSnapfault, runSim, type SimResult } from '../helpers/processes.js';
+import { startSnapfault, runSim, Proc, type SimResult } from '../helpers/processes.js';
+import { SNAPFAULT_FAULTY } from '../helpers/paths.js';
 import { pack } from '../../src/compressed/pack.js';
 
 const MiB = 1 << 20;
@@ -115,5 +116,23 @@ describe('zero ranges', function () {
     const r = await restore([], ['--touches', '64', '--pattern', 'random'], path);
     // 256 ranges: the four 4 MiB runs and 252 of the 2 MiB ones.
     expect(r.log).to.match(/256 all-zero ranges \(520\.0 MiB\) left to the kernel/);
+  });
+
+  it('a fault whose page left the uffd before its zero page went in (ENOENT) is woken, and the VM goes on', async () => {
+    // The test worker (test/helpers/faulty-fault-worker.ts) takes the first
+    // zero-page fault's page out of the uffd just before resolving it, as an
+    // unregister racing that fault would. ENOENT is not Firecracker's exit.
+    const sock = tmp.file(`z${n++}.sock`);
+    const h = new Proc(process.execPath, [SNAPFAULT_FAULTY, '--log-format', 'text', '--zero-ranges', 'off', sock, mem], { SF_TEST_FAULT_UNREGISTER: '1' });
+    await h.waitForStderr(/listening on /);
+    // The guest waits for the zero-page scan: its zero pages are then mapped with UFFDIO_ZEROPAGE.
+    const sim = await runSim(['--socket', sock, '--mem', mem, '--verify', '--pause-ms', '300', '--pattern', 'random', '--threads', '2']);
+    const exit = await h.waitExit();
+    expect(sim.code, `${sim.stderr}\n${h.stderr}`).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect(sim.json?.touches).to.equal(16384);
+    expect(exit.code, h.stderr).to.equal(0);
+    expect(h.stderr).to.match(/ended: Firecracker closed the connection/);
+    expect(h.stderr).to.match(/\b1 on pages no longer registered \(woken\)/);
   });
 });
