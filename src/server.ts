@@ -377,6 +377,7 @@ export class SnapfaultServer {
           closeFd(kept.fd);
           kept.keeper.stop();
           kept.vault?.close();
+          server.vault = null;
         }
         for (const c of unsettled) closeFd(c);
         unsettled.length = 0;
@@ -680,8 +681,8 @@ export class SnapfaultServer {
       id, peerPid: pid, uffd, conn: v.conn, pidfd: v.pidfd, table: vmt.table, msgs, actions, capacity: MSG_CAPACITY, onFatal: this.opts.onFatal,
       snap: compressed ? compressed.descriptor : 0, fill, fenced: prefetching, feed, doorbell: this.doorbell, t0, record: this.opts.record !== null,
       mirror: v.record ? mirrorTarget(v.record) : null,
-      // A VM taken over had its zero ranges dealt with (or not) by its first handler; doing it twice would fail on ranges no longer registered.
-      zeroRanges: v.adopted ? 'off' : this.opts.zeroRanges,
+      // A VM taken over had its zero ranges dealt with (or not) by its first handler: they are only marked (src/worker/zero-ranges.ts).
+      zeroRanges: v.adopted ? 'known' : this.opts.zeroRanges,
       fetched,
     });
     if (prefetching) this.prefetcher?.add({

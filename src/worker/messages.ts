@@ -1,7 +1,7 @@
 // What the main thread and the fault workers say to each other.
 import type { FaultCounts } from '../vm/vm-table.js';
 import type { MirrorTarget } from '../state/removed-mirror.js';
-import type { ZeroRangeMode } from './zero-ranges.js';
+import type { ZeroRangeWork } from './zero-ranges.js';
 
 export type FatalPolicy = 'kill-peer' | 'disconnect';
 
@@ -38,7 +38,7 @@ export interface VmAssignment {
   /** Its record in the state directory: every REMOVE read is mirrored there (--state-dir), or null. */
   mirror: MirrorTarget | null;
   /** What to do with the VM's all-zero ranges (zero-ranges.ts). */
-  zeroRanges: ZeroRangeMode;
+  zeroRanges: ZeroRangeWork | 'off';
   /** Its snapshot's chunks come from a bucket through a disk cache: a fault on one not cached yet is parked while it is fetched. */
   fetched: boolean;
 }

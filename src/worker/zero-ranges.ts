@@ -15,6 +15,11 @@
 //   gets at most ZERO_RANGE_BUDGET ranges, the longest first, and ENOMEM
 //   (vm.max_map_count reached) stops the unregistering for that VM.
 // - hugetlbfs: runs are whole 2 MiB pages (the kernel refuses anything else).
+// - A VM taken over ('known'): its first handler dealt with its ranges, as
+//   its options said. The runs are only marked present, with no ioctl: a
+//   prefetch copy into a range taken out would meet ENOENT and stop that
+//   VM's prefetch, and a fault in a range still registered is served as a
+//   late one (the core's page state is the new handler's own).
 //
 // Runs the fault worker, between batches, with none of the VM's faults in
 // hand and under its fence (no prefetch copy in flight), so no planned copy
@@ -24,6 +29,8 @@ import { E } from '../../native/libc.js';
 import type { Core } from '../core/wasm-core.js';
 
 export type ZeroRangeMode = 'unregister' | 'zeropage' | 'off';
+/** What a fault worker does with a VM's zero runs: a mode, or 'known' (a VM taken over: marked present, no ioctl). */
+export type ZeroRangeWork = Exclude<ZeroRangeMode, 'off'> | 'known';
 
 /** Shorter runs are left to the fault path: a range costs VMAs, and a short one saves few faults. */
 export const ZERO_RANGE_MIN_BYTES = 2 << 20;
@@ -44,7 +51,7 @@ export class ZeroRanges {
   stopped = false;
   warning: string | null = null;
 
-  constructor(readonly mode: Exclude<ZeroRangeMode, 'off'>) {}
+  constructor(readonly mode: ZeroRangeWork) {}
 
   get pending(): boolean {
     return this.queue.length > 0 && !this.stopped;
@@ -85,6 +92,11 @@ export class ZeroRanges {
       const r = this.queue[0];
       const start = r[0];
       const end = r[1];
+      if (this.mode === 'known') {
+        core.fn.markUnregistered(table, BigInt(start), BigInt(end - start));
+        this.queue.shift();
+        continue;
+      }
       if (this.mode === 'unregister') {
         const rc = unregister(uffd, start, end - start);
         if (rc === -E.ESRCH || rc === -E.ENOENT) return 'gone';

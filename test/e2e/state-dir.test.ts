@@ -6,7 +6,7 @@
 // whose restart takes its one VM over and exits once that Firecracker has.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync, openSync, writeSync, closeSync, existsSync, mkdirSync } from 'node:fs';
+import { readdirSync, statSync, openSync, writeSync, closeSync, existsSync, mkdirSync, ftruncateSync, readFileSync } from 'node:fs';
 import { TempDir, makeImage } from '../helpers/images.js';
 import { cli, expectRefused } from '../helpers/cli.js';
 import { Proc, startSnapfault, startSim } from '../helpers/processes.js';
@@ -153,7 +153,51 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
     expect(readdirSync(state).filter((f) => f.startsWith('vm-'))).to.deep.equal([]);
   });
   }
+
+  it('a VM taken over keeps its zero ranges out of the prefetch: --prefetch all on the new handler copies every data page past them', async () => {
+    // 8 MiB of data, a 48 MiB hole (a zero range the first handler takes out of the uffd), 8 MiB of data.
+    const sparse = tmp.file('zero-range.img');
+    const fd = openSync(sparse, 'w');
+    ftruncateSync(fd, 64 * MiB);
+    for (const at of [0, 56 * MiB]) writeSync(fd, makeImage(8 * MiB, { seed: `zr${at}`, zeroFraction: 0 }), 0, 8 * MiB, at);
+    closeSync(fd);
+    const { sock, state } = fresh();
+    const args = ['--state-dir', state, '--log-format', 'text', sock, sparse];
+    const first = await startSnapfault(args);
+    live.push(first);
+    // The guest idles while the handlers change, then reads every page.
+    const sim = startSim(['--socket', sock, '--mem', sparse, '--verify', '--pause-ms', '4000', '--pattern', 'seq']);
+    live.push(sim.proc);
+    await first.waitForStderr(/serving 1 region/);
+    await untilUnregistered(sim.proc.pid!, 48 * MiB);
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = new Proc(SNAPFAULT, ['--prefetch', 'all', ...args]);
+    live.push(second);
+    await second.waitForStderr(/taken over from the previous handler/);
+    const r = await sim.result;
+    expect(r.code, `${r.stderr}\n${second.stderr}`).to.equal(0);
+    expect(r.json?.mismatches).to.equal(0);
+    expect((await second.waitExit(10_000)).code, second.stderr).to.equal(0);
+    // Without the ranges marked, its first copy into the hole met ENOENT and the prefetch stopped there, short of the last 8 MiB.
+    expect(second.stderr).to.match(/prefetch: 4096 pages copied \(16\.0 MiB\)/);
+    expect(second.stderr).to.match(/ended: Firecracker exited; 0 faults/);
+  });
 });
+
+/** Waits until a mapping of `bytes` in process `pid` is out of its userfaultfd (no `um` in its smaps VmFlags). */
+async function untilUnregistered(pid: number, bytes: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    for (const vma of smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)) {
+      const [from, to] = vma.split(' ')[0].split('-').map((h) => parseInt(h, 16));
+      if (to - from === bytes && !/^VmFlags:.*\bum\b/m.test(vma)) return;
+    }
+    if (Date.now() > deadline) throw new Error(`no ${bytes}-byte mapping of pid ${pid} left its userfaultfd`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /** The state directory, made as --state-dir makes it (VmRecord.create writes into an existing folder). */
 function stateFolder(state: string): string {
