@@ -33,6 +33,7 @@ const ROUNDS = Number(process.env.BENCH_FC_ROUNDS ?? 3);
 const DELAY_MS = 20;
 /** Chunk sizes to compare (BENCH_CHUNK_KIB=32,256 for others). */
 const CHUNK_KIB = (process.env.BENCH_CHUNK_KIB ?? '32,512').split(',').map(Number);
+// BENCH_BUCKET_MODES=REGEX runs only the bucket rows whose name matches.
 const MiB = 1 << 20;
 
 export interface BucketRow {
@@ -159,6 +160,7 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
       const label = `bucket, ${kib} KiB chunks`;
       modes.push(
         { name: `${label}, cold cache, on demand`, handler: via(os.endpoint, null, ''), baseline: 'on demand', fetches: true },
+        { name: `${label}, cold cache, on demand, \`--fetch-readahead 0\``, handler: via(os.endpoint, null, '--fetch-readahead 0'), baseline: 'on demand', fetches: true },
         { name: `${label}, cold cache, \`--prefetch replay:\``, handler: via(os.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
         { name: `${label} each an object (\`--pack-mib 0\`), cold cache, \`--prefetch replay:\``, handler: from(loose)(os.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
         { name: `${label}, warm disk cache, \`--prefetch replay:\``, handler: via(os.endpoint, warm, replay), baseline: 'replay', fetches: true },
@@ -166,10 +168,14 @@ export async function benchBucket(): Promise<BucketRow[] | null> {
       if (kib >= 128) {
         modes.push(
           { name: `${label}, +${DELAY_MS} ms a request, cold, on demand`, handler: via(proxy.endpoint, null, ''), baseline: 'on demand', fetches: true },
+          { name: `${label}, +${DELAY_MS} ms a request, cold, on demand, \`--fetch-readahead 0\``, handler: via(proxy.endpoint, null, '--fetch-readahead 0'), baseline: 'on demand', fetches: true },
           { name: `${label}, +${DELAY_MS} ms a request, cold, \`--prefetch replay:\``, handler: via(proxy.endpoint, null, replay), baseline: 'replay', fetches: true, touchedBytes },
         );
       }
     }
+    // BENCH_BUCKET_MODES=REGEX: only the bucket rows whose name matches (the two local files are the baselines, always run).
+    const only = process.env.BENCH_BUCKET_MODES ? new RegExp(process.env.BENCH_BUCKET_MODES) : null;
+    if (only) modes.splice(2, modes.length, ...modes.slice(2).filter((m) => only.test(m.name)));
     const samples = modes.map(() => [] as number[]);
     const loads = modes.map(() => [] as number[]);
     const fetched = modes.map(() => [] as Fetches[]);

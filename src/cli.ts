@@ -44,6 +44,8 @@ const SERVE_OPTIONS = `Options:
   --fetch-timeout SECONDS   how long a fault waits for its chunk before --on-fatal (default 30)
   --fetch-concurrency N     GETs at once fetching ahead for --prefetch (default 16); a fault's
                             own chunk never waits behind them
+  --fetch-readahead KIB     on demand, where the guest reads on from one chunk into the next,
+                            fetch this much memory after it ahead (default 1024; 0: off)
   --fetch-hedge auto|off|MS  a GET unanswered past the recent p99 (auto; 500 ms until 20 GETs
                             have answered) or past MS gets a second one beside it, at most 5%
                             of GETs; the first answer wins (default auto)
@@ -154,6 +156,7 @@ const optionSpec = {
   'cache-size': { type: 'string' },
   'fetch-timeout': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
+  'fetch-readahead': { type: 'string' },
   'fetch-hedge': { type: 'string' },
   follow: { type: 'string' },
   's3-endpoint': { type: 'string' },

@@ -196,6 +196,8 @@ function summaryFields(s: VmStats): LogContext {
   };
 }
 
+/** GETs at once reading ahead on demand (readAhead): a few beside the faults' own (16 at once slowed Firecracker's load here). */
+const READAHEAD_GETS = 4;
 const MSG_CAPACITY = 64;
 /** `1 remove`, `2 removes`: the summary reads as a sentence. */
 const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
@@ -255,6 +257,8 @@ export class SnapfaultServer {
   private remote: RemoteServing | null = null;
   /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
   private ahead: PrefetchFetches | null = null;
+  /** Served from a bucket on demand: the chunks after a fault's, fetched ahead (readAhead). */
+  private readahead: PrefetchFetches | null = null;
   /** Until the first VM: the policy's first chunks decoded on this thread (src/snapshot/decode-ahead.ts). */
   private decodeAhead: DecodeAhead | null = null;
   private readonly aheadPlanned = new WeakSet<CompressedSnapshot>();
@@ -322,16 +326,18 @@ export class SnapfaultServer {
     server.policy = prepared?.policy ?? null;
     let replay: number[] = [];
     try {
-      if (remote && opts.remote && prepared) {
-        server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, {
-          fetch: (snap, run) => remote.fetchRun(snap, run).map(async (p) => (await p).error),
-          extend: (snap, run) => remote.extendRun(snap, run),
-          cached: (snap, chunk) => remote.isCached(snap, chunk),
-          landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error),
-        });
+      if (remote && opts.remote) {
+        const seams = {
+          fetch: (snap: number, run: number[]) => remote.fetchRun(snap, run).map(async (p) => (await p).error),
+          extend: (snap: number, run: number[]) => remote.extendRun(snap, run),
+          cached: (snap: number, chunk: number) => remote.isCached(snap, chunk),
+        };
+        server.ahead = new PrefetchFetches(opts.remote.fetchConcurrency, { ...seams, landed: (snap, chunk, error) => server.fetchedAhead(snap, chunk, error) });
+        // Read ahead: a few GETs at once, beside the faults' own, each taking its neighbours from the first.
+        server.readahead = new PrefetchFetches(READAHEAD_GETS, { ...seams, landed: () => undefined }, 0);
         // The policy's chunks are on their way from now on, while the workers start and Firecracker
         // loads: a drop-in handler is started just before its Firecracker. A standby may never serve.
-        if (!opts.standby && first instanceof CompressedSnapshot) server.planAhead(first, 'start');
+        if (prepared && !opts.standby && first instanceof CompressedSnapshot) server.planAhead(first, 'start');
       }
       // The policy's first chunks decoded while the workers start and Firecracker starts and loads (a standby may never serve).
       if (prepared && prepared.policy.kind !== 'wasm' && !opts.standby && first instanceof CompressedSnapshot) {
@@ -373,6 +379,7 @@ export class SnapfaultServer {
         server.claimed = true;
         // Its one VM is running already: nothing will replay, so the chunks queued at start are not fetched.
         server.ahead?.close();
+        server.readahead?.close();
         if (kept) {
           closeFd(kept.fd);
           kept.keeper.stop();
@@ -385,6 +392,7 @@ export class SnapfaultServer {
       replay = unsettled;
     } catch (e) {
       server.ahead?.close();
+      server.readahead?.close();
       server.decodeAhead?.stop();
       await server.pool?.stop();
       await server.prefetcher?.stop();
@@ -925,12 +933,37 @@ export class SnapfaultServer {
     this.prefetcher?.chunkLanded(snap, chunk, error === null);
   }
 
+  /**
+   * A fault needs chunk `chunk` from the bucket, and no policy knows what
+   * comes next (on demand, or a policy of its own): if the chunk before it is
+   * cached or on its way (the guest reads on), the chunks after it, up to
+   * --fetch-readahead of memory, are queued to be fetched ahead, side by side
+   * in one GET where they lie so in a pack. Its next fault there finds its
+   * chunk cached, or on its way. Measured in docs/store-s3.md (Read ahead).
+   */
+  private readAhead(snap: number, chunk: number): void {
+    const bytes = this.opts.remote?.readaheadBytes ?? 0;
+    if (!this.readahead || bytes === 0 || (this.policy && this.policy.kind !== 'wasm')) return;
+    // Only where the guest reads on: scattered faults (Firecracker's load among them) fetch their own chunk alone.
+    if (chunk === 0 || !this.remote!.isCachedOrComing(snap, chunk - 1)) return;
+    const L = this.core.layout;
+    const dv = new DataView(this.core.memory.buffer);
+    const chunks = dv.getUint32(snap + L.SNAP_CHUNKS, true);
+    const chunkBytes = dv.getUint32(snap + L.SNAP_PAGES_PER_CHUNK, true) * PAGE_BYTES;
+    const last = Math.min(chunks - 1, chunk + Math.max(1, Math.floor(bytes / chunkBytes)));
+    const after: number[] = [];
+    for (let c = chunk + 1; c <= last; c++) after.push(c);
+    this.readahead.wantAll(snap, after);
+  }
+
   /** A fault worker has faults parked on a chunk the disk cache lacks: fetched here, off its path; every worker is told when it lands. */
   private fetchChunk(vmId: number, snap: number, chunk: number, discard: boolean): void {
     const remote = this.remote;
     if (!remote) return;
     // Demand first: a chunk queued to be fetched ahead is fetched now, for the fault.
     this.ahead?.demand(snap, chunk);
+    this.readahead?.demand(snap, chunk);
+    this.readAhead(snap, chunk);
     const t = performance.now();
     if (discard) this.opts.log.warn(`chunk ${remote.chunkName(snap, chunk)} in the disk cache fails its checks: deleted, fetched again`, { event: 'cache_damaged', chunk });
     void remote.fetch(snap, chunk, discard).then(({ error, bytes }) => {
@@ -1068,6 +1101,7 @@ export class SnapfaultServer {
     // No thread of this handler touches a VM any more: a successor may take them.
     this.state?.release();
     this.ahead?.close();
+    this.readahead?.close();
     await this.prefetcher?.stop();
     await this.cache.close();
     if (this.zeroHugePage) munmap(this.zeroHugePage);

@@ -5,9 +5,10 @@
 // taken out of it (demand first); a chunk asked for twice is fetched once.
 // Queued chunks stored right after the one whose turn it is (in one pack)
 // come with it in one GET, whatever their place in the queue; but the first
-// `concurrency` GETs go alone: what the guest needs first comes soonest (a
-// 2 MiB GET lands later than a chunk's), measured in docs/benchmarks.md
-// ("the first GETs alone").
+// `alone` GETs (the prefetch's: `concurrency`) go alone: what the guest needs
+// first comes soonest (a 2 MiB GET lands later than a chunk's), measured in
+// docs/benchmarks.md ("the first GETs alone"). Reading ahead on demand uses
+// one too (SnapfaultServer.readAhead), runs from its first GET on.
 // A chunk is named by its snapshot's descriptor and its number there (a name
 // put again while served has a second snapshot).
 export interface PrefetchFetchSeams {
@@ -35,7 +36,8 @@ export class PrefetchFetches {
   /** GETs started by prefetching (a chunk found cached by then is not counted). */
   started = 0;
 
-  constructor(private readonly concurrency: number, private readonly seams: PrefetchFetchSeams) {}
+  /** `alone`: how many GETs go alone before runs are made (the first ones carry what is needed first). */
+  constructor(private readonly concurrency: number, private readonly seams: PrefetchFetchSeams, private readonly alone = concurrency) {}
 
   /** Fetch chunk `chunk` of snapshot `snap` when its turn comes (after the chunks asked for before it). */
   want(snap: number, chunk: number): void {
@@ -80,7 +82,7 @@ export class PrefetchFetches {
         continue;
       }
       const run = [chunk];
-      for (let next = this.started < this.concurrency ? -1 : this.seams.extend(snap, run); next >= 0; next = this.seams.extend(snap, run)) {
+      for (let next = this.started < this.alone ? -1 : this.seams.extend(snap, run); next >= 0; next = this.seams.extend(snap, run)) {
         if (!this.queued.delete(keyOf(snap, next))) break; // not wanted, or a fault's now
         run.push(next);
       }

@@ -13,12 +13,15 @@ export interface RemoteValues {
   'fetch-timeout'?: string;
   'fetch-concurrency'?: string;
   'fetch-hedge'?: string;
+  'fetch-readahead'?: string;
   's3-endpoint'?: string;
   follow?: string;
 }
 
 /** Prefetch GETs at once by default (docs/store-s3.md has the measurements). */
 const DEFAULT_FETCH_CONCURRENCY = 16;
+/** KiB of memory after a fault's chunk fetched ahead, on demand (docs/store-s3.md has the measurements). */
+const DEFAULT_READAHEAD_KIB = 1024;
 const DEFAULT_CACHE_BYTES = 10 * 2 ** 30;
 /** Seconds between looks at the served name in the bucket (a GET of its manifest each). */
 const DEFAULT_FOLLOW_S = 10;
@@ -47,6 +50,7 @@ export function remoteOptions(values: RemoteValues, location: string): RemoteOpt
     fetchTimeoutMs: intOption(values['fetch-timeout'], '--fetch-timeout', { def: 30, min: 1, max: 3600 }) * 1000,
     fetchConcurrency: intOption(values['fetch-concurrency'], '--fetch-concurrency', { def: DEFAULT_FETCH_CONCURRENCY, min: 1, max: 256 }),
     hedge: hedgeOption(values['fetch-hedge']),
+    readaheadBytes: intOption(values['fetch-readahead'], '--fetch-readahead', { def: DEFAULT_READAHEAD_KIB, min: 0, max: 65_536 }) * 1024,
     followMs: intOption(values.follow, '--follow', { def: DEFAULT_FOLLOW_S, min: 0, max: 86_400 }) * 1000,
   };
 }
@@ -61,7 +65,7 @@ function hedgeOption(v: string | undefined): HedgePolicy {
 
 /** The options that mean something only with a store in a bucket, given without one. */
 export function refuseRemoteOnly(values: RemoteValues): void {
-  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 'fetch-hedge', 's3-endpoint', 'follow'] as const) {
+  for (const o of ['cache-dir', 'cache-size', 'fetch-timeout', 'fetch-concurrency', 'fetch-hedge', 'fetch-readahead', 's3-endpoint', 'follow'] as const) {
     if (values[o] !== undefined) throw new UsageError(`--${o} is for serving a store in a bucket (--store s3://BUCKET/PREFIX)`);
   }
 }

@@ -6,7 +6,7 @@
 // keeps its chunks even if it is removed. The name is looked up again now and
 // then (follow): put again, its new snapshot serves the VMs that come next,
 // and the old one is kept, leased, until its last VM ends. Chunks that lie
-// side by side in a pack and that the prefetch wants are fetched together
+// side by side in a pack and that the prefetch (or reading ahead) wants are fetched together
 // (fetchRun), up to RUN_BYTES a GET.
 import { StoreError } from '../errors.js';
 import { S3Store } from './s3-store.js';
@@ -31,6 +31,8 @@ export interface RemoteOptions {
   fetchTimeoutMs: number;
   /** Prefetch GETs in flight at most (--fetch-concurrency); faults' own GETs come on top. */
   fetchConcurrency: number;
+  /** On demand (or a policy of its own): memory after a fault's chunk fetched ahead (--fetch-readahead); 0: none. */
+  readaheadBytes: number;
   /** --fetch-hedge. */
   hedge: HedgePolicy;
   /** How often the served name is looked up again (--follow); 0: never. */
@@ -173,6 +175,12 @@ export class RemoteServing implements PinnedSnapshots {
     const L = this.core.layout;
     const names = new DataView(this.core.memory.buffer).getUint32(snap + L.SNAP_NAMES, true);
     return Buffer.from(this.core.memory.buffer, names + chunk * L.CHUNK_NAME_BYTES, L.CHUNK_NAME_BYTES).toString('hex');
+  }
+
+  /** Chunk `chunk` of snapshot `snap` is in the disk cache, or a GET of it is under way here. */
+  isCachedOrComing(snap: number, chunk: number): boolean {
+    const h = this.closed ? null : this.held(snap);
+    return h !== null && (this.cache.has(h.places[chunk].hex) || this.fetcher.busy(h.places[chunk].hex));
   }
 
   /** Chunk `chunk` of snapshot `snap` is in the disk cache. */

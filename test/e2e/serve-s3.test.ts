@@ -60,7 +60,8 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
   it('restores every byte with a cold cache, each chunk fetched once; a restart over the warm cache fetches none', async () => {
     const cache = tmp.file('cache-cold');
     proxy.reset();
-    const log = await snapshot.restore(cache, ['--pattern', 'random', '--threads', '2']);
+    // No read ahead: each fault fetches its own chunk (read ahead has its own test).
+    const log = await snapshot.restore(cache, ['--pattern', 'random', '--threads', '2'], ['--fetch-readahead', '0']);
     const gets = snapshot.chunkGets();
     expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
     // Serving reads chunks with its lean signed GET (src/store/s3-chunk-get.ts), not through the SDK (which names itself).
@@ -95,12 +96,30 @@ describe('serving from a store in a bucket (S3 API, on Swift)', function () {
     expect(leases.Contents ?? []).to.deep.equal([]);
   });
 
+  it('on demand, a guest reading on is read ahead: the chunks after its fault come in runs before it asks, each once; with --fetch-readahead 0 each fault fetches its own', async () => {
+    const waited = (log: string): number => Number(/(\d+) faults? of this VM waited for a fetch/.exec(log)?.[1] ?? NaN);
+    proxy.reset();
+    const own = await snapshot.restore(tmp.file('cache-ra-off'), ['--pattern', 'seq'], ['--fetch-hedge', 'off', '--fetch-readahead', '0']);
+    expect(snapshot.chunkRequests().length, 'one GET a chunk').to.equal(chunks);
+    expect(waited(own), own).to.be.at.least(chunks);
+    proxy.reset();
+    const ahead = await snapshot.restore(tmp.file('cache-ra'), ['--pattern', 'seq'], ['--fetch-hedge', 'off']);
+    const gets = snapshot.chunkGets();
+    expect(new Set(gets).size, 'every chunk fetched').to.equal(chunks);
+    expect(gets.length, 'none twice').to.equal(chunks);
+    // Chunks side by side in a pack come in one GET: far fewer requests, and most faults find their chunk cached.
+    const requests = snapshot.chunkRequests().length;
+    console.log(`      read ahead: ${requests} GETs for ${chunks} chunks, ${waited(ahead)} faults waited for one (without: ${chunks} GETs, ${waited(own)} waited)`);
+    expect(requests, ahead).to.be.below(chunks / 3);
+    expect(waited(ahead), ahead).to.be.below(chunks / 3);
+  });
+
   it('several VMs on one serve, and two handlers sharing one cache: each chunk fetched once', async () => {
     const cache = tmp.file('cache-shared');
     proxy.reset();
-    // No hedging: every GET on the wire is then one chunk's one fetch.
-    const a = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
-    const b = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off'], true);
+    // No hedging: every GET on the wire is then one chunk's one fetch. No read ahead: each a fault's.
+    const a = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off', '--fetch-readahead', '0'], true);
+    const b = await snapshot.handler(cache, ['--workers', '2', '--metrics', '127.0.0.1:0', '--fetch-hedge', 'off', '--fetch-readahead', '0'], true);
     const sims = [a, a, a, b, b].map((x, i) => startSim(['--socket', x.sock, '--mem', img, '--verify', '--pattern', 'random', '--seed', String(i + 1)]).result);
     for (const r of await Promise.all(sims)) {
       expect(r.code, r.stderr).to.equal(0);
