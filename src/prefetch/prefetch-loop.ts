@@ -408,9 +408,11 @@ export class PrefetchLoop {
     const end = vm.cur.first + vm.cur.count;
     const unit = pages === 512 && len === 512 * 4096 ? 512 : 1;
     let from = filePage + Math.floor(done / 4096 / unit) * unit;
-    if (rc === -E.EEXIST || (rc === -E.EAGAIN && done > 0 && done < len && result > 0)) {
-      if (rc === -E.EEXIST) {
-        // That page is in already (a demand fault won the race): skip it.
+    // ENOENT: that page is in no range registered with the uffd any more (taken out by a handler before a
+    // takeover, say): the kernel's to fill, skipped as a page already in. Firecracker's exit is ESRCH.
+    if (rc === -E.EEXIST || rc === -E.ENOENT || (rc === -E.EAGAIN && done > 0 && done < len && result > 0)) {
+      if (rc === -E.EEXIST || rc === -E.ENOENT) {
+        // That page is in already (a demand fault won the race), or not ours: skip it.
         this.core.fn.markPresent(vm.a.table, this.dv.getBigUint64(act + L.ACTION_WAKE + L.UFFDIO_RANGE_START, true) + BigInt(done));
         from += unit;
       }
@@ -426,7 +428,7 @@ export class PrefetchLoop {
       vm.retryAt = now() + 1;
       return -1;
     }
-    if (rc === -E.ESRCH || rc === -E.ENOENT) {
+    if (rc === -E.ESRCH) {
       this.stop(vm, null); // Firecracker has gone; the fault worker reports it
       return -1;
     }

@@ -3,7 +3,7 @@
 // EEXIST races with the prefetch worker; several VMs; bad policies refused.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, writeFileSync, readFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY } from '../helpers/paths.js';
 import { TempDir, makeImage } from '../helpers/images.js';
@@ -240,6 +240,27 @@ describe('prefetch policies', function () {
       expect(sim.json?.mismatches).to.equal(0);
       expect((await h.waitExit()).code).to.equal(0);
     }
+  });
+
+  it('a copy ahead into a range no longer registered (ENOENT) is skipped: the prefetch goes on past it', async () => {
+    // 8 MiB of data, a 48 MiB hole (zero pages, known at once), 8 MiB of data; the hole stays registered
+    // (--zero-ranges off) and the test worker takes the range of the first zero page mapped ahead out of the
+    // uffd just before mapping it (test/helpers/faulty-prefetch-worker.ts), as a handler before a takeover may have.
+    const sparse = tmp.file('enoent.img');
+    const fd = openSync(sparse, 'w');
+    ftruncateSync(fd, 64 * MiB);
+    for (const at of [0, 56 * MiB]) writeSync(fd, makeImage(8 * MiB, { seed: `enoent${at}`, zeroFraction: 0 }), 0, 8 * MiB, at);
+    closeSync(fd);
+    const sock = tmp.file('enoent.sock');
+    const h = new Proc(process.execPath, [SNAPFAULT_FAULTY, '--log-format', 'text', '--prefetch', 'all', '--zero-ranges', 'off', sock, sparse], { SF_TEST_PREFETCH_UNREGISTER: '1' });
+    await h.waitForStderr(/listening on /);
+    const sim = await runSim(['--socket', sock, '--mem', sparse, '--verify', '--pause-ms', '1500', '--pattern', 'seq']);
+    expect(sim.code, `${sim.stderr}\n${h.stderr}`).to.equal(0);
+    expect(sim.json?.mismatches).to.equal(0);
+    expect((await h.waitExit()).code, h.stderr).to.equal(0);
+    // Stopped at the first ENOENT, it had copied the first 8 MiB only (2048 pages).
+    expect(h.stderr).to.match(/prefetch: 4096 pages copied \(16\.0 MiB\) and [1-9]\d* zero pages mapped ahead/);
+    expect(h.stderr).not.to.match(/warn|error/);
   });
 
   it('a custom policy module built from examples/ is loaded and used', async () => {
