@@ -3,10 +3,10 @@
 // EEXIST races with the prefetch worker; several VMs; bad policies refused.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync, readFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
+import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SNAPFAULT, ROOT, SNAPFAULT_FAULTY } from '../helpers/paths.js';
-import { TempDir, makeImage } from '../helpers/images.js';
+import { TempDir, makeImage, sparseImage } from '../helpers/images.js';
 import { startSnapfault, runSim, startSim, Proc, type SimResult } from '../helpers/processes.js';
 import { readTrace, RECORD, RECORD_WORDS, FIELD, SOURCE } from '../../src/trace/trace-file.js';
 import { summarize } from '../../src/trace/summary.js';
@@ -246,11 +246,7 @@ describe('prefetch policies', function () {
     // 8 MiB of data, a 48 MiB hole (zero pages, known at once), 8 MiB of data; the hole stays registered
     // (--zero-ranges off) and the test worker takes the range of the first zero page mapped ahead out of the
     // uffd just before mapping it (test/helpers/faulty-prefetch-worker.ts), as a handler before a takeover may have.
-    const sparse = tmp.file('enoent.img');
-    const fd = openSync(sparse, 'w');
-    ftruncateSync(fd, 64 * MiB);
-    for (const at of [0, 56 * MiB]) writeSync(fd, makeImage(8 * MiB, { seed: `enoent${at}`, zeroFraction: 0 }), 0, 8 * MiB, at);
-    closeSync(fd);
+    const sparse = sparseImage(tmp.file('enoent.img'), 64 * MiB, [{ at: 0, bytes: 8 * MiB, seed: 'enoent0' }, { at: 56 * MiB, bytes: 8 * MiB, seed: 'enoent56' }]);
     const sock = tmp.file('enoent.sock');
     const h = new Proc(process.execPath, [SNAPFAULT_FAULTY, '--log-format', 'text', '--prefetch', 'all', '--zero-ranges', 'off', sock, sparse], { SF_TEST_PREFETCH_UNREGISTER: '1' });
     await h.waitForStderr(/listening on /);

@@ -2,8 +2,7 @@
 // Firecracker simulator through real userfaultfd; the simulator checks every
 // byte it touches against the memory file (or zeros where it ballooned).
 import { expect } from 'chai';
-import { openSync, closeSync, ftruncateSync, writeSync } from 'node:fs';
-import { TempDir, makeImage } from '../helpers/images.js';
+import { TempDir, makeImage, sparseImage } from '../helpers/images.js';
 import { startSnapfault, runSim, type SimResult, type Exit } from '../helpers/processes.js';
 
 const MiB = 1 << 20;
@@ -88,12 +87,7 @@ describe('drop-in restore through real userfaultfd', function () {
   });
 
   it('serves a sparse (diff-style) memory file: holes are zero pages', async () => {
-    const sparse = tmp.file('sparse.img');
-    const fd = openSync(sparse, 'w');
-    ftruncateSync(fd, 32 * MiB);
-    const data = makeImage(4 * MiB, { seed: 'sparse', zeroFraction: 0 });
-    writeSync(fd, data, 0, data.length, 8 * MiB);
-    closeSync(fd);
+    const sparse = sparseImage(tmp.file('sparse.img'), 32 * MiB, [{ at: 8 * MiB, bytes: 4 * MiB, seed: 'sparse' }]);
     const r = await restore(['--pattern', 'random', '--threads', '2'], ['--zero-scan', 'off', '--zero-ranges', 'off'], sparse);
     expectClean(r, 8192);
     expect(r.log).to.match(/8192 faults \(1024 copied, 7168 zero/);

@@ -6,8 +6,8 @@
 // whose restart takes its one VM over and exits once that Firecracker has.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync, openSync, writeSync, closeSync, existsSync, mkdirSync, ftruncateSync, readFileSync } from 'node:fs';
-import { TempDir, makeImage } from '../helpers/images.js';
+import { readdirSync, statSync, openSync, writeSync, closeSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { TempDir, makeImage, sparseImage } from '../helpers/images.js';
 import { cli, expectRefused } from '../helpers/cli.js';
 import { Proc, startSnapfault, startSim } from '../helpers/processes.js';
 import { SNAPFAULT } from '../helpers/paths.js';
@@ -156,11 +156,7 @@ describe('state directory: refusals, and the drop-in form taking its VM over', f
 
   it('a VM taken over keeps its zero ranges out of the prefetch: --prefetch all on the new handler copies every data page past them', async () => {
     // 8 MiB of data, a 48 MiB hole (a zero range the first handler takes out of the uffd), 8 MiB of data.
-    const sparse = tmp.file('zero-range.img');
-    const fd = openSync(sparse, 'w');
-    ftruncateSync(fd, 64 * MiB);
-    for (const at of [0, 56 * MiB]) writeSync(fd, makeImage(8 * MiB, { seed: `zr${at}`, zeroFraction: 0 }), 0, 8 * MiB, at);
-    closeSync(fd);
+    const sparse = sparseImage(tmp.file('zero-range.img'), 64 * MiB, [{ at: 0, bytes: 8 * MiB, seed: 'zr0' }, { at: 56 * MiB, bytes: 8 * MiB, seed: 'zr56' }]);
     const { sock, state } = fresh();
     const args = ['--state-dir', state, '--log-format', 'text', sock, sparse];
     const first = await startSnapfault(args);

@@ -5,9 +5,8 @@
 //                               out of the uffd (a bare UFFDIO_UNREGISTER), as
 //                               an unregister racing the fault would: the
 //                               fault in hand then meets ENOENT.
-import { ioctlRaw, rangeArg, UFFDIO, LAYOUT } from '../../native/uffd.js';
-import { addressOf } from '../../native/libc.js';
-import { readMemory } from '../../native/mmap.js';
+import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
+import { unregisterZeropageRange } from './bare-unregister.js';
 import { runFaultThread } from '../../src/worker/fault-thread.js';
 
 const die = process.env.SF_TEST_FAULT_DIE === '1';
@@ -17,10 +16,7 @@ runFaultThread((fd, req, arg) => {
   if (die) process.exit(71); // in a worker thread: ends this thread only
   if (unregisterNext && req === UFFDIO.ZEROPAGE) {
     unregisterNext = false;
-    const range = readMemory(arg + LAYOUT.uffdio_zeropage.range, LAYOUT.uffdio_range.size);
-    const start = Number(range.readBigUInt64LE(LAYOUT.uffdio_range.start));
-    const len = Number(range.readBigUInt64LE(LAYOUT.uffdio_range.len));
-    if (ioctlRaw(fd, UFFDIO.UNREGISTER, addressOf(rangeArg(start, len))) < 0) process.exit(72);
+    if (unregisterZeropageRange(fd, arg) < 0) process.exit(72);
   }
   return ioctlRaw(fd, req, arg);
 });

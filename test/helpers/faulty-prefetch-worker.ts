@@ -7,9 +7,8 @@
 //   SF_TEST_PREFETCH_UNREGISTER=1  before its first UFFDIO_ZEROPAGE, take that
 //                              range out of the uffd (a bare UFFDIO_UNREGISTER),
 //                              as a handler before a takeover may have: ENOENT.
-import { ioctlRaw, rangeArg, UFFDIO, LAYOUT } from '../../native/uffd.js';
-import { addressOf } from '../../native/libc.js';
-import { readMemory } from '../../native/mmap.js';
+import { ioctlRaw, UFFDIO } from '../../native/uffd.js';
+import { unregisterZeropageRange } from './bare-unregister.js';
 import { runPrefetchThread } from '../../src/prefetch/prefetch-thread.js';
 
 const stallMs = Number(process.env.SF_TEST_PREFETCH_STALL_MS ?? 0);
@@ -22,10 +21,7 @@ runPrefetchThread((fd, req, arg) => {
   if (die) process.exit(70); // in a worker thread: ends this thread only
   if (unregisterNext && req === UFFDIO.ZEROPAGE) {
     unregisterNext = false;
-    const range = readMemory(arg + LAYOUT.uffdio_zeropage.range, LAYOUT.uffdio_range.size);
-    const start = Number(range.readBigUInt64LE(LAYOUT.uffdio_range.start));
-    const len = Number(range.readBigUInt64LE(LAYOUT.uffdio_range.len));
-    if (ioctlRaw(fd, UFFDIO.UNREGISTER, addressOf(rangeArg(start, len))) < 0) process.exit(72);
+    if (unregisterZeropageRange(fd, arg) < 0) process.exit(72);
   }
   return ioctlRaw(fd, req, arg);
 });

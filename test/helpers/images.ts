@@ -1,5 +1,5 @@
 // Snapshot memory images for tests: deterministic mixes of page kinds.
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, createCipheriv } from 'node:crypto';
@@ -55,6 +55,18 @@ process.on('exit', () => {
     }
   }
 });
+
+/** A sparse memory file of `bytes` at `path`: holes (zero pages known without reading them), but for `pieces` of data (`makeImage` with no zero page). */
+export function sparseImage(path: string, bytes: number, pieces: Array<{ at: number; bytes: number; seed: string }>): string {
+  const fd = openSync(path, 'w');
+  try {
+    ftruncateSync(fd, bytes);
+    for (const p of pieces) writeSync(fd, makeImage(p.bytes, { seed: p.seed, zeroFraction: 0 }), 0, p.bytes, p.at);
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
 
 export class TempDir {
   readonly path = mkdtempSync(join(tmpdir(), 'snapfault-test-'));

@@ -1,8 +1,8 @@
 // The uffd wrapper against a real userfaultfd in this process: the resolving
 // ioctls are issued on registered memory that no thread touches until filled.
 import { expect } from 'chai';
-import { createUserfaultfd, registerMissing, unregister, copy, zeropage, wake, isUserfaultfd, ioctlRaw, rangeArg, UFFDIO, UFFD_FEATURE } from '../../native/uffd.js';
-import { addressOf } from '../../native/libc.js';
+import { createUserfaultfd, registerMissing, unregister, copy, zeropage, wake, isUserfaultfd, UFFD_FEATURE } from '../../native/uffd.js';
+import { bareUnregister } from '../helpers/bare-unregister.js';
 import { Worker } from 'node:worker_threads';
 import { mmapAnonymous, munmap, readMemory, writeMemory, madvise, MADV, type Mapping } from '../../native/mmap.js';
 import { closeFd, fileStatusFlags, O_NONBLOCK, PollSet, POLL, EventFd, dataExtents } from '../../native/fd.js';
@@ -101,12 +101,6 @@ describe('native/uffd: an unregister racing a fault on its way in', function () 
   /** Enough to see the race on a loaded machine (~1 round in 100 idle, ~1 in 1000 with both CPUs busy). */
   const MAX_ROUNDS = 40_000;
   const BARE_ENOUGH = 5;
-
-  /** UFFDIO_UNREGISTER alone: what `unregister` does before its wake. */
-  const bareUnregister = (fd: number, start: number, len: number): number => {
-    const rc = ioctlRaw(fd, UFFDIO.UNREGISTER, addressOf(rangeArg(start, len)));
-    return rc < 0 ? rc : 0;
-  };
 
   it('leaves no fault asleep: unregister wakes the range once it is out (a bare UFFDIO_UNREGISTER, in alternate rounds, leaves some)', async () => {
     const sab = new SharedArrayBuffer(32);
