@@ -255,7 +255,7 @@ export class SnapfaultServer {
   readonly outcomes: VmOutcome[] = [];
   /** A store in a bucket being served: its disk cache and fetcher. */
   private remote: RemoteServing | null = null;
-  /** Served from a bucket with --prefetch: the chunks fetched ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
+  /** Served from a bucket: the chunks --prefetch fetches ahead of the guest; `aheadPlanned`: the snapshots whose policy chunks are queued. */
   private ahead: PrefetchFetches | null = null;
   /** Served from a bucket on demand: the chunks after a fault's, fetched ahead (readAhead). */
   private readahead: PrefetchFetches | null = null;

@@ -14,7 +14,7 @@ import { readChainOf, flattenChain } from './chain.js';
 import { manifestIdentity } from './manifest.js';
 import { openChainSnapshot } from './store-snapshot.js';
 import { DiskCache } from './disk-cache.js';
-import { ChunkFetcher, FetchError, type FetchStats, type HedgePolicy } from './chunk-fetcher.js';
+import { ChunkFetcher, FetchError, type FetchStats, type HedgePolicy, type ChunkCheckFn } from './chunk-fetcher.js';
 import { ChunkCheck } from './chunk-check.js';
 import { CompressedSnapshot } from '../compressed/compressed-snapshot.js';
 import type { Core } from '../core/wasm-core.js';
@@ -179,13 +179,14 @@ export class RemoteServing implements PinnedSnapshots {
 
   /** Chunk `chunk` of snapshot `snap` is in the disk cache, or a GET of it is under way here. */
   isCachedOrComing(snap: number, chunk: number): boolean {
-    const h = this.closed ? null : this.held(snap);
-    return h !== null && (this.cache.has(h.places[chunk].hex) || this.fetcher.busy(h.places[chunk].hex));
+    const hex = this.closed ? null : this.held(snap)?.places[chunk]?.hex;
+    return hex != null && (this.cache.has(hex) || this.fetcher.busy(hex));
   }
 
   /** Chunk `chunk` of snapshot `snap` is in the disk cache. */
   isCached(snap: number, chunk: number): boolean {
-    return !this.closed && this.held(snap) !== null && this.cache.has(this.chunkName(snap, chunk));
+    const hex = this.closed ? null : this.held(snap)?.places[chunk]?.hex;
+    return hex != null && this.cache.has(hex);
   }
 
   /**
@@ -198,12 +199,10 @@ export class RemoteServing implements PinnedSnapshots {
   async fetch(snap: number, chunk: number, discard: boolean): Promise<{ error: string | null; bytes: number }> {
     // Closed (or the snapshot let go): the descriptor it reads names from is freed.
     if (this.closed) return { error: 'the handler is stopping', bytes: 0 };
-    if (this.held(snap) === null) return { error: 'its snapshot is no longer served', bytes: 0 };
-    const L = this.core.layout;
-    const dv = new DataView(this.core.memory.buffer);
-    if (chunk >= dv.getUint32(snap + L.SNAP_CHUNKS, true)) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
-    const h = this.held(snap)!;
+    const h = this.held(snap);
+    if (h === null) return { error: 'its snapshot is no longer served', bytes: 0 };
     const at = h.places[chunk];
+    if (at === undefined) return { error: `the snapshot has no chunk ${chunk}`, bytes: 0 };
     if (discard) this.cache.discard(at.hex);
     return this.outcome(at, this.fetcher.fetch(at, this.checkIn(snap, h, [chunk])));
   }
@@ -234,7 +233,7 @@ export class RemoteServing implements PinnedSnapshots {
   }
 
   /** Checks a fetched chunk of `snap` (one of `chunks`) against its manifest record and its name. */
-  private checkIn(snap: number, h: HeldSnapshot, chunks: number[]): (at: ChunkAt, stored: Buffer) => string | null {
+  private checkIn(snap: number, h: HeldSnapshot, chunks: number[]): ChunkCheckFn {
     const L = this.core.layout;
     const dv = new DataView(this.core.memory.buffer);
     const table = dv.getUint32(snap + L.SNAP_CHUNK_TABLE, true);

@@ -464,25 +464,22 @@ export class FaultLoop {
       // Installed already (prefetch, fill-around, a racing fault): make sure nobody still sleeps on it.
       vm.eexist++;
       this.st[S.EEXIST]++;
-      const woke = this.ioctl(a.uffd, UFFDIO.WAKE, this.base + act + L.ACTION_WAKE);
-      if (woke >= 0) return EXISTED;
-      return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');
+      return this.wakeWaiters(vm, act);
     }
     if (rc === -E.EAGAIN) return AGAIN;
-    if (rc === -E.ENOENT) return this.notRegistered(vm, act);
+    if (rc === -E.ENOENT) {
+      // The page is in no range registered with the uffd any more (a zero range taken out while its
+      // fault was on its way in, native/uffd.ts `unregister`; the previous handler's, after a takeover):
+      // the kernel's to fill, once the thread is woken. Firecracker's exit is ESRCH, or its socket's end-of-file.
+      vm.notRegistered++;
+      this.st[S.NOT_REGISTERED]++;
+      return this.wakeWaiters(vm, act);
+    }
     return this.ioctlFailed(vm, act, rc, 'resolving the fault');
   }
 
-  /**
-   * ENOENT: the page is in no range registered with the uffd any more (a
-   * zero range taken out while its fault was on its way in, native/uffd.ts
-   * `unregister`; the previous handler's, after a takeover). It is the
-   * kernel's to fill: the waiting thread is woken and retries without us.
-   * Firecracker's exit is ESRCH, or its socket's end-of-file.
-   */
-  private notRegistered(vm: ServedVm, act: number): number {
-    vm.notRegistered++;
-    this.st[S.NOT_REGISTERED]++;
+  /** Wakes the threads waiting on the action's page, which is there (or not ours) already: EXISTED, or GONE. */
+  private wakeWaiters(vm: ServedVm, act: number): number {
     const woke = this.ioctl(vm.a.uffd, UFFDIO.WAKE, this.base + act + this.L.ACTION_WAKE);
     if (woke >= 0) return EXISTED;
     return this.ioctlFailed(vm, act, woke, 'waking the threads waiting');

@@ -17,9 +17,9 @@
 // - hugetlbfs: runs are whole 2 MiB pages (the kernel refuses anything else).
 // - A VM taken over ('known'): its first handler dealt with its ranges, as
 //   its options said. The runs are only marked present, with no ioctl: a
-//   prefetch copy into a range taken out would meet ENOENT and stop that
-//   VM's prefetch, and a fault in a range still registered is served as a
-//   late one (the core's page state is the new handler's own).
+//   prefetch copy into a range taken out would meet ENOENT and skip it page
+//   by page, and a fault in a range still registered is served as a late
+//   one (the core's page state is the new handler's own).
 //
 // Runs the fault worker, between batches, with none of the VM's faults in
 // hand and under its fence (no prefetch copy in flight), so no planned copy
